@@ -1,0 +1,63 @@
+// File: quant/kernels.h
+// -----------------------------------------------------------------------------
+// KV-cache quantization kernels: asymmetric uniform quantization with
+// token-level mixed widths, dense little-endian bit packing, and dequantization
+// straight into a destination view (the agent's KV cache).
+//
+// Grouping (KIVI, arXiv 2402.02750):
+//   - kPerChannel (keys): a group is G consecutive tokens of ONE channel;
+//   - kPerToken (values): a group is G consecutive channels of ONE token
+//     (channels run across heads: c = h * head_dim + d).
+//   The last group along the axis may be shorter than G (never padded).
+// Mixed widths: each group stores one (min, scale) pair as fp16; each element
+// is coded with its token's width b as round((x - min) / range * (2^b - 1)), so
+// a per-channel group can hold tokens of different widths. Tokens of width 16
+// are stored as raw fp16 and do not take part in their groups' ranges.
+// The exact byte layout is in docs/cachecard.md ("Packed K/V section").
+//
+// Thread safety: pure functions, safe to call concurrently on distinct outputs.
+#ifndef QKVSHARE_QUANT_KERNELS_H_
+#define QKVSHARE_QUANT_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "quant/kv_view.h"
+
+namespace qkvshare::quant {
+
+enum class GroupAxis : uint8_t {
+  kPerChannel = 0,  // keys
+  kPerToken = 1,    // values
+};
+
+struct GroupSpec {
+  GroupAxis axis = GroupAxis::kPerChannel;
+  int group_size = 32;  // G >= 1
+};
+
+// Bytes Quantize() writes for `token_bits.size()` tokens of `channels`
+// channels: codes plus group parameters. Deterministic in its arguments.
+size_t PackedBytes(int channels, const GroupSpec& spec, absl::Span<const uint8_t> token_bits);
+
+// Quantizes `src` (num_tokens == token_bits.size()) into `out`, which must be
+// exactly PackedBytes(...) long.
+// Errors: InvalidArgument for a size mismatch, a width that is not
+// IsValidTokenBits, a group size < 1, or a NaN/Inf element (naming the token
+// and channel); `out` is then unspecified.
+absl::Status Quantize(const ConstKvView& src, const GroupSpec& spec,
+                      absl::Span<const uint8_t> token_bits, absl::Span<uint8_t> out);
+
+// Dequantizes `packed` (as written by Quantize with the same spec and widths)
+// into `dst` (any dtype; num_tokens == token_bits.size()), without a temporary
+// full-size buffer.
+// Errors: InvalidArgument for a size mismatch or invalid width; `dst` is then
+// untouched (sizes are checked before any write).
+absl::Status Dequantize(absl::Span<const uint8_t> packed, const GroupSpec& spec,
+                        absl::Span<const uint8_t> token_bits, const KvView& dst);
+
+}  // namespace qkvshare::quant
+
+#endif  // QKVSHARE_QUANT_KERNELS_H_
