@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "agents/testing/random_llama.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -118,6 +119,172 @@ TEST(SequenceGoldenTest, GreedyIdsMatchRunC) {
     }
   }
 }
+
+// ---------------------------------------------------------------------------
+// Consistency on random tiny models of every supported variant.
+
+struct Variant {
+  std::string name;
+  testing::RandomLlamaSpec spec;
+};
+
+void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
+
+std::vector<Variant> Variants() {
+  std::vector<Variant> v;
+  testing::RandomLlamaSpec base;  // GQA (4 heads, 2 kv heads), untied, F32
+  v.push_back({"gqa_untied", base});
+  auto tied = base;
+  tied.tie = true;
+  tied.kv_heads = 1;  // MQA
+  v.push_back({"mqa_tied", tied});
+  auto qwen = base;
+  qwen.model_type = "qwen2";
+  v.push_back({"qwen2_bias", qwen});
+  auto bias = base;
+  bias.attention_bias = true;
+  bias.kv_heads = 4;  // MHA
+  v.push_back({"llama_attention_bias_mha", bias});
+  auto llama3 = base;
+  llama3.rope_scaling_json =
+      R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 64})";
+  llama3.rope_theta = 500000.0;
+  v.push_back({"llama3_rope", llama3});
+  auto linear = base;
+  linear.rope_scaling_json = R"({"type": "linear", "factor": 4.0})";
+  v.push_back({"linear_rope", linear});
+  auto hd = base;
+  hd.head_dim = 16;  // q/k/v width 64 != hidden 32
+  v.push_back({"head_dim_override", hd});
+  auto bf16 = base;
+  bf16.weight_dtype = "BF16";
+  bf16.shards = 2;
+  v.push_back({"bf16_weights_sharded", bf16});
+  auto f16 = base;
+  f16.weight_dtype = "F16";
+  f16.model_type = "mistral";
+  v.push_back({"f16_weights_mistral", f16});
+  return v;
+}
+
+class VariantTest : public ::testing::TestWithParam<Variant> {
+ protected:
+  static std::vector<int32_t> Ids(int n, int vocab) {
+    std::vector<int32_t> ids;
+    for (int i = 0; i < n; ++i) ids.push_back((i * 37 + 11) % vocab);
+    return ids;
+  }
+  std::string WriteModel() {
+    std::string dir = testing::TempDir(GetParam().name);
+    EXPECT_TRUE(testing::WriteRandomLlama(dir, GetParam().spec).ok());
+    return dir;
+  }
+};
+
+std::vector<float> AllLogits(const ModelHandle& model, const std::vector<int32_t>& ids,
+                             int chunk) {
+  auto s = Sequence::Create(model, {.prefill_chunk_tokens = chunk});
+  EXPECT_TRUE(s.ok()) << s.status();
+  auto lv = (*s)->Append(ids, LogitsMode::kAll);
+  EXPECT_TRUE(lv.ok()) << lv.status();
+  return std::vector<float>(lv->data, lv->data + lv->rows * lv->vocab);
+}
+
+std::vector<float> DecodeLogits(const ModelHandle& model, const std::vector<int32_t>& ids) {
+  auto s = Sequence::Create(model, {.initial_capacity = 4});  // forces cache growth
+  EXPECT_TRUE(s.ok()) << s.status();
+  std::vector<float> out;
+  for (int32_t id : ids) {
+    auto row = (*s)->Decode(id);
+    EXPECT_TRUE(row.ok()) << row.status();
+    out.insert(out.end(), row->begin(), row->end());
+  }
+  return out;
+}
+
+double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    m = std::max(m, std::fabs(double{a[i]} - b[i]));
+  }
+  return m;
+}
+
+double MaxAbs(const std::vector<float>& a) {
+  double m = 0;
+  for (float v : a) m = std::max(m, std::fabs(double{v}));
+  return m;
+}
+
+TEST_P(VariantTest, DecodeAndChunkedPrefillMatchFullForwardF32) {
+  const std::string dir = WriteModel();
+  ModelHandle model = LoadModel(dir, DType::kF32);
+  ASSERT_NE(model, nullptr);
+  const std::vector<int32_t> ids = Ids(40, GetParam().spec.vocab);
+  std::vector<float> full = AllLogits(model, ids, 512);
+  ASSERT_EQ(full.size(), 40u * GetParam().spec.vocab);
+  EXPECT_GT(MaxAbs(full), 1.0);  // not degenerate
+  EXPECT_LT(MaxAbsDiff(full, DecodeLogits(model, ids)), 1e-4);
+  EXPECT_LT(MaxAbsDiff(full, AllLogits(model, ids, 6)), 1e-4);
+  EXPECT_LT(MaxAbsDiff(full, AllLogits(model, ids, 1)), 1e-4);
+}
+
+// bf16 compute (weights rounded to bf16, bf16 matrix products with fp32
+// accumulation, bf16 KV cache) against fp32 compute of the same files.
+// Documented bound (docs/runtime.md): max |logit difference| <= 3% of the
+// largest |logit|; decode vs full forward within bf16 the same.
+TEST_P(VariantTest, Bf16ComputeWithinBound) {
+  const std::string dir = WriteModel();
+  ModelHandle f32 = LoadModel(dir, DType::kF32);
+  ModelHandle bf16 = LoadModel(dir, DType::kBF16);
+  ASSERT_NE(f32, nullptr);
+  ASSERT_NE(bf16, nullptr);
+  if (GetParam().spec.weight_dtype == "BF16") {
+    // Only the RMSNorm weights are converted (to fp32); matrices are mapped.
+    const auto& s = GetParam().spec;
+    EXPECT_EQ(bf16->copied_weight_bytes(), 4u * s.hidden * (2 * s.layers + 1));
+  }
+  const std::vector<int32_t> ids = Ids(40, GetParam().spec.vocab);
+  std::vector<float> ref = AllLogits(f32, ids, 512);
+  std::vector<float> full = AllLogits(bf16, ids, 512);
+  const double bound = 0.03 * MaxAbs(ref);
+  std::printf("%s: bf16 vs f32 max diff %.4f, bound %.4f\n", GetParam().name.c_str(),
+              MaxAbsDiff(ref, full), bound);
+  EXPECT_LT(MaxAbsDiff(ref, full), bound);
+  EXPECT_LT(MaxAbsDiff(ref, DecodeLogits(bf16, ids)), bound);
+  EXPECT_LT(MaxAbsDiff(ref, AllLogits(bf16, ids, 7)), bound);
+}
+
+// Cross-check against an independent float64 numpy implementation
+// (scripts/ref_llama_numpy.py, run offline by scripts/make_numpy_reference.sh):
+// qwen2 biases + head_dim override + llama3 RoPE; tied llama with
+// attention_bias, MQA, linear RoPE and BF16 weights.
+TEST(NumpyReferenceTest, LogitsMatch) {
+  nlohmann::json golden = nlohmann::json::parse(ReadAll("agents/testdata/numpy_reference.json"));
+  ASSERT_EQ(golden["cases"].size(), 2u);
+  for (const nlohmann::json& c : golden["cases"]) {
+    SCOPED_TRACE(c["spec"].dump());
+    auto spec = testing::RandomLlamaSpecFromJson(c["spec"].dump());
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    const std::string dir = testing::TempDir("numpy_ref");
+    ASSERT_TRUE(testing::WriteRandomLlama(dir, *spec).ok());
+    ModelHandle model = LoadModel(dir, DType::kF32);
+    ASSERT_NE(model, nullptr);
+    std::vector<int32_t> ids = c["result"]["ids"].get<std::vector<int32_t>>();
+    std::vector<float> want;
+    for (const auto& row : c["result"]["logits"]) {
+      for (float v : row) want.push_back(v);
+    }
+    std::vector<float> got = AllLogits(model, ids, 5);
+    EXPECT_LT(MaxAbsDiff(got, want), 1e-4);
+    EXPECT_GT(MaxAbs(want), 1.0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllVariants, VariantTest, ::testing::ValuesIn(Variants()),
+                         [](const auto& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace qkvshare::agents

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/dtype.h"
+#include "nlohmann/json.hpp"
 
 namespace qkvshare::agents::testing {
 namespace {
@@ -197,6 +198,42 @@ absl::Status WriteRandomLlama(const std::string& dir, const RandomLlamaSpec& spe
     if (!st.ok()) return st;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<RandomLlamaSpec> RandomLlamaSpecFromJson(const std::string& json) {
+  nlohmann::json j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError("random llama spec: not a JSON object");
+  }
+  RandomLlamaSpec s;
+  try {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      const std::string& k = it.key();
+      const nlohmann::json& v = it.value();
+      if (k == "model_type") s.model_type = v.get<std::string>();
+      else if (k == "hidden") s.hidden = v.get<int>();
+      else if (k == "layers") s.layers = v.get<int>();
+      else if (k == "heads") s.heads = v.get<int>();
+      else if (k == "kv_heads") s.kv_heads = v.get<int>();
+      else if (k == "intermediate") s.intermediate = v.get<int>();
+      else if (k == "vocab") s.vocab = v.get<int>();
+      else if (k == "head_dim") s.head_dim = v.get<int>();
+      else if (k == "max_pos") s.max_pos = v.get<int64_t>();
+      else if (k == "rope_theta") s.rope_theta = v.get<double>();
+      else if (k == "rope_scaling") s.rope_scaling_json = v.dump();
+      else if (k == "tie") s.tie = v.get<bool>();
+      else if (k == "attention_bias") s.attention_bias = v.get<bool>();
+      else if (k == "weight_dtype") s.weight_dtype = v.get<std::string>();
+      else if (k == "shards") s.shards = v.get<int>();
+      else if (k == "seed") s.seed = v.get<uint64_t>();
+      else if (k == "weight_scale") s.weight_scale = v.get<float>();
+      else if (k == "eos_ids") s.eos_ids = v.get<std::vector<int32_t>>();
+      else return absl::InvalidArgumentError("random llama spec: unknown key '" + k + "'");
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(std::string("random llama spec: ") + e.what());
+  }
+  return s;
 }
 
 std::string TempDir(const std::string& name) {

@@ -56,7 +56,8 @@ struct RandomLlamaSpec {
   std::string weight_dtype = "F32";  // F32 | F16 | BF16
   int shards = 1;                    // > 1: model.safetensors.index.json + shards
   uint64_t seed = 1;
-  float weight_scale = 0.25f;  // matrices ~ U(-scale, scale) / sqrt(fan_in) * sqrt(3)
+  // Matrices ~ U(-a, a), a = weight_scale * sqrt(3 / fan_in): std weight_scale / sqrt(fan_in).
+  float weight_scale = 1.0f;
   std::vector<int32_t> eos_ids = {2};
   // Copied to tokenizer.json when non-empty.
   std::string tokenizer_json_path;
@@ -71,6 +72,11 @@ std::string RandomLlamaConfigJson(const RandomLlamaSpec& spec);
 // Writes the model directory `dir` (created if needed). Errors: Internal
 // for I/O failures.
 absl::Status WriteRandomLlama(const std::string& dir, const RandomLlamaSpec& spec);
+
+// A spec from JSON: an object with any of the RandomLlamaSpec field names
+// ("model_type", "hidden", "layers", ..., "rope_scaling" as an object or
+// null); absent keys keep their defaults. Errors: InvalidArgument.
+absl::StatusOr<RandomLlamaSpec> RandomLlamaSpecFromJson(const std::string& json);
 
 // A fresh directory under $TEST_TMPDIR (or /tmp) named after `name`.
 std::string TempDir(const std::string& name);
