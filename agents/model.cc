@@ -25,13 +25,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
     QKV_ASSIGN_OR_RETURN(tokenizer_json, ReadFileToString(tokenizer_path));
   }
   QKV_ASSIGN_OR_RETURN(model->weights_, WeightFiles::Open(dir));
-  if (options.compute_dtype.has_value()) {
-    model->compute_dtype_ = *options.compute_dtype;
-  } else {
-    const TensorInfo* embed = model->weights_->Find("model.embed_tokens.weight");
-    model->compute_dtype_ =
-        embed != nullptr && embed->dtype == DType::kF32 ? DType::kF32 : DType::kBF16;
-  }
+  const int64_t vocab = model->config_.vocab_size, hidden = model->config_.hidden_size;
+  QKV_ASSIGN_OR_RETURN(const TensorInfo* embed,
+                       model->weights_->Get("model.embed_tokens.weight", {vocab, hidden}));
+  model->weights_dtype_ = *embed->dtype;
+  model->compute_dtype_ = options.compute_dtype.value_or(DefaultComputeDType(*embed->dtype));
   QKV_ASSIGN_OR_RETURN(model->fingerprint_,
                        ComputeModelFingerprint(model->config_, tokenizer_json, *model->weights_));
   QKV_ASSIGN_OR_RETURN(

@@ -48,6 +48,12 @@ struct ModelOptions {
   std::optional<DType> compute_dtype;
 };
 
+// The compute dtype chosen when ModelOptions::compute_dtype is unset, for
+// weights stored as `stored`: kF32 for kF32, else kBF16.
+constexpr DType DefaultComputeDType(DType stored) {
+  return stored == DType::kF32 ? DType::kF32 : DType::kBF16;
+}
+
 class Model {
  public:
   // Loads `dir`. Errors (each message names the file, and the key or tensor):
@@ -68,6 +74,8 @@ class Model {
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
   DType compute_dtype() const { return compute_dtype_; }
+  // Dtype of model.embed_tokens.weight on disk.
+  DType weights_dtype() const { return weights_dtype_; }
   const ModelFingerprint& fingerprint() const { return fingerprint_; }
   // Weight bytes used in place from the mapping, and converted copies.
   size_t mapped_weight_bytes() const;
@@ -82,6 +90,7 @@ class Model {
   std::string dir_;
   ModelConfig config_;
   DType compute_dtype_ = DType::kF32;
+  DType weights_dtype_ = DType::kF32;
   ModelFingerprint fingerprint_;
   // Declaration order matters: the engine views the mapped files.
   std::unique_ptr<WeightFiles> weights_;

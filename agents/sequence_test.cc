@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -182,8 +183,7 @@ class VariantTest : public ::testing::TestWithParam<Variant> {
   }
 };
 
-std::vector<float> AllLogits(const ModelHandle& model, const std::vector<int32_t>& ids,
-                             int chunk) {
+std::vector<float> AllLogits(const ModelHandle& model, const std::vector<int32_t>& ids, int chunk) {
   auto s = Sequence::Create(model, {.prefill_chunk_tokens = chunk});
   EXPECT_TRUE(s.ok()) << s.status();
   auto lv = (*s)->Append(ids, LogitsMode::kAll);
@@ -281,6 +281,126 @@ TEST(NumpyReferenceTest, LogitsMatch) {
     EXPECT_LT(MaxAbsDiff(got, want), 1e-4);
     EXPECT_GT(MaxAbs(want), 1.0);
   }
+}
+
+// ---------------------------------------------------------------------------
+// Truncate, injection, attention capture (on the bundled model, fp32).
+
+std::vector<int32_t> GoldenSequence(int n) {
+  nlohmann::json golden =
+      nlohmann::json::parse(ReadAll(std::string(kModelDir) + "/golden/greedy.json"));
+  std::vector<int32_t> seq = golden["cases"][0]["prompt_ids"].get<std::vector<int32_t>>();
+  for (int32_t id : golden["cases"][0]["generated_ids"]) seq.push_back(id);
+  seq.resize(n);
+  return seq;
+}
+
+TEST(SequenceTest, TruncateThenContinue) {
+  ModelHandle model = LoadModel(kModelDir, DType::kF32);
+  const std::vector<int32_t> ids = GoldenSequence(30);
+  std::vector<float> full = AllLogits(model, ids, 512);
+  auto s = Sequence::Create(model);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->Append(ids, LogitsMode::kNone).ok());
+  (*s)->Truncate(12);
+  EXPECT_EQ((*s)->length(), 12);
+  EXPECT_EQ((*s)->token_ids(), std::vector<int32_t>(ids.begin(), ids.begin() + 12));
+  auto lv = (*s)->Append(absl::MakeConstSpan(ids).subspan(12), LogitsMode::kAll);
+  ASSERT_TRUE(lv.ok());
+  std::vector<float> tail(lv->data, lv->data + lv->rows * lv->vocab);
+  EXPECT_LT(MaxAbsDiff(tail, std::vector<float>(full.begin() + 12 * 512, full.end())), 1e-4);
+  (*s)->Reset();
+  EXPECT_EQ((*s)->length(), 0);
+  EXPECT_TRUE((*s)->token_ids().empty());
+}
+
+// A card-style handoff: copy A's KV cache into B, declare the tokens, and B
+// continues exactly as A does.
+TEST(SequenceTest, InjectedCacheContinuesIdentically) {
+  ModelHandle model = LoadModel(kModelDir, DType::kF32);
+  const std::vector<int32_t> ids = GoldenSequence(40);
+  auto a = Sequence::Create(model);
+  auto b = Sequence::Create(model, {.initial_capacity = 8});
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->Append(absl::MakeConstSpan(ids).first(39), LogitsMode::kNone).ok());
+  const KvCache& src = (*a)->kv_cache();
+  KvCache& dst = (*b)->kv_cache();
+  const int64_t n = src.length();
+  ASSERT_TRUE(dst.Reserve(n).ok());
+  const KvShape shape = src.shape();
+  for (int l = 0; l < shape.num_layers; ++l) {
+    for (int h = 0; h < shape.num_kv_heads; ++h) {
+      const size_t row = shape.head_dim * sizeof(float);
+      std::memcpy(static_cast<char*>(dst.k_data(l)) + h * dst.head_stride() * sizeof(float),
+                  static_cast<const char*>(src.k_data(l)) + h * src.head_stride() * sizeof(float),
+                  n * row);
+      std::memcpy(static_cast<char*>(dst.v_data(l)) + h * dst.head_stride() * sizeof(float),
+                  static_cast<const char*>(src.v_data(l)) + h * src.head_stride() * sizeof(float),
+                  n * row);
+    }
+  }
+  ASSERT_TRUE(dst.SetLength(n).ok());
+  EXPECT_EQ((*b)->SetTokensAfterInjection(absl::MakeConstSpan(ids).first(38)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*b)->SetTokensAfterInjection(absl::MakeConstSpan(ids).first(39)).ok());
+  auto ra = (*a)->Decode(ids[39]);
+  ASSERT_TRUE(ra.ok());
+  std::vector<float> want(ra->begin(), ra->end());
+  auto rb = (*b)->Decode(ids[39]);
+  ASSERT_TRUE(rb.ok());
+  EXPECT_EQ(std::vector<float>(rb->begin(), rb->end()), want);
+  EXPECT_EQ((*b)->token_ids(), ids);
+}
+
+TEST(SequenceTest, AttentionCapture) {
+  ModelHandle model = LoadModel(kModelDir, DType::kF32);
+  const std::vector<int32_t> ids = GoldenSequence(14);
+  auto s = Sequence::Create(model, {.prefill_chunk_tokens = 3});
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ((*s)->GetAttentionCapture().status().code(), absl::StatusCode::kFailedPrecondition);
+  (*s)->EnableAttentionCapture(5);
+  ASSERT_TRUE((*s)->Append(absl::MakeConstSpan(ids).first(11)).ok());  // 4 chunks
+  ASSERT_TRUE((*s)->Decode(ids[11]).ok());
+  ASSERT_TRUE((*s)->Decode(ids[12]).ok());
+  auto cap = (*s)->GetAttentionCapture();
+  ASSERT_TRUE(cap.ok()) << cap.status();
+  EXPECT_EQ(cap->num_layers, 5);
+  EXPECT_EQ(cap->num_kv_heads, 4);
+  EXPECT_EQ(cap->rows, 5);
+  EXPECT_EQ(cap->context, 13);
+  EXPECT_EQ(cap->query_positions, std::vector<int64_t>({8, 9, 10, 11, 12}));
+  for (int l = 0; l < 5; ++l) {
+    for (int h = 0; h < 4; ++h) {
+      for (int r = 0; r < 5; ++r) {
+        double sum = 0;
+        for (int c = 0; c < 13; ++c) {
+          const float p = cap->at(l, h, r, c);
+          EXPECT_GE(p, 0.0f);
+          if (c > cap->query_positions[r]) EXPECT_EQ(p, 0.0f);  // causal
+          sum += p;
+        }
+        EXPECT_NEAR(sum, 1.0, 1e-5);
+      }
+    }
+  }
+  // The same rows from one unchunked prefill of all 13 tokens.
+  auto one = Sequence::Create(model);
+  ASSERT_TRUE(one.ok());
+  (*one)->EnableAttentionCapture(5);
+  ASSERT_TRUE((*one)->Append(absl::MakeConstSpan(ids).first(13)).ok());
+  auto cap2 = (*one)->GetAttentionCapture();
+  ASSERT_TRUE(cap2.ok());
+  EXPECT_EQ(cap2->query_positions, cap->query_positions);
+  EXPECT_LT(MaxAbsDiff(cap2->probs, cap->probs), 1e-5);
+  EXPECT_GT(MaxAbs(cap->probs), 0.3);  // not uniform
+
+  // Truncate drops the rows of removed positions; the export pads with 0.
+  (*s)->Truncate(11);
+  cap = (*s)->GetAttentionCapture();
+  EXPECT_EQ(cap->query_positions, std::vector<int64_t>({8, 9, 10}));
+  EXPECT_EQ(cap->context, 11);
+  (*s)->DisableAttentionCapture();
+  EXPECT_FALSE((*s)->GetAttentionCapture().ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(AllVariants, VariantTest, ::testing::ValuesIn(Variants()),

@@ -50,7 +50,19 @@ uint16_t FloatToHalf(float f) {
   return static_cast<uint16_t>(sign | (mant >> 13));
 }
 
+// Bytes per element of dtypes written as zeros (anything but F32/F16/BF16).
+size_t RawElemSize(const std::string& dtype) {
+  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL") return 1;
+  if (dtype == "I32" || dtype == "U32") return 4;
+  if (dtype == "I64" || dtype == "U64" || dtype == "F64") return 8;
+  return 2;
+}
+
 void AppendValue(std::string& out, const std::string& dtype, float v) {
+  if (dtype != "F32" && dtype != "F16" && dtype != "BF16") {
+    out.append(RawElemSize(dtype), '\0');
+    return;
+  }
   if (dtype == "F32") {
     char b[4];
     std::memcpy(b, &v, 4);
@@ -61,8 +73,6 @@ void AppendValue(std::string& out, const std::string& dtype, float v) {
   out.push_back(static_cast<char>(h & 0xff));
   out.push_back(static_cast<char>(h >> 8));
 }
-
-size_t ElemSize(const std::string& dtype) { return dtype == "F32" ? 4 : 2; }
 
 }  // namespace
 
@@ -210,25 +220,44 @@ absl::StatusOr<RandomLlamaSpec> RandomLlamaSpecFromJson(const std::string& json)
     for (auto it = j.begin(); it != j.end(); ++it) {
       const std::string& k = it.key();
       const nlohmann::json& v = it.value();
-      if (k == "model_type") s.model_type = v.get<std::string>();
-      else if (k == "hidden") s.hidden = v.get<int>();
-      else if (k == "layers") s.layers = v.get<int>();
-      else if (k == "heads") s.heads = v.get<int>();
-      else if (k == "kv_heads") s.kv_heads = v.get<int>();
-      else if (k == "intermediate") s.intermediate = v.get<int>();
-      else if (k == "vocab") s.vocab = v.get<int>();
-      else if (k == "head_dim") s.head_dim = v.get<int>();
-      else if (k == "max_pos") s.max_pos = v.get<int64_t>();
-      else if (k == "rope_theta") s.rope_theta = v.get<double>();
-      else if (k == "rope_scaling") s.rope_scaling_json = v.dump();
-      else if (k == "tie") s.tie = v.get<bool>();
-      else if (k == "attention_bias") s.attention_bias = v.get<bool>();
-      else if (k == "weight_dtype") s.weight_dtype = v.get<std::string>();
-      else if (k == "shards") s.shards = v.get<int>();
-      else if (k == "seed") s.seed = v.get<uint64_t>();
-      else if (k == "weight_scale") s.weight_scale = v.get<float>();
-      else if (k == "eos_ids") s.eos_ids = v.get<std::vector<int32_t>>();
-      else return absl::InvalidArgumentError("random llama spec: unknown key '" + k + "'");
+      if (k == "model_type")
+        s.model_type = v.get<std::string>();
+      else if (k == "hidden")
+        s.hidden = v.get<int>();
+      else if (k == "layers")
+        s.layers = v.get<int>();
+      else if (k == "heads")
+        s.heads = v.get<int>();
+      else if (k == "kv_heads")
+        s.kv_heads = v.get<int>();
+      else if (k == "intermediate")
+        s.intermediate = v.get<int>();
+      else if (k == "vocab")
+        s.vocab = v.get<int>();
+      else if (k == "head_dim")
+        s.head_dim = v.get<int>();
+      else if (k == "max_pos")
+        s.max_pos = v.get<int64_t>();
+      else if (k == "rope_theta")
+        s.rope_theta = v.get<double>();
+      else if (k == "rope_scaling")
+        s.rope_scaling_json = v.dump();
+      else if (k == "tie")
+        s.tie = v.get<bool>();
+      else if (k == "attention_bias")
+        s.attention_bias = v.get<bool>();
+      else if (k == "weight_dtype")
+        s.weight_dtype = v.get<std::string>();
+      else if (k == "shards")
+        s.shards = v.get<int>();
+      else if (k == "seed")
+        s.seed = v.get<uint64_t>();
+      else if (k == "weight_scale")
+        s.weight_scale = v.get<float>();
+      else if (k == "eos_ids")
+        s.eos_ids = v.get<std::vector<int32_t>>();
+      else
+        return absl::InvalidArgumentError("random llama spec: unknown key '" + k + "'");
     }
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(std::string("random llama spec: ") + e.what());

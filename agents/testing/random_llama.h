@@ -23,7 +23,8 @@
 namespace qkvshare::agents::testing {
 
 // One tensor to write. `values` are converted to `dtype` ("F32", "F16",
-// "BF16"; round to nearest even).
+// "BF16"; round to nearest even); any other dtype name is written as zero
+// bytes (1, 2, 4 or 8 per element by its name; 2 for unknown names).
 struct TensorData {
   std::string name;
   std::string dtype = "F32";
