@@ -23,6 +23,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   const std::string tokenizer_path = JoinPath(dir, "tokenizer.json");
   if (PathExists(tokenizer_path)) {
     QKV_ASSIGN_OR_RETURN(tokenizer_json, ReadFileToString(tokenizer_path));
+    QKV_ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromJson(tokenizer_json, tokenizer_path));
   }
   QKV_ASSIGN_OR_RETURN(model->weights_, WeightFiles::Open(dir));
   const int64_t vocab = model->config_.vocab_size, hidden = model->config_.hidden_size;

@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "agents/model_config.h"
 #include "agents/model_fingerprint.h"
+#include "agents/tokenizer/tokenizer.h"
 #include "base/dtype.h"
 
 namespace qkvshare::agents {
@@ -56,12 +57,14 @@ constexpr DType DefaultComputeDType(DType stored) {
 
 class Model {
  public:
-  // Loads `dir`. Errors (each message names the file, and the key or tensor):
+  // Loads `dir`. tokenizer.json is optional (see tokenizer()). Errors (each
+  // message names the file, and the key or tensor):
   //   NotFound: config.json or the safetensors file(s) missing, a tensor
   //     missing ("tensor 'model.layers.3.mlp.up_proj.weight' not found");
   //   InvalidArgument: malformed or unsupported config (model_type,
   //     rope_scaling, ...), malformed/truncated safetensors, wrong tensor
-  //     shape, unsupported dtype, unsupported compute dtype;
+  //     shape, unsupported dtype, unsupported compute dtype, a malformed
+  //     tokenizer.json;
   //   Internal: libtorch failures.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir,
                                                      const ModelOptions& options = {});
@@ -77,6 +80,9 @@ class Model {
   // Dtype of model.embed_tokens.weight on disk.
   DType weights_dtype() const { return weights_dtype_; }
   const ModelFingerprint& fingerprint() const { return fingerprint_; }
+  // The tokenizer of `dir`/tokenizer.json; nullptr when the directory has
+  // none (a weights-only model: token ids in, token ids out).
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   // Weight bytes used in place from the mapping, and converted copies.
   size_t mapped_weight_bytes() const;
   size_t copied_weight_bytes() const;
@@ -92,6 +98,7 @@ class Model {
   DType compute_dtype_ = DType::kF32;
   DType weights_dtype_ = DType::kF32;
   ModelFingerprint fingerprint_;
+  std::unique_ptr<Tokenizer> tokenizer_;
   // Declaration order matters: the engine views the mapped files.
   std::unique_ptr<WeightFiles> weights_;
   std::unique_ptr<internal::LlamaEngine> engine_;
