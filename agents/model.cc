@@ -18,6 +18,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
                                                    const ModelOptions& options) {
   std::unique_ptr<Model> model(new Model());
   model->dir_ = dir;
+  model->options_ = options;
   QKV_ASSIGN_OR_RETURN(model->config_, ModelConfig::FromDirectory(dir));
   std::string tokenizer_json;
   const std::string tokenizer_path = JoinPath(dir, "tokenizer.json");

@@ -47,6 +47,10 @@ struct ModelOptions {
   // (the fast path on CPUs with AVX512-BF16). Weights stored in the compute
   // dtype are used in place from the mapping; others are converted once.
   std::optional<DType> compute_dtype;
+  // Single-token decode through the runtime's own matrix-vector kernels
+  // (AVX-512 when the CPU has it, else scalar). false: the plain libtorch
+  // path, kept as the baseline for benchmarks and tests.
+  bool decode_kernels = true;
 };
 
 // The compute dtype chosen when ModelOptions::compute_dtype is unset, for
@@ -77,6 +81,7 @@ class Model {
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
   DType compute_dtype() const { return compute_dtype_; }
+  const ModelOptions& options() const { return options_; }
   // Dtype of model.embed_tokens.weight on disk.
   DType weights_dtype() const { return weights_dtype_; }
   const ModelFingerprint& fingerprint() const { return fingerprint_; }
@@ -96,6 +101,7 @@ class Model {
   std::string dir_;
   ModelConfig config_;
   DType compute_dtype_ = DType::kF32;
+  ModelOptions options_;
   DType weights_dtype_ = DType::kF32;
   ModelFingerprint fingerprint_;
   std::unique_ptr<Tokenizer> tokenizer_;

@@ -9,8 +9,9 @@
 namespace qkvshare::agents {
 namespace {
 
-std::string DTypeKey(const std::optional<DType>& dtype) {
-  return dtype.has_value() ? std::string(DTypeName(*dtype)) : "auto";
+std::string DTypeKey(const std::optional<DType>& dtype, bool decode_kernels) {
+  return absl::StrCat(dtype.has_value() ? std::string(DTypeName(*dtype)) : "auto",
+                      decode_kernels ? "" : "+torch_decode");
 }
 
 }  // namespace
@@ -21,18 +22,19 @@ absl::StatusOr<ModelHandle> ModelRegistry::Acquire(const std::string& dir,
   if (::realpath(dir.c_str(), resolved) == nullptr) {
     return absl::NotFoundError(absl::StrCat(dir, ": model directory not found"));
   }
-  const Key key{resolved, DTypeKey(options.compute_dtype)};
+  const Key key{resolved, DTypeKey(options.compute_dtype, options.decode_kernels)};
   absl::MutexLock lock(&mu_);
   auto it = models_.find(key);
   if (it != models_.end()) {
     if (ModelHandle live = it->second.lock()) return live;
   }
-  if (!options.compute_dtype.has_value()) {
+  if (!options.compute_dtype.has_value() && options.decode_kernels) {
     // A model of this directory loaded with the dtype "auto" would pick.
     for (auto e = models_.lower_bound(Key{resolved, ""});
          e != models_.end() && e->first.first == resolved; ++e) {
       ModelHandle live = e->second.lock();
-      if (live != nullptr && live->compute_dtype() == DefaultComputeDType(live->weights_dtype())) {
+      if (live != nullptr && live->options().decode_kernels &&
+          live->compute_dtype() == DefaultComputeDType(live->weights_dtype())) {
         models_[key] = live;
         return live;
       }
@@ -42,7 +44,7 @@ absl::StatusOr<ModelHandle> ModelRegistry::Acquire(const std::string& dir,
   if (!loaded.ok()) return loaded.status();
   ModelHandle handle(std::move(*loaded));
   models_[key] = handle;
-  models_[Key{resolved, DTypeKey(handle->compute_dtype())}] = handle;
+  models_[Key{resolved, DTypeKey(handle->compute_dtype(), options.decode_kernels)}] = handle;
   // Drop entries of unloaded models.
   for (auto e = models_.begin(); e != models_.end();) {
     e = e->second.expired() ? models_.erase(e) : std::next(e);

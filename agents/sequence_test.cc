@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "agents/kernels/matvec.h"
 #include "agents/testing/random_llama.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -29,8 +30,11 @@ std::string ReadAll(const std::string& path) {
   return s.str();
 }
 
-ModelHandle LoadModel(const std::string& dir, DType dtype) {
-  auto model = Model::Load(dir, {dtype});
+ModelHandle LoadModel(const std::string& dir, DType dtype, bool decode_kernels = true) {
+  ModelOptions options;
+  options.compute_dtype = dtype;
+  options.decode_kernels = decode_kernels;
+  auto model = Model::Load(dir, options);
   EXPECT_TRUE(model.ok()) << model.status();
   return model.ok() ? ModelHandle(std::move(*model)) : nullptr;
 }
@@ -225,10 +229,16 @@ TEST_P(VariantTest, DecodeAndChunkedPrefillMatchFullForwardF32) {
   const std::vector<int32_t> ids = Ids(40, GetParam().spec.vocab);
   std::vector<float> full = AllLogits(model, ids, 512);
   ASSERT_EQ(full.size(), 40u * GetParam().spec.vocab);
-  EXPECT_GT(MaxAbs(full), 1.0);  // not degenerate
-  EXPECT_LT(MaxAbsDiff(full, DecodeLogits(model, ids)), 1e-4);
+  EXPECT_GT(MaxAbs(full), 1.0);                                 // not degenerate
+  EXPECT_LT(MaxAbsDiff(full, DecodeLogits(model, ids)), 1e-4);  // decode kernels
   EXPECT_LT(MaxAbsDiff(full, AllLogits(model, ids, 6)), 1e-4);
   EXPECT_LT(MaxAbsDiff(full, AllLogits(model, ids, 1)), 1e-4);
+  kernels::ForceScalarKernelsForTest(true);  // the portable fallback
+  EXPECT_LT(MaxAbsDiff(full, DecodeLogits(model, ids)), 1e-4);
+  kernels::ForceScalarKernelsForTest(false);
+  // The plain libtorch single-token path.
+  ModelHandle torch_path = LoadModel(WriteModel(), DType::kF32, /*decode_kernels=*/false);
+  EXPECT_LT(MaxAbsDiff(full, DecodeLogits(torch_path, ids)), 1e-4);
 }
 
 // bf16 compute (weights rounded to bf16, bf16 matrix products with fp32
@@ -254,6 +264,8 @@ TEST_P(VariantTest, Bf16ComputeWithinBound) {
               MaxAbsDiff(ref, full), bound);
   EXPECT_LT(MaxAbsDiff(ref, full), bound);
   EXPECT_LT(MaxAbsDiff(ref, DecodeLogits(bf16, ids)), bound);
+  ModelHandle bf16_torch = LoadModel(dir, DType::kBF16, /*decode_kernels=*/false);
+  EXPECT_LT(MaxAbsDiff(ref, DecodeLogits(bf16_torch, ids)), bound);
   EXPECT_LT(MaxAbsDiff(ref, AllLogits(bf16, ids, 7)), bound);
 }
 

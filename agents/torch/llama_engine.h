@@ -50,10 +50,13 @@ class LlamaEngine {
   // mapping), others are converted once. `compute_dtype` is kF32 or kBF16.
   // Errors: NotFound / InvalidArgument from WeightFiles::Get naming the file
   // and tensor (missing tensor, wrong shape, unsupported dtype);
-  // InvalidArgument for an unsupported compute dtype.
+  // InvalidArgument for an unsupported compute dtype. `decode_kernels`:
+  // single-token steps use the runtime's matrix-vector kernels (else the
+  // plain libtorch path).
   static absl::StatusOr<std::unique_ptr<LlamaEngine>> Create(const ModelConfig& config,
                                                              const WeightFiles& weights,
-                                                             DType compute_dtype);
+                                                             DType compute_dtype,
+                                                             bool decode_kernels = true);
   ~LlamaEngine();
 
   std::unique_ptr<State> NewState() const;

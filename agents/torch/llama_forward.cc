@@ -1,4 +1,5 @@
 // LlamaEngine: the forward pass over one chunk of new tokens (libtorch).
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
@@ -14,7 +15,15 @@
 namespace qkvshare::agents::internal {
 namespace {
 
-class TorchState : public LlamaEngine::State {};
+class TorchState : public LlamaEngine::State {
+ public:
+  kernels::DecodeScratch scratch;
+};
+
+// kernels::ParallelFor over libtorch's intra-op pool.
+void TorchParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  at::parallel_for(0, n, grain, fn);
+}
 
 // RMSNorm in fp32: x / sqrt(mean(x^2) + eps) * weight. x: [T, D] fp32.
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
@@ -39,8 +48,12 @@ std::unique_ptr<LlamaEngine::State> LlamaEngine::NewState() const {
 absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const int32_t> ids,
                                   LogitsMode mode, float* logits,
                                   AttentionRecorder* recorder) const {
-  (void)state;
   const Impl& m = *impl_;
+  if (m.decode_kernels && ids.size() == 1) {
+    kernels::DecodeStep(m.decode, ids[0], cache, static_cast<TorchState&>(state).scratch,
+                        mode == LogitsMode::kNone ? nullptr : logits, recorder, TorchParallelFor);
+    return absl::OkStatus();
+  }
   const ModelConfig& c = m.config;
   const int64_t T = static_cast<int64_t>(ids.size());
   const int64_t p0 = cache.length();

@@ -9,6 +9,7 @@
 
 #include <vector>
 
+#include "agents/kernels/decode_step.h"
 #include "agents/model_config.h"
 #include "agents/torch/llama_engine.h"
 
@@ -38,6 +39,11 @@ struct LlamaEngine::Impl {
   // fp32, column i for frequency inv_freq[i] (HF rotate_half layout: the
   // pair is (i, i + head_dim / 2)).
   torch::Tensor rope_cos, rope_sin;
+  // Single-token steps through kernels::DecodeStep (views of the tensors
+  // above, plus fp32 copies of the biases held in decode_biases).
+  bool decode_kernels = true;
+  kernels::DecodeWeights decode;
+  std::vector<torch::Tensor> decode_biases;
   size_t mapped_bytes = 0;
   size_t copied_bytes = 0;
 };

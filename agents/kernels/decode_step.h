@@ -1,0 +1,96 @@
+// File: agents/kernels/decode_step.h
+// -----------------------------------------------------------------------------
+// The single-token decode step of a Llama-family model over raw weight
+// pointers, without libtorch: the runtime's hot path (one step per generated
+// token reads every weight once, so it is bound by memory bandwidth and by
+// per-op overhead, which libtorch's small-tensor dispatch adds). Same math as
+// agents/torch/llama_forward.cc (the prefill path), checked against it by
+// the consistency tests (decode vs full forward):
+//   RMSNorm, q/k/v = W x (+ b), RoPE (rotate_half, position = cache length),
+//   K/V appended to the KvCache, GQA softmax attention over the cache, o_proj,
+//   residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm and lm_head.
+// Activations are fp32 throughout; weights and the KV cache are F32 or BF16
+// (widened exactly); sums in fp32.
+//
+// Parallelism: each matrix-vector product (q/k/v fused into one pass, gate/up
+// fused) and the attention heads are split across threads with the caller's
+// ParallelFor (the runtime passes libtorch's at::parallel_for, so the
+// process-wide thread count applies).
+//
+// Thread safety: DecodeWeights is read-only and shareable; DecodeScratch and
+// the KvCache belong to one sequence.
+#ifndef QKVSHARE_AGENTS_KERNELS_DECODE_STEP_H_
+#define QKVSHARE_AGENTS_KERNELS_DECODE_STEP_H_
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "agents/attention_capture.h"
+#include "agents/kv_cache.h"
+#include "base/dtype.h"
+
+namespace qkvshare::agents::kernels {
+
+// Non-owning views of one decoder layer. Matrices are [out, in] row-major in
+// DecodeWeights::dtype; biases fp32 (nullptr when absent); norms fp32.
+struct DecodeLayerWeights {
+  const void* q = nullptr;     // [H*hd, D]
+  const void* k = nullptr;     // [KV*hd, D]
+  const void* v = nullptr;     // [KV*hd, D]
+  const void* o = nullptr;     // [D, H*hd]
+  const void* gate = nullptr;  // [I, D]
+  const void* up = nullptr;    // [I, D]
+  const void* down = nullptr;  // [D, I]
+  const float* q_bias = nullptr;
+  const float* k_bias = nullptr;
+  const float* v_bias = nullptr;
+  const float* o_bias = nullptr;
+  const float* gate_bias = nullptr;
+  const float* up_bias = nullptr;
+  const float* down_bias = nullptr;
+  const float* input_norm = nullptr;  // [D]
+  const float* post_norm = nullptr;   // [D]
+};
+
+struct DecodeWeights {
+  DType dtype = DType::kF32;  // of every matrix and of the KV cache: kF32 or kBF16
+  int hidden = 0;
+  int intermediate = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int vocab = 0;
+  double rms_norm_eps = 1e-6;
+  const void* embed = nullptr;        // [vocab, D]
+  const void* lm_head = nullptr;      // [vocab, D]
+  const float* final_norm = nullptr;  // [D]
+  // RoPE tables [rope_positions, head_dim / 2] fp32 (rotate_half pairs).
+  const float* rope_cos = nullptr;
+  const float* rope_sin = nullptr;
+  int64_t rope_positions = 0;
+  std::vector<DecodeLayerWeights> layers;
+};
+
+// Per-sequence work buffers, grown on first use and reused.
+struct DecodeScratch {
+  std::vector<float> x, h, qkv, attn, tmp, mlp, probs, avg;
+};
+
+// Runs fn(begin, end) over disjoint chunks covering [0, n), each at least
+// `grain` long (except maybe the last), possibly on several threads; returns
+// when all are done.
+using ParallelFor =
+    std::function<void(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn)>;
+
+// Runs `token` at position cache.length(): writes its K/V at that position
+// (cache.length() is NOT advanced: the caller commits), writes vocab logits
+// to `logits` unless it is null, feeds `recorder` unless it is null.
+// REQUIRES: cache.capacity() > cache.length(), cache.length() <
+// w.rope_positions, cache dtype == w.dtype, 0 <= token < w.vocab.
+void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScratch& scratch,
+                float* logits, AttentionRecorder* recorder, const ParallelFor& parallel_for);
+
+}  // namespace qkvshare::agents::kernels
+
+#endif  // QKVSHARE_AGENTS_KERNELS_DECODE_STEP_H_
