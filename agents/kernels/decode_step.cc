@@ -95,31 +95,14 @@ void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScr
       StoreAs(k + kh * hd, dt, kc + (kh * head_stride + pos * hd) * esize, hd);
       StoreAs(v + kh * hd, dt, vc + (kh * head_stride + pos * hd) * esize, hd);
     }
-    // Attention, one query head per task; head h reads kv head h / G.
+    // Attention, one query head per task; head h reads kv head h / G. The
+    // 1/sqrt(head_dim) scale goes into q.
+    for (int64_t i = 0; i < QD; ++i) q[i] *= scale;
     parallel_for(H, 1, [&](int64_t hb, int64_t he) {
       for (int64_t h = hb; h < he; ++h) {
         const int64_t kh = h / G;
-        const char* kbase = kc + kh * head_stride * esize;
-        const char* vbase = vc + kh * head_stride * esize;
-        const float* qh = q + h * hd;
-        float* p = s.probs.data() + h * ctx;
-        float mx = -INFINITY;
-        for (int64_t t = 0; t < ctx; ++t) {
-          p[t] = Dot(kbase + t * hd * esize, dt, qh, hd) * scale;
-          mx = std::max(mx, p[t]);
-        }
-        double sum = 0;
-        for (int64_t t = 0; t < ctx; ++t) {
-          p[t] = std::exp(p[t] - mx);
-          sum += p[t];
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        float* out = s.attn.data() + h * hd;
-        std::fill(out, out + hd, 0.0f);
-        for (int64_t t = 0; t < ctx; ++t) {
-          p[t] *= inv;
-          Axpy(p[t], vbase + t * hd * esize, dt, out, hd);
-        }
+        AttendOneQuery(q + h * hd, kc + kh * head_stride * esize, vc + kh * head_stride * esize, dt,
+                       ctx, hd, s.probs.data() + h * ctx, s.attn.data() + h * hd);
       }
     });
     if (recorder != nullptr) {

@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -94,30 +95,66 @@ QKV_AVX512 void MatVecAvx512(const T* w, int64_t cols, const float* x, const flo
   }
 }
 
+// Attention of one query; the per-row dot products and updates are inlined
+// (a call per cache row would cost as much as the arithmetic at head_dim 64).
 template <typename T, __m512 (*LoadW)(const T*), __m512 (*LoadWMasked)(const T*, __mmask16)>
-QKV_AVX512 float DotAvx512(const T* a, const float* b, int64_t n) {
-  const int64_t full = n & ~int64_t{15};
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < full; i += 16) acc = _mm512_fmadd_ps(LoadW(a + i), LoadF32(b + i), acc);
-  if (full < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - full)) - 1);
-    acc = _mm512_fmadd_ps(LoadWMasked(a + full, m), _mm512_maskz_loadu_ps(m, b + full), acc);
+QKV_AVX512 void AttendAvx512(const float* q, const T* k, const T* v, int64_t ctx, int64_t hd,
+                             float* p, float* out) {
+  const int64_t full = hd & ~int64_t{15};
+  const __mmask16 tail = static_cast<__mmask16>((1u << (hd - full)) - 1);
+  float mx = -INFINITY;
+  for (int64_t t = 0; t < ctx; ++t) {
+    const T* kt = k + t * hd;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < full; i += 16) {
+      acc = _mm512_fmadd_ps(LoadW(kt + i), _mm512_loadu_ps(q + i), acc);
+    }
+    if (tail != 0) {
+      acc =
+          _mm512_fmadd_ps(LoadWMasked(kt + full, tail), _mm512_maskz_loadu_ps(tail, q + full), acc);
+    }
+    p[t] = _mm512_reduce_add_ps(acc);
+    mx = std::max(mx, p[t]);
   }
-  return _mm512_reduce_add_ps(acc);
+  double sum = 0;
+  for (int64_t t = 0; t < ctx; ++t) {
+    p[t] = std::exp(p[t] - mx);
+    sum += p[t];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t t = 0; t < ctx; ++t) p[t] *= inv;
+  // out = sum_t p[t] v_t, 16 columns at a time over all rows.
+  for (int64_t i = 0; i < hd; i += 16) {
+    const __mmask16 m = i < full ? static_cast<__mmask16>(0xffff) : tail;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t t = 0;
+    for (; t + 2 <= ctx; t += 2) {
+      acc0 = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), LoadWMasked(v + t * hd + i, m), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_set1_ps(p[t + 1]), LoadWMasked(v + (t + 1) * hd + i, m), acc1);
+    }
+    if (t < ctx) acc0 = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), LoadWMasked(v + t * hd + i, m), acc0);
+    _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(acc0, acc1));
+  }
 }
 
-template <typename T, __m512 (*LoadW)(const T*), __m512 (*LoadWMasked)(const T*, __mmask16)>
-QKV_AVX512 void AxpyAvx512(float alpha, const T* v, float* out, int64_t n) {
-  const __m512 a = _mm512_set1_ps(alpha);
-  const int64_t full = n & ~int64_t{15};
-  for (int64_t i = 0; i < full; i += 16) {
-    _mm512_storeu_ps(out + i, _mm512_fmadd_ps(a, LoadW(v + i), _mm512_loadu_ps(out + i)));
+void AttendScalar(const float* q, const void* k, const void* v, DType t, int64_t ctx, int64_t hd,
+                  float* p, float* out) {
+  const size_t esize = DTypeSize(t);
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < ctx; ++i) {
+    p[i] = DotScalar(static_cast<const char*>(k) + i * hd * esize, t, q, hd);
+    mx = std::max(mx, p[i]);
   }
-  if (full < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - full)) - 1);
-    _mm512_mask_storeu_ps(
-        out + full, m,
-        _mm512_fmadd_ps(a, LoadWMasked(v + full, m), _mm512_maskz_loadu_ps(m, out + full)));
+  double sum = 0;
+  for (int64_t i = 0; i < ctx; ++i) {
+    p[i] = std::exp(p[i] - mx);
+    sum += p[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  std::fill(out, out + hd, 0.0f);
+  for (int64_t i = 0; i < ctx; ++i) {
+    p[i] *= inv;
+    AxpyScalar(p[i], static_cast<const char*>(v) + i * hd * esize, t, out, hd);
   }
 }
 
@@ -141,20 +178,15 @@ void MatVecRows(const void* w, DType w_dtype, int64_t cols, const float* x, cons
   }
 }
 
-float Dot(const void* a, DType a_dtype, const float* b, int64_t n) {
-  if (!UseAvx512()) return DotScalar(a, a_dtype, b, n);
-  if (a_dtype == DType::kBF16) {
-    return DotAvx512<uint16_t, LoadBf16, LoadBf16Masked>(static_cast<const uint16_t*>(a), b, n);
-  }
-  return DotAvx512<float, LoadF32, LoadF32Masked>(static_cast<const float*>(a), b, n);
-}
-
-void Axpy(float alpha, const void* v, DType v_dtype, float* out, int64_t n) {
-  if (!UseAvx512()) return AxpyScalar(alpha, v, v_dtype, out, n);
-  if (v_dtype == DType::kBF16) {
-    AxpyAvx512<uint16_t, LoadBf16, LoadBf16Masked>(alpha, static_cast<const uint16_t*>(v), out, n);
+void AttendOneQuery(const float* q, const void* k, const void* v, DType dtype, int64_t ctx,
+                    int64_t head_dim, float* p, float* out) {
+  if (!UseAvx512()) return AttendScalar(q, k, v, dtype, ctx, head_dim, p, out);
+  if (dtype == DType::kBF16) {
+    AttendAvx512<uint16_t, LoadBf16, LoadBf16Masked>(
+        q, static_cast<const uint16_t*>(k), static_cast<const uint16_t*>(v), ctx, head_dim, p, out);
   } else {
-    AxpyAvx512<float, LoadF32, LoadF32Masked>(alpha, static_cast<const float*>(v), out, n);
+    AttendAvx512<float, LoadF32, LoadF32Masked>(
+        q, static_cast<const float*>(k), static_cast<const float*>(v), ctx, head_dim, p, out);
   }
 }
 

@@ -69,23 +69,7 @@ TEST_P(KernelsTest, MatVecMatchesFloat64Reference) {
   }
 }
 
-TEST_P(KernelsTest, DotAxpyRmsNormStore) {
-  std::mt19937 rng(3);
-  for (DType t : {DType::kF32, DType::kBF16}) {
-    for (int64_t n : {1, 8, 15, 16, 17, 64, 129}) {
-      Matrix a = RandomMatrix(n, rng), b = RandomMatrix(n, rng);
-      double dot = 0;
-      std::vector<float> out(b.f32), want(n);
-      for (int64_t i = 0; i < n; ++i) {
-        const double av = t == DType::kF32 ? a.f32[i] : Bf16ToFloat(a.bf16[i]);
-        dot += av * b.f32[i];
-        want[i] = static_cast<float>(b.f32[i] + 0.5 * av);
-      }
-      EXPECT_NEAR(Dot(a.data(t), t, b.f32.data(), n), dot, 1e-5 * n);
-      Axpy(0.5f, a.data(t), t, out.data(), n);
-      for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(out[i], want[i], 1e-6);
-    }
-  }
+TEST_P(KernelsTest, RmsNormAndStore) {
   std::vector<float> x = {3, -4, 0, 0}, w = {1, 2, 1, 1}, y(4);
   RmsNorm(x.data(), w.data(), 0.0, 4, y.data());  // rms = sqrt(25 / 4) = 2.5
   EXPECT_FLOAT_EQ(y[0], 1.2f);
@@ -94,6 +78,37 @@ TEST_P(KernelsTest, DotAxpyRmsNormStore) {
   std::vector<uint16_t> dst(3);
   StoreAs(src.data(), DType::kBF16, dst.data(), 3);
   EXPECT_EQ(dst, std::vector<uint16_t>({0x3f80, 0x3f80, 0xc020}));
+}
+
+TEST_P(KernelsTest, AttendOneQueryMatchesFloat64Reference) {
+  std::mt19937 rng(11);
+  for (DType t : {DType::kF32, DType::kBF16}) {
+    for (int64_t hd : {8, 24, 64, 128}) {
+      for (int64_t ctx : {1, 2, 7, 300}) {
+        Matrix k = RandomMatrix(ctx * hd, rng), v = RandomMatrix(ctx * hd, rng);
+        Matrix q = RandomMatrix(hd, rng);
+        for (float& e : q.f32) e *= 3.0f;  // peaked enough to matter
+        std::vector<float> p(ctx), out(hd, 99.0f);
+        AttendOneQuery(q.f32.data(), k.data(t), v.data(t), t, ctx, hd, p.data(), out.data());
+        auto val = [&](const Matrix& m, int64_t i) {
+          return t == DType::kF32 ? double{m.f32[i]} : double{Bf16ToFloat(m.bf16[i])};
+        };
+        std::vector<double> s(ctx);
+        double mx = -1e300, sum = 0;
+        for (int64_t r = 0; r < ctx; ++r) {
+          for (int64_t i = 0; i < hd; ++i) s[r] += q.f32[i] * val(k, r * hd + i);
+          mx = std::max(mx, s[r]);
+        }
+        for (double& e : s) sum += (e = std::exp(e - mx));
+        for (int64_t r = 0; r < ctx; ++r) ASSERT_NEAR(p[r], s[r] / sum, 1e-5);
+        for (int64_t i = 0; i < hd; ++i) {
+          double want = 0;
+          for (int64_t r = 0; r < ctx; ++r) want += s[r] / sum * val(v, r * hd + i);
+          ASSERT_NEAR(out[i], want, 1e-5) << DTypeName(t) << " hd " << hd << " ctx " << ctx;
+        }
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(ScalarAndSimd, KernelsTest, ::testing::Bool(),
