@@ -11,8 +11,12 @@
 // same run, plus the mean squared error and the packed bits per element
 // (codes + group parameters).
 //
-// Data: synthetic KV-like values (per-channel offsets with a few large
-// outlier channels, plus unit Gaussian noise), fixed seed.
+// Data: synthetic KV-like values, fixed seed: keys have per-channel offsets
+// with a few large outlier channels (as KIVI observes for real keys), values
+// are closer to i.i.d. (small offsets); both plus unit Gaussian noise.
+// The mixed row uses the adaptive controller on Zipf-like synthetic importance
+// (1/rank, shuffled); its "wmse" weights each token's squared error by that
+// importance (normalized to mean 1), the quantity the controller trades off.
 //
 // Usage: bazel run -c opt //bench:quant_bench -- [--tokens=4096] [--reps=5]
 #include <algorithm>
@@ -57,13 +61,15 @@ struct Slice {
   }
 };
 
-Slice MakeSlice(int layers, int64_t tokens, uint32_t seed) {
+Slice MakeSlice(int layers, int64_t tokens, uint32_t seed, bool outlier_channels) {
   Slice s{layers, tokens, {}};
   std::mt19937 rng(seed);
   std::normal_distribution<float> noise(0.0f, 1.0f);
   for (int l = 0; l < layers; ++l) {
     std::vector<float> offset(kChannels);
-    for (float& o : offset) o = noise(rng) * ((rng() % 16 == 0) ? 10.0f : 1.0f);
+    for (float& o : offset) {
+      o = outlier_channels ? noise(rng) * ((rng() % 16 == 0) ? 10.0f : 1.0f) : 0.3f * noise(rng);
+    }
     std::vector<float> x(static_cast<size_t>(kChannels) * tokens);
     for (int h = 0; h < kHeads; ++h) {
       for (int64_t t = 0; t < tokens; ++t) {
@@ -82,13 +88,13 @@ double Seconds(std::chrono::steady_clock::duration d) {
 }
 
 struct Result {
-  double quant_gbs = 0, dequant_gbs = 0, mse = 0, bits_per_element = 0;
+  double quant_gbs = 0, dequant_gbs = 0, mse = 0, wmse = 0, bits_per_element = 0;
 };
 
 // Times quantize and dequantize of all layers on `path`; the MSE is computed
 // once outside the timed loops.
 Result Run(KernelPath path, Slice& src, Slice& dst, const GroupSpec& spec,
-           const std::vector<uint8_t>& bits, int reps) {
+           const std::vector<uint8_t>& bits, const std::vector<float>& weight, int reps) {
   const size_t bytes = PackedBytes(kChannels, spec, bits);
   std::vector<std::vector<uint8_t>> packed(src.layers, std::vector<uint8_t>(bytes));
   double best_q = 1e30, best_d = 1e30;
@@ -118,14 +124,16 @@ Result Run(KernelPath path, Slice& src, Slice& dst, const GroupSpec& spec,
   Result res;
   res.quant_gbs = fp32_bytes / best_q / 1e9;
   res.dequant_gbs = fp32_bytes / best_d / 1e9;
-  double se = 0;
+  double se = 0, wse = 0;
   for (int l = 0; l < src.layers; ++l) {
     for (size_t i = 0; i < src.data[l].size(); ++i) {
       const double e = src.data[l][i] - dst.data[l][i];
       se += e * e;
+      wse += weight[(i / kHeadDim) % src.tokens] * e * e;  // [heads, tokens, head_dim]
     }
   }
   res.mse = se / (static_cast<double>(kChannels) * src.tokens * src.layers);
+  res.wmse = wse / (static_cast<double>(kChannels) * src.tokens * src.layers);
   res.bits_per_element = 8.0 * bytes / (static_cast<double>(kChannels) * src.tokens);
   return res;
 }
@@ -147,10 +155,13 @@ int Main(int argc, char** argv) {
 
   std::printf("quant_bench: %d layers x %d kv heads x head_dim %d, %lld tokens, fp32, G = 32\n",
               layers, kHeads, kHeadDim, static_cast<long long>(tokens));
-  std::printf("GB/s of fp32 K/V per core (best of %d); simd = %s, ratio = simd / scalar\n\n", reps,
-              have_simd ? "avx512" : "(unsupported: scalar)");
-  Slice src = MakeSlice(layers, tokens, 42);
-  Slice dst = MakeSlice(layers, tokens, 43);
+  std::printf(
+      "GB/s of fp32 K/V per core (best of %d); simd = %s, x = simd / scalar; bits/el = packed\n"
+      "bits per element incl. fp16 group params\n\n",
+      reps, have_simd ? "avx512" : "(unsupported: scalar)");
+  Slice keys = MakeSlice(layers, tokens, 42, /*outlier_channels=*/true);
+  Slice values = MakeSlice(layers, tokens, 43, /*outlier_channels=*/false);
+  Slice dst = MakeSlice(layers, tokens, 44, false);
 
   // Adaptive mixed widths from the controller (same plan for every layer).
   AllocationRequest req;
@@ -158,6 +169,10 @@ int Main(int argc, char** argv) {
   req.avg_bits = absl::GetFlag(FLAGS_mixed_budget);
   const std::vector<float> importance = SyntheticImportance(tokens, 7);
   req.importance = importance;
+  double mean_importance = 0;
+  for (float v : importance) mean_importance += v / tokens;
+  std::vector<float> weight(importance);
+  for (float& w : weight) w /= static_cast<float>(mean_importance);
   absl::StatusOr<BitPlan> plan = AllocateBits(req);
   if (!plan.ok()) {
     std::fprintf(stderr, "AllocateBits: %s\n", plan.status().ToString().c_str());
@@ -182,13 +197,16 @@ int Main(int argc, char** argv) {
   for (const Row& row : rows) {
     for (GroupAxis axis : {GroupAxis::kPerChannel, GroupAxis::kPerToken}) {
       const GroupSpec spec{axis, 32};
-      const std::vector<uint8_t>& bits = axis == GroupAxis::kPerChannel ? row.k : row.v;
-      const Result scalar = Run(KernelPath::kScalar, src, dst, spec, bits, reps);
-      const Result simd = have_simd ? Run(KernelPath::kAvx512, src, dst, spec, bits, reps) : scalar;
-      std::printf("%-5s %-9s %9.2f %9.2f %7.1f %9.2f %9.2f %7.1f %11.3e %8.3f\n",
-                  axis == GroupAxis::kPerChannel ? "K" : "V", row.name.c_str(), simd.quant_gbs,
-                  scalar.quant_gbs, simd.quant_gbs / scalar.quant_gbs, simd.dequant_gbs,
-                  scalar.dequant_gbs, simd.dequant_gbs / scalar.dequant_gbs, simd.mse,
+      const bool is_k = axis == GroupAxis::kPerChannel;
+      const std::vector<uint8_t>& bits = is_k ? row.k : row.v;
+      Slice& src = is_k ? keys : values;
+      const Result scalar = Run(KernelPath::kScalar, src, dst, spec, bits, weight, reps);
+      const Result simd =
+          have_simd ? Run(KernelPath::kAvx512, src, dst, spec, bits, weight, reps) : scalar;
+      std::printf("%-5s %-9s %9.2f %9.2f %7.1f %9.2f %9.2f %7.1f %10.3e %10.3e %8.3f\n",
+                  is_k ? "K" : "V", row.name.c_str(), simd.quant_gbs, scalar.quant_gbs,
+                  simd.quant_gbs / scalar.quant_gbs, simd.dequant_gbs, scalar.dequant_gbs,
+                  simd.dequant_gbs / scalar.dequant_gbs, simd.mse, simd.wmse,
                   simd.bits_per_element);
     }
   }

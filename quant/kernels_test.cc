@@ -146,8 +146,9 @@ class BoundModel {
     const double lo = HalfToFloat(FloatToHalf(mn + 0.0f, Fp16Rounding::kDown));
     const double hi = HalfToFloat(FloatToHalf(mx + 0.0f, Fp16Rounding::kUp));
     const double step = (hi - lo) / ((1 << b) - 1);
-    // fp32 arithmetic in quantize and dequantize: a few ulps of the operands.
-    const double arith = std::ldexp(1.0, -21) * (std::fabs(lo) + std::fabs(hi));
+    // fp32 arithmetic in quantize and dequantize (docs/quantization.md):
+    // eps <= 8.5 u (|lo| + |hi|), u = 2^-24.
+    const double arith = 8.5 * std::ldexp(1.0, -24) * (std::fabs(lo) + std::fabs(hi));
     return step / 2 + arith;
   }
 
