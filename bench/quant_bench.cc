@@ -6,8 +6,8 @@
 // (K per-channel, V per-token, G = 32) it times, on one core:
 //   quantize   = Quantize() of every layer        (min/max, codes, packing)
 //   dequantize = Dequantize() of every layer into an fp32 cache view
-// and reports GB/s of fp32 K/V (n * channels * 4 bytes per layer / seconds),
-// best of --reps runs, for the AVX-512 path and the scalar fallback in the
+// and reports GB/s of fp32 K/V (n * channels * 4 bytes per layer / seconds of
+// thread CPU time), best of --reps runs, for the AVX-512 path and the scalar fallback in the
 // same run, plus the mean squared error and the packed bits per element
 // (codes + group parameters).
 //
@@ -20,10 +20,10 @@
 //
 // Usage: bazel run -c opt //bench:quant_bench -- [--tokens=4096] [--reps=5]
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -41,6 +41,8 @@
 ABSL_FLAG(int, tokens, 4096, "tokens in the KV slice");
 ABSL_FLAG(int, layers, 30, "layers (smollm-135m: 30)");
 ABSL_FLAG(int, reps, 5, "timed repetitions; the best is reported");
+ABSL_FLAG(std::string, only, "", "run only the rows whose width name equals this (e.g. 3, mix)");
+ABSL_FLAG(bool, scalar, true, "also time the scalar fallback");
 ABSL_FLAG(double, mixed_budget, 3.0, "average bits of the adaptive mixed-width row");
 
 namespace qkvshare::quant {
@@ -83,8 +85,12 @@ Slice MakeSlice(int layers, int64_t tokens, uint32_t seed, bool outlier_channels
   return s;
 }
 
-double Seconds(std::chrono::steady_clock::duration d) {
-  return std::chrono::duration<double>(d).count();
+// CPU time of this thread, in seconds: per-core throughput, robust to other
+// processes sharing the machine (the 2-core build machine usually is).
+double ThreadSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 struct Result {
@@ -99,7 +105,7 @@ Result Run(KernelPath path, Slice& src, Slice& dst, const GroupSpec& spec,
   std::vector<std::vector<uint8_t>> packed(src.layers, std::vector<uint8_t>(bytes));
   double best_q = 1e30, best_d = 1e30;
   for (int r = 0; r < reps; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
+    const double t0 = ThreadSeconds();
     for (int l = 0; l < src.layers; ++l) {
       absl::Status s =
           internal::QuantizeWithPath(path, src.View(l), spec, bits, absl::MakeSpan(packed[l]));
@@ -108,7 +114,7 @@ Result Run(KernelPath path, Slice& src, Slice& dst, const GroupSpec& spec,
         std::exit(1);
       }
     }
-    auto t1 = std::chrono::steady_clock::now();
+    const double t1 = ThreadSeconds();
     for (int l = 0; l < src.layers; ++l) {
       absl::Status s = internal::DequantizeWithPath(path, packed[l], spec, bits, dst.View(l));
       if (!s.ok()) {
@@ -116,9 +122,9 @@ Result Run(KernelPath path, Slice& src, Slice& dst, const GroupSpec& spec,
         std::exit(1);
       }
     }
-    auto t2 = std::chrono::steady_clock::now();
-    best_q = std::min(best_q, Seconds(t1 - t0));
-    best_d = std::min(best_d, Seconds(t2 - t1));
+    const double t2 = ThreadSeconds();
+    best_q = std::min(best_q, t1 - t0);
+    best_d = std::min(best_d, t2 - t1);
   }
   const double fp32_bytes = 4.0 * kChannels * src.tokens * src.layers;
   Result res;
@@ -156,7 +162,8 @@ int Main(int argc, char** argv) {
   std::printf("quant_bench: %d layers x %d kv heads x head_dim %d, %lld tokens, fp32, G = 32\n",
               layers, kHeads, kHeadDim, static_cast<long long>(tokens));
   std::printf(
-      "GB/s of fp32 K/V per core (best of %d); simd = %s, x = simd / scalar; bits/el = packed\n"
+      "GB/s of fp32 K/V per core (thread CPU time, best of %d); simd = %s, x = simd / scalar; "
+      "bits/el = packed\n"
       "bits per element incl. fp16 group params\n\n",
       reps, have_simd ? "avx512" : "(unsupported: scalar)");
   Slice keys = MakeSlice(layers, tokens, 42, /*outlier_channels=*/true);
@@ -194,15 +201,19 @@ int Main(int argc, char** argv) {
   std::snprintf(mixed_name, sizeof mixed_name, "mix%.2f", plan->avg_bits);
   rows.push_back({mixed_name, plan->k_bits, plan->v_bits});
 
+  const std::string only = absl::GetFlag(FLAGS_only);
+  const bool run_scalar = absl::GetFlag(FLAGS_scalar) || !have_simd;
   for (const Row& row : rows) {
+    if (!only.empty() && row.name.rfind(only, 0) != 0) continue;
     for (GroupAxis axis : {GroupAxis::kPerChannel, GroupAxis::kPerToken}) {
       const GroupSpec spec{axis, 32};
       const bool is_k = axis == GroupAxis::kPerChannel;
       const std::vector<uint8_t>& bits = is_k ? row.k : row.v;
       Slice& src = is_k ? keys : values;
-      const Result scalar = Run(KernelPath::kScalar, src, dst, spec, bits, weight, reps);
-      const Result simd =
-          have_simd ? Run(KernelPath::kAvx512, src, dst, spec, bits, weight, reps) : scalar;
+      const Result simd = Run(have_simd ? KernelPath::kAvx512 : KernelPath::kScalar, src, dst, spec,
+                              bits, weight, reps);
+      const Result scalar =
+          run_scalar ? Run(KernelPath::kScalar, src, dst, spec, bits, weight, reps) : simd;
       std::printf("%-5s %-9s %9.2f %9.2f %7.1f %9.2f %9.2f %7.1f %10.3e %10.3e %8.3f\n",
                   is_k ? "K" : "V", row.name.c_str(), simd.quant_gbs, scalar.quant_gbs,
                   simd.quant_gbs / scalar.quant_gbs, simd.dequant_gbs, scalar.dequant_gbs,
