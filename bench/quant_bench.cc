@@ -5,7 +5,8 @@
 // For each width (2, 3, 4, 8, 16 and an adaptive ~3-bit mix) and each side
 // (K per-channel, V per-token, G = 32) it times, on one core:
 //   quantize   = Quantize() of every layer        (min/max, codes, packing)
-//   dequantize = Dequantize() of every layer into an fp32 cache view
+//   dequantize = Dequantize() of every layer into an fp32 (or --dst=bf16)
+//                cache view
 // and reports GB/s of fp32 K/V (n * channels * 4 bytes per layer / seconds of
 // thread CPU time), best of --reps runs, for the AVX-512 path and the scalar fallback in the
 // same run, plus the mean squared error and the packed bits per element
@@ -18,11 +19,12 @@
 // (1/rank, shuffled); its "wmse" weights each token's squared error by that
 // importance (normalized to mean 1), the quantity the controller trades off.
 //
-// Usage: bazel run -c opt //bench:quant_bench -- [--tokens=4096] [--reps=5]
+// Usage: bazel run //bench:quant_bench -- [--tokens=4096] [--reps=5] [--dst=bf16]
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <random>
 #include <string>
@@ -42,6 +44,7 @@ ABSL_FLAG(int, tokens, 4096, "tokens in the KV slice");
 ABSL_FLAG(int, layers, 30, "layers (smollm-135m: 30)");
 ABSL_FLAG(int, reps, 5, "timed repetitions; the best is reported");
 ABSL_FLAG(std::string, only, "", "run only the rows whose width name equals this (e.g. 3, mix)");
+ABSL_FLAG(std::string, dst, "f32", "destination cache dtype: f32 or bf16");
 ABSL_FLAG(bool, scalar, true, "also time the scalar fallback");
 ABSL_FLAG(double, mixed_budget, 3.0, "average bits of the adaptive mixed-width row");
 
@@ -62,6 +65,34 @@ struct Slice {
     return {data[l].data(), DType::kF32, kHeads, kHeadDim, tokens * kHeadDim, tokens};
   }
 };
+
+// A destination cache of fp32 or bf16, same layout.
+struct Cache {
+  DType dtype;
+  int64_t tokens;
+  std::vector<std::vector<uint8_t>> bytes;  // per layer
+  KvView View(int l) {
+    return {bytes[l].data(), dtype, kHeads, kHeadDim, tokens * kHeadDim, tokens};
+  }
+  float Get(int l, size_t i) const {
+    if (dtype == DType::kBF16) {
+      uint16_t h;
+      std::memcpy(&h, bytes[l].data() + 2 * i, 2);
+      return Bf16ToFloat(h);
+    }
+    float f;
+    std::memcpy(&f, bytes[l].data() + 4 * i, 4);
+    return f;
+  }
+};
+
+Cache MakeCache(DType dtype, int layers, int64_t tokens) {
+  Cache c{dtype, tokens, {}};
+  for (int l = 0; l < layers; ++l) {
+    c.bytes.emplace_back(DTypeSize(dtype) * kChannels * tokens, 0);
+  }
+  return c;
+}
 
 Slice MakeSlice(int layers, int64_t tokens, uint32_t seed, bool outlier_channels) {
   Slice s{layers, tokens, {}};
@@ -99,7 +130,7 @@ struct Result {
 
 // Times quantize and dequantize of all layers on `path`; the MSE is computed
 // once outside the timed loops.
-Result Run(KernelPath path, Slice& src, Slice& dst, const GroupSpec& spec,
+Result Run(KernelPath path, Slice& src, Cache& dst, const GroupSpec& spec,
            const std::vector<uint8_t>& bits, const std::vector<float>& weight, int reps) {
   const size_t bytes = PackedBytes(kChannels, spec, bits);
   std::vector<std::vector<uint8_t>> packed(src.layers, std::vector<uint8_t>(bytes));
@@ -133,7 +164,7 @@ Result Run(KernelPath path, Slice& src, Slice& dst, const GroupSpec& spec,
   double se = 0, wse = 0;
   for (int l = 0; l < src.layers; ++l) {
     for (size_t i = 0; i < src.data[l].size(); ++i) {
-      const double e = src.data[l][i] - dst.data[l][i];
+      const double e = src.data[l][i] - dst.Get(l, i);
       se += e * e;
       wse += weight[(i / kHeadDim) % src.tokens] * e * e;  // [heads, tokens, head_dim]
     }
@@ -159,8 +190,9 @@ int Main(int argc, char** argv) {
   const int reps = absl::GetFlag(FLAGS_reps);
   const bool have_simd = internal::KernelPathSupported(KernelPath::kAvx512);
 
-  std::printf("quant_bench: %d layers x %d kv heads x head_dim %d, %lld tokens, fp32, G = 32\n",
-              layers, kHeads, kHeadDim, static_cast<long long>(tokens));
+  std::printf(
+      "quant_bench: %d layers x %d kv heads x head_dim %d, %lld tokens, fp32 in, %s out, G = 32\n",
+      layers, kHeads, kHeadDim, static_cast<long long>(tokens), absl::GetFlag(FLAGS_dst).c_str());
   std::printf(
       "GB/s of fp32 K/V per core (thread CPU time, best of %d); simd = %s, x = simd / scalar; "
       "bits/el = packed\n"
@@ -168,7 +200,12 @@ int Main(int argc, char** argv) {
       reps, have_simd ? "avx512" : "(unsupported: scalar)");
   Slice keys = MakeSlice(layers, tokens, 42, /*outlier_channels=*/true);
   Slice values = MakeSlice(layers, tokens, 43, /*outlier_channels=*/false);
-  Slice dst = MakeSlice(layers, tokens, 44, false);
+  const std::string dst_name = absl::GetFlag(FLAGS_dst);
+  if (dst_name != "f32" && dst_name != "bf16") {
+    std::fprintf(stderr, "--dst must be f32 or bf16\n");
+    return 1;
+  }
+  Cache dst = MakeCache(dst_name == "bf16" ? DType::kBF16 : DType::kF32, layers, tokens);
 
   // Adaptive mixed widths from the controller (same plan for every layer).
   AllocationRequest req;
