@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -88,8 +89,10 @@ __attribute__((target("f16c"))) uint16_t F16c(float f, int mode) {
 // The portable conversion must equal the hardware one (the AVX-512 kernels
 // use F16C) for every rounding direction.
 TEST(Fp16Test, MatchesF16cBitForBit) {
-  __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx")) GTEST_SKIP() << "no F16C on this CPU";
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_F16C)) {
+    GTEST_SKIP() << "no F16C on this CPU";
+  }
   std::vector<float> inputs;
   for (uint32_t h = 0; h < 0x10000; ++h) {  // every half, its neighbours and midpoints
     const float f = HalfToFloat(static_cast<uint16_t>(h));

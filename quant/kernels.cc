@@ -185,6 +185,38 @@ absl::Status QuantizePerToken(const KernelOps& ops, const ConstKvView& src, int 
   return absl::OkStatus();
 }
 
+absl::Status CorruptAt(int64_t t, size_t offset, const char* what) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "packed data: ", what, " of token ", t, " at byte ", offset,
+      " is not finite (or lo > hi); corrupt, or not written by Quantize with this spec"));
+}
+
+// Walks the layout of a blob of the right size and checks every group
+// parameter and raw fp16 value before Dequantize writes anything, so a
+// corrupt blob cannot put NaN/Inf into a KV cache.
+absl::Status ValidatePacked(const KernelOps& ops, const uint8_t* in, int channels,
+                            const GroupSpec& spec, const uint8_t* bits, int64_t n) {
+  const uint8_t* const begin = in;
+  const int groups = NumGroups(channels, spec.group_size);
+  for (int64_t t = 0; t < n; ++t) {
+    const int b = bits[t];
+    const bool block_start = t % spec.group_size == 0;
+    if (spec.axis == GroupAxis::kPerChannel && block_start &&
+        AnyCoded(bits + t, std::min<int64_t>(spec.group_size, n - t))) {
+      if (!ops.params_valid(in, channels)) return CorruptAt(t, in - begin, "block parameters");
+      in += 4 * static_cast<size_t>(channels);
+    }
+    if (spec.axis == GroupAxis::kPerToken && b <= kMaxCodedBits) {
+      if (!ops.params_valid(in, groups)) return CorruptAt(t, in - begin, "group parameters");
+      in += 4 * static_cast<size_t>(groups);
+    }
+    if (b == 16 && !ops.raw_row_valid(in, channels))
+      return CorruptAt(t, in - begin, "raw fp16 row");
+    in += RowBytes(channels, b);
+  }
+  return absl::OkStatus();
+}
+
 void DequantizePerChannel(const KernelOps& ops, const uint8_t* in, int group_size,
                           const uint8_t* bits, const KvView& dst) {
   const int channels = dst.channels();
@@ -286,6 +318,11 @@ absl::Status DequantizeWithPath(KernelPath path, absl::Span<const uint8_t> packe
   if (packed.size() != want) {
     return absl::InvalidArgumentError(absl::StrCat("Dequantize: packed input has ", packed.size(),
                                                    " bytes, PackedBytes() is ", want));
+  }
+  if (absl::Status s = ValidatePacked(*ops, packed.data(), dst.channels(), spec, token_bits.data(),
+                                      dst.num_tokens);
+      !s.ok()) {
+    return s;
   }
   if (spec.axis == GroupAxis::kPerChannel) {
     DequantizePerChannel(*ops, packed.data(), spec.group_size, token_bits.data(), dst);

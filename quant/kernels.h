@@ -68,8 +68,10 @@ absl::Status Quantize(const ConstKvView& src, const GroupSpec& spec,
 // into `dst` (fp32, bf16 or fp16, rounded to nearest even; num_tokens ==
 // token_bits.size()), without a temporary full-size buffer. Only the view's
 // tokens are written (spare cache capacity beyond them is untouched).
-// Errors: InvalidArgument for a size mismatch or invalid width; `dst` is then
-// untouched (sizes are checked before any write).
+// Errors: InvalidArgument for a size mismatch, an invalid width, or a blob
+// whose group parameters or raw fp16 values are NaN/Inf (or lo > hi), i.e.
+// corrupt; `dst` is then untouched (everything is checked before any write).
+// On success every written value is finite.
 absl::Status Dequantize(absl::Span<const uint8_t> packed, const GroupSpec& spec,
                         absl::Span<const uint8_t> token_bits, const KvView& dst);
 

@@ -194,6 +194,35 @@ QKV_AVX512 void MakeParams(const float* mn, const float* mx, int n, uint8_t* out
   }
 }
 
+QKV_AVX512 bool ParamsValid(const uint8_t* in, int n) {
+  const uint16_t* lo16 = reinterpret_cast<const uint16_t*>(in);
+  const uint16_t* hi16 = lo16 + n;
+  const __m256i exp = _mm256_set1_epi16(0x7c00);
+  __mmask16 bad = 0;
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    const __m256i l = _mm256_maskz_loadu_epi16(m, lo16 + i);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, hi16 + i);
+    bad |= _mm256_mask_cmpeq_epi16_mask(m, _mm256_and_si256(l, exp), exp);
+    bad |= _mm256_mask_cmpeq_epi16_mask(m, _mm256_and_si256(h, exp), exp);
+    bad |= _mm512_mask_cmp_ps_mask(m, _mm512_cvtph_ps(l), _mm512_cvtph_ps(h), _CMP_NLE_UQ);
+  }
+  return bad == 0;
+}
+
+QKV_AVX512 bool RawRowValid(const uint8_t* in, int channels) {
+  const uint16_t* p = reinterpret_cast<const uint16_t*>(in);
+  const __m512i exp = _mm512_set1_epi16(0x7c00);
+  __mmask32 bad = 0;
+  for (int c = 0; c < channels; c += 32) {
+    const int rest = channels - c;
+    const __mmask32 m = rest >= 32 ? 0xffffffffu : ((1u << rest) - 1u);
+    const __m512i x = _mm512_maskz_loadu_epi16(m, p + c);
+    bad |= _mm512_mask_cmpeq_epi16_mask(m, _mm512_and_si512(x, exp), exp);
+  }
+  return bad == 0;
+}
+
 QKV_AVX512 void LoadParams(const uint8_t* in, int n, float* lo, float* range) {
   const uint16_t* lo16 = reinterpret_cast<const uint16_t*>(in);
   const uint16_t* hi16 = lo16 + n;
@@ -440,6 +469,8 @@ constexpr KernelOps kAvx512Ops = {
     MinMaxPerChannel,
     MinMaxPerToken,
     MakeParams,
+    ParamsValid,
+    RawRowValid,
     LoadParams,
     ScaleTable,
     StepTable,

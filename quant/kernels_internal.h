@@ -73,6 +73,10 @@ struct KernelOps {
   // also returns lo and range = hi - lo as floats (what the decoder will see).
   void (*make_params)(const float* mn, const float* mx, int n, uint8_t* out, float* lo,
                       float* range);
+  // Whether n params at `in` (lo[n] then hi[n], fp16) are finite with
+  // lo <= hi, and whether a raw row of `channels` fp16 values is finite.
+  bool (*params_valid)(const uint8_t* in, int n);
+  bool (*raw_row_valid)(const uint8_t* in, int channels);
   // Decodes params written by make_params: lo[n], range[n].
   void (*load_params)(const uint8_t* in, int n, float* lo, float* range);
   // scale[i] = range[i] > 0 ? L / range[i] : 0 (quantize); step[i] = range[i] / L

@@ -130,6 +130,28 @@ void MakeParams(const float* mn, const float* mx, int n, uint8_t* out, float* lo
   }
 }
 
+inline bool HalfFinite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
+
+// fp16 bits -> an integer of the same order as the values (-0 == +0).
+inline int32_t HalfOrderKey(uint16_t h) {
+  return (h & 0x8000u) ? 0x8000 - static_cast<int32_t>(h & 0x7fffu) : 0x8000 + h;
+}
+
+bool ParamsValid(const uint8_t* in, int n) {
+  bool ok = true;
+  for (int i = 0; i < n; ++i) {
+    const uint16_t lo = ReadU16(in + 2 * i), hi = ReadU16(in + 2 * (n + i));
+    ok &= HalfFinite(lo) & HalfFinite(hi) & (HalfOrderKey(lo) <= HalfOrderKey(hi));
+  }
+  return ok;
+}
+
+bool RawRowValid(const uint8_t* in, int channels) {
+  bool ok = true;
+  for (int c = 0; c < channels; ++c) ok &= HalfFinite(ReadU16(in + 2 * c));
+  return ok;
+}
+
 void LoadParams(const uint8_t* in, int n, float* lo, float* range) {
   for (int i = 0; i < n; ++i) {
     lo[i] = HalfToFloat(ReadU16(in + 2 * i));
@@ -259,6 +281,8 @@ constexpr KernelOps kScalarOps = {
     MinMaxPerChannel,
     MinMaxPerToken,
     MakeParams,
+    ParamsValid,
+    RawRowValid,
     LoadParams,
     ScaleTable,
     StepTable,

@@ -146,8 +146,9 @@ class BoundModel {
     const double lo = HalfToFloat(FloatToHalf(mn + 0.0f, Fp16Rounding::kDown));
     const double hi = HalfToFloat(FloatToHalf(mx + 0.0f, Fp16Rounding::kUp));
     const double step = (hi - lo) / ((1 << b) - 1);
-    // fp32 arithmetic in quantize and dequantize: a few ulps of the operands.
-    const double arith = std::ldexp(1.0, -21) * (std::fabs(lo) + std::fabs(hi));
+    // fp32 arithmetic in quantize and dequantize (docs/quantization.md):
+    // eps <= 8.5 u (|lo| + |hi|), u = 2^-24.
+    const double arith = 8.5 * std::ldexp(1.0, -24) * (std::fabs(lo) + std::fabs(hi));
     return step / 2 + arith;
   }
 
@@ -421,6 +422,44 @@ TEST(KernelsTest, InvalidArgumentsAreRejectedBeforeWriting) {
   EXPECT_EQ(dst.bytes(), before);
   EXPECT_TRUE(Dequantize(out, spec, bits, dst.view()).ok());
   EXPECT_NE(dst.bytes(), before);
+}
+
+TEST(KernelsTest, CorruptParametersOrRawValuesAreRejectedBeforeWriting) {
+  Tensor src(DType::kF32, 2, 8, 40, 40);
+  FillRandom(src, 12);
+  std::vector<uint8_t> bits(40, 3);
+  bits[35] = 16;
+  for (GroupAxis axis : {GroupAxis::kPerChannel, GroupAxis::kPerToken}) {
+    const GroupSpec spec{axis, 32};
+    std::vector<uint8_t> packed(PackedBytes(16, spec, bits));
+    ASSERT_TRUE(Quantize(src.cview(), spec, bits, absl::MakeSpan(packed)).ok());
+    // The blob starts with lo[16], hi[16] of block 0 (K) or lo[1], hi[1] of
+    // token 0 (V); token 35's raw row follows the first 35 tokens.
+    const size_t hi0 = axis == GroupAxis::kPerChannel ? 32 : 2;
+    const size_t raw35 = PackedBytes(16, spec, absl::MakeSpan(bits).subspan(0, 35));
+    struct Corruption {
+      size_t offset;
+      uint16_t value;
+    };
+    const Corruption corruptions[] = {
+        {hi0, 0x7c00},    // hi = +Inf
+        {hi0, 0xfe00},    // hi = NaN
+        {hi0, 0xd800},    // hi = -128 < lo
+        {raw35, 0x7c00},  // a raw value of token 35 = +Inf
+    };
+    for (const Corruption& k : corruptions) {
+      std::vector<uint8_t> bad = packed;
+      bad[k.offset] = static_cast<uint8_t>(k.value & 0xff);
+      bad[k.offset + 1] = static_cast<uint8_t>(k.value >> 8);
+      Tensor dst(DType::kF32, 2, 8, 40, 40);
+      dst.Fill(0x22);
+      const std::vector<uint8_t> before = dst.bytes();
+      const absl::Status s = Dequantize(bad, spec, bits, dst.view());
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << AxisName(axis) << k.offset;
+      EXPECT_NE(std::string(s.message()).find("packed data"), std::string::npos) << s;
+      EXPECT_EQ(dst.bytes(), before);
+    }
+  }
 }
 
 // ---- layout ----------------------------------------------------------------------
