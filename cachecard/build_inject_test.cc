@@ -13,6 +13,7 @@
 #include "cachecard/card.h"
 #include "cachecard/chain.h"
 #include "cachecard/inject.h"
+#include "cachecard/metadata_codec.h"
 #include "cachecard/testing/synthetic_kv.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -397,6 +398,45 @@ TEST_F(InjectFailureTest, SectionCorruptedAfterCreation) {
   EXPECT_THAT(s.message(), HasSubstr("checksum of segment 0 layer 3 V section"));
   EXPECT_EQ(dst->length(), 7);
   EXPECT_EQ(Snapshot(*dst, 7), before);
+}
+
+// Recomputes every checksum of `bytes` (a card): the card is then "valid"
+// down to its section contents, as a buggy or hostile writer could make it.
+void Reseal(std::vector<uint8_t>* bytes) {
+  CardMetadata m = *ParseMetadata(*bytes, bytes->size());
+  for (SegmentInfo& seg : m.segments) {
+    for (SectionRef& ref : seg.sections) {
+      ref.checksum = SectionChecksum(absl::MakeConstSpan(*bytes).subspan(ref.offset, ref.bytes));
+    }
+  }
+  const MetadataLayout layout = *PlanLayout(&m);
+  ASSERT_TRUE(EncodeMetadata(m, layout, absl::MakeSpan(*bytes).first(m.metadata_bytes)).ok());
+}
+
+TEST_F(InjectFailureTest, CorruptSectionContentsRollBack) {
+  // Layer 3's V section: per-token groups, token 0 coded, so the section
+  // starts with lo[0] (fp16). Make it NaN; earlier layers decode first.
+  std::vector<uint8_t> bytes(card_->bytes().begin(), card_->bytes().end());
+  const uint64_t at = card_->metadata().segments[0].v_section(3).offset;
+  bytes[at] = 0x00;
+  bytes[at + 1] = 0x7e;
+  Reseal(&bytes);
+  absl::StatusOr<CardPtr> corrupt = Card::Copy(bytes);
+  ASSERT_TRUE(corrupt.ok()) << corrupt.status();  // checksums match
+
+  auto dst = *MakeSyntheticCache(kStoriesShape, DType::kF32, 7, 9, 64);
+  const std::vector<uint8_t> before = Snapshot(*dst, 7);
+  absl::Status s = InjectCard(**corrupt, nullptr, Fingerprint(1), dst.get());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("malformed card"));
+  EXPECT_THAT(s.message(), HasSubstr("segment 0 layer 3 V section"));
+  EXPECT_EQ(dst->length(), 7);
+  EXPECT_EQ(Snapshot(*dst, 7), before);
+
+  auto empty = EmptyCache(kStoriesShape, DType::kF32);
+  EXPECT_EQ(InjectCard(**corrupt, nullptr, Fingerprint(1), empty.get()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(empty->length(), 0);
 }
 
 }  // namespace

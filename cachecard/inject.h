@@ -6,17 +6,22 @@
 // dequantized into the cache's own dtype, and length() == T: ready for decode
 // at position T. The card's token ids (metadata().token_ids) are the context.
 //
-// Transactional: everything is validated before the first write:
+// Transactional: everything that can be checked is validated before the
+// first write:
 //   1. the parent chain (cachecard/chain.h: NotFound / FailedPrecondition),
 //   2. the model fingerprint (FailedPrecondition "fingerprint"),
 //   3. the KV shape (FailedPrecondition "shape"),
 //   4. every section checksum of every card in the chain (DataLoss),
 //   5. capacity: cache->Reserve(T) (OutOfRange "context limit",
 //      ResourceExhausted); Reserve keeps the contents when it fails.
-// On any of these errors the cache keeps its contents and length. Writes
-// after validation use sizes already checked with the same functions and
-// cannot fail; if one did (a bug), the cache is truncated to length 0 and
-// Internal is returned.
+// A quantized section whose checksum matches but whose contents are corrupt
+// (non-finite group parameters or raw values: a buggy or hostile writer) is
+// caught by quant::Dequantize while writing: the positions the cache held
+// before are then restored from a copy taken before the first write (none
+// is needed for an empty cache) and InvalidArgument "malformed card" is
+// returned. On every error the cache keeps its length and the contents of
+// positions [0, length()) (positions >= length() are unspecified, as for
+// any KvCache).
 //
 // Cards are read in place and never modified.
 //

@@ -9,8 +9,11 @@
 //      dequantization of arbitrary section bytes instead of stopping at a
 //      checksum.
 // Invariants checked (abort on violation): a card that validates injects
-// into a cache of its own shape and fingerprint; a failed injection leaves
-// the cache's length unchanged; flatten of a valid card parses again.
+// into a cache of its own shape and fingerprint, or (corrupt section
+// contents under valid checksums) fails as "malformed card" leaving the
+// cache's length and held tokens unchanged; streaming and in-memory
+// validation agree; flatten of a valid card parses again.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +21,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "agents/kv_cache.h"
 #include "cachecard/card.h"
 #include "cachecard/card_file.h"
@@ -42,21 +46,56 @@ void Check(bool ok, const char* what, const absl::Status& s = absl::OkStatus()) 
   }
 }
 
+// Raw bytes of positions [0, length()) of every layer's K and V.
+std::vector<uint8_t> Contents(const agents::KvCache& cache) {
+  std::vector<uint8_t> out;
+  const size_t element = DTypeSize(cache.dtype());
+  const size_t run = static_cast<size_t>(cache.length()) * cache.shape().head_dim * element;
+  for (int layer = 0; layer < cache.shape().num_layers; ++layer) {
+    for (const void* data : {cache.k_data(layer), cache.v_data(layer)}) {
+      for (int h = 0; h < cache.shape().num_kv_heads; ++h) {
+        const auto* p = static_cast<const uint8_t*>(data) + h * cache.head_stride() * element;
+        out.insert(out.end(), p, p + run);
+      }
+    }
+  }
+  return out;
+}
+
+// Injects into a cache of `dtype` that already holds `held` tokens of a
+// fixed pattern: either it succeeds, or it reports a malformed card (corrupt
+// section contents) and the held tokens are exactly as before.
+void InjectInto(const Card& card, DType dtype, int64_t held) {
+  const CardMetadata& m = card.metadata();
+  auto cache = agents::KvCache::Create(m.shape, dtype, std::max(m.total_tokens(), held));
+  Check(cache.ok(), "cache", cache.status());
+  agents::KvCache& c = **cache;
+  Check(c.Reserve(held).ok() && c.SetLength(held).ok(), "prefill");
+  for (int layer = 0; layer < m.shape.num_layers; ++layer) {
+    std::memset(c.k_data(layer), 0x3c, c.head_stride() * m.shape.num_kv_heads * DTypeSize(dtype));
+    std::memset(c.v_data(layer), 0x41, c.head_stride() * m.shape.num_kv_heads * DTypeSize(dtype));
+  }
+  const std::vector<uint8_t> before = Contents(c);
+  absl::Status s = InjectCard(card, nullptr, m.fingerprint, &c);
+  if (s.ok()) {
+    Check(c.length() == m.total_tokens(), "length after inject");
+    return;
+  }
+  Check(s.code() == absl::StatusCode::kInvalidArgument &&
+            absl::StrContains(s.message(), "malformed card"),
+        "a validated card injects or is reported malformed", s);
+  Check(c.length() == held, "length kept after a failed inject", s);
+  Check(Contents(c) == before, "contents kept after a failed inject", s);
+}
+
 void Exercise(const Card& card) {
   const CardMetadata& m = card.metadata();
   (void)FormatSummary(Summarize(m));
   const double cache_bytes =
       2.0 * m.shape.num_layers * m.shape.channels() * static_cast<double>(m.total_tokens()) * 4;
   if (m.first_token == 0 && cache_bytes <= kMaxCacheBytes) {
-    auto cache = agents::KvCache::Create(m.shape, DType::kF32, m.total_tokens());
-    Check(cache.ok(), "cache", cache.status());
-    absl::Status s = InjectCard(card, nullptr, m.fingerprint, cache->get());
-    Check(s.ok(), "a valid card injects", s);
-    Check((*cache)->length() == m.total_tokens(), "length after inject");
-    auto bf16 = agents::KvCache::Create(m.shape, DType::kBF16, m.total_tokens());
-    Check(bf16.ok(), "cache", bf16.status());
-    s = InjectCard(card, nullptr, m.fingerprint, bf16->get());
-    Check(s.ok(), "a valid card injects into bf16", s);
+    InjectInto(card, DType::kF32, 0);
+    InjectInto(card, DType::kBF16, std::min<int64_t>(m.total_tokens(), 3));
   }
   if (m.first_token > 0) {  // no parents here: must fail cleanly
     auto cache = agents::KvCache::Create({1, 1, 1}, DType::kF32, 1);
