@@ -3,11 +3,15 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "cachecard/card_file.h"
+#include "cachecard/file_io.h"
+#include "cachecard/format.h"
+#include "cachecard/metadata_codec.h"
 
 namespace qkvshare::cachecard::shm {
 
@@ -170,6 +174,26 @@ absl::StatusOr<CardHandle> CardStore::Add(const Card& card) {
     BufferSource source(card.bytes());
     return CopyCard(source, sink).status();
   });
+}
+
+absl::StatusOr<CardHandle> CardStore::ImportFile(const std::string& path) {
+  QKV_ASSIGN_OR_RETURN(std::unique_ptr<FileSource> source, FileSource::Open(path));
+  std::vector<uint8_t> prefix(std::min<uint64_t>(source->size(), sizeof(CardHeader)));
+  QKV_RETURN_IF_ERROR(source->Read(0, absl::MakeSpan(prefix)));
+  absl::StatusOr<CardHeader> header = ReadPreamble(prefix, source->size());
+  if (!header.ok()) {
+    return absl::Status(header.status().code(),
+                        absl::StrCat(path, ": ", header.status().message()));
+  }
+  CardId id;
+  std::memcpy(id.bytes.data(), header->card_id, id.bytes.size());
+  absl::StatusOr<CardHandle> handle =
+      Put(id, [&](CardSink& sink) { return CopyCard(*source, sink).status(); });
+  if (!handle.ok()) {
+    return absl::Status(handle.status().code(),
+                        absl::StrCat(path, ": ", handle.status().message()));
+  }
+  return handle;
 }
 
 absl::StatusOr<CardHandle> CardStore::Get(const CardId& id) {

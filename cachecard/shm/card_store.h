@@ -146,6 +146,11 @@ class CardStore final : public CardResolver {
   // validating it on the way.
   absl::StatusOr<CardHandle> Add(const Card& card);
 
+  // Streams the card file at `path` (.qkvcard) into the store, validating
+  // while reading (CopyCard), without holding it in memory.
+  // Errors: from the file system, CopyCard and Put.
+  absl::StatusOr<CardHandle> ImportFile(const std::string& path);
+
   // A handle to a stored card. Errors: NotFound.
   absl::StatusOr<CardHandle> Get(const CardId& id);
 

@@ -17,8 +17,11 @@
 #include "agents/kv_cache.h"
 #include "cachecard/build.h"
 #include "cachecard/card.h"
+#include "cachecard/card_file.h"
+#include "cachecard/file_io.h"
 #include "cachecard/format.h"
 #include "cachecard/inject.h"
+#include "cachecard/metadata_codec.h"
 #include "cachecard/shm/shm_segment.h"
 #include "cachecard/testing/synthetic_kv.h"
 #include "gmock/gmock.h"
@@ -295,6 +298,41 @@ TEST_F(CardStoreTest, AddCopiesAValidatedCard) {
   EXPECT_TRUE(std::equal(card->bytes().begin(), card->bytes().end(), (*stored)->bytes().begin(),
                          (*stored)->bytes().end()));
   EXPECT_EQ(store->Add(*card).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(CardStoreTest, ImportFileStreamsAValidatedCard) {
+  auto store = MakeStore(uint64_t{1} << 20);
+  Provenance prov;
+  prov.card_id = Id(6);
+  auto card =
+      *BuildCard(*cache_, 30, absl::MakeConstSpan(ids_).first(30),
+                 CardEncoding::Quantized(testing::UniformPlan(30, 3)), ModelFingerprint{}, prov);
+  const std::string path = ::testing::TempDir() + "/store_import.qkvcard";
+  ASSERT_TRUE(ExportCard(*card, path).ok());
+  absl::StatusOr<CardHandle> stored = store->ImportFile(path);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ((*stored)->id(), Id(6));
+  EXPECT_TRUE(std::equal(card->bytes().begin(), card->bytes().end(), (*stored)->bytes().begin(),
+                         (*stored)->bytes().end()));
+
+  // A corrupt file leaves nothing behind.
+  std::vector<uint8_t> bytes(card->bytes().begin(), card->bytes().end());
+  bytes[bytes.size() - 1] ^= 4;
+  bytes[64] = 0x77;  // another card id, so the name is free
+  SealHeaderChecksum(absl::MakeSpan(bytes).first(card->metadata().metadata_bytes));
+  {
+    auto sink = *FileSink::Create(path);
+    ASSERT_TRUE(sink->Begin(bytes.size()).ok());
+    ASSERT_TRUE(sink->Write(0, bytes).ok());
+    ASSERT_TRUE(sink->Finish().ok());
+  }
+  absl::StatusOr<CardHandle> bad = store->ImportFile(path);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bad.status().message(), HasSubstr("checksum of segment 0 layer 4 V section"));
+  CardId other = Id(6);
+  other.bytes[0] = 0x77;
+  EXPECT_FALSE(SegmentExists(store->SegmentName(other)));
+  EXPECT_EQ(store->List().size(), 1u);
 }
 
 TEST_F(CardStoreTest, ConcurrentBuildsGetsAndReleasesRespectTheQuota) {
