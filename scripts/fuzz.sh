@@ -51,32 +51,31 @@ LIB_SOURCES=(
   cachecard/inspect.cc cachecard/testing/synthetic_kv.cc
 )
 
-# compile SRC EXTRA_FLAGS... -> prints the object path; recompiles when the
-# source or any project header is newer than the object.
+# Objects are rebuilt when their source, or any project header, is newer.
 newest_header=$(find agents base cachecard quant -name '*.h' -printf '%T@\n' | sort -n | tail -1)
-compile() {
-  local src=$1; shift
-  local obj="$workdir/obj/${src//\//_}.o"
-  local obj_time=0
-  [[ -f $obj ]] && obj_time=$(stat -c %Y "$obj")
-  local src_time
-  src_time=$(stat -c %Y "$src")
-  if ((obj_time <= src_time)) || (($(printf '%.0f' "$newest_header") >= obj_time)); then
-    "$CXX" "${CXXFLAGS[@]}" "$@" -c "$src" -o "$obj"
+newest_header=${newest_header%.*}
+obj_of() { echo "$workdir/obj/${1//\//_}.o"; }
+stale=()
+for src in "${LIB_SOURCES[@]}" cachecard/fuzz/card_decoder_fuzzer.cc cachecard/fuzz/make_seeds.cc; do
+  obj=$(obj_of "$src")
+  if [[ ! -f $obj || $src -nt $obj ]] || ((newest_header >= $(stat -c %Y "$obj"))); then
+    stale+=("$src")
   fi
-  echo "$obj"
-}
-
-echo "fuzz: building with $CXX in $workdir" >&2
-objs=()
-for src in "${LIB_SOURCES[@]}"; do
-  objs+=("$(compile "$src" "${SANITIZE[@]}" -fsanitize=fuzzer-no-link)")
 done
-fuzzer_obj=$(compile cachecard/fuzz/card_decoder_fuzzer.cc "${SANITIZE[@]}" -fsanitize=fuzzer-no-link)
-seeds_obj=$(compile cachecard/fuzz/make_seeds.cc "${SANITIZE[@]}" -fsanitize=fuzzer-no-link)
-"$CXX" "${SANITIZE[@]}" -fsanitize=fuzzer "$fuzzer_obj" "${objs[@]}" "${LIBS[@]}" \
-  -o "$workdir/card_decoder_fuzzer"
-"$CXX" "${SANITIZE[@]}" "$seeds_obj" "${objs[@]}" "${LIBS[@]}" -o "$workdir/make_seeds"
+
+echo "fuzz: building with $CXX in $workdir (${#stale[@]} files to compile)" >&2
+if ((${#stale[@]})); then
+  export CXX workdir
+  export FLAGS="${CXXFLAGS[*]} ${SANITIZE[*]} -fsanitize=fuzzer-no-link"
+  printf '%s\n' "${stale[@]}" | xargs -P "$(nproc)" -I{} sh -c \
+    'obj="$workdir/obj/$(echo {} | tr / _).o"; $CXX $FLAGS -c {} -o "$obj"'
+fi
+objs=()
+for src in "${LIB_SOURCES[@]}"; do objs+=("$(obj_of "$src")"); done
+"$CXX" "${SANITIZE[@]}" -fsanitize=fuzzer "$(obj_of cachecard/fuzz/card_decoder_fuzzer.cc)" \
+  "${objs[@]}" "${LIBS[@]}" -o "$workdir/card_decoder_fuzzer"
+"$CXX" "${SANITIZE[@]}" "$(obj_of cachecard/fuzz/make_seeds.cc)" "${objs[@]}" "${LIBS[@]}" \
+  -o "$workdir/make_seeds"
 
 "$workdir/make_seeds" "$workdir/corpus" >&2
 cp cachecard/testdata/golden_v*.qkvcard "$workdir/corpus/"
