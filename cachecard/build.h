@@ -29,6 +29,7 @@
 #define QKVSHARE_CACHECARD_BUILD_H_
 
 #include <cstdint>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"

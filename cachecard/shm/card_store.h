@@ -27,8 +27,10 @@
 // from any thread, one handle object by one thread at a time.
 //
 // Example:
-//   QKV_ASSIGN_OR_RETURN(auto store, CardStore::Create({.instance = "main",
-//                                                      .quota_bytes = 1 << 30}));
+//   CardStoreOptions options;
+//   options.instance = "main";
+//   options.quota_bytes = uint64_t{1} << 30;
+//   QKV_ASSIGN_OR_RETURN(std::unique_ptr<CardStore> store, CardStore::Create(options));
 //   QKV_ASSIGN_OR_RETURN(CardHandle card,
 //       store->Build(cache, n, ids, CardEncoding::Quantized(plan), fp, prov, nullptr));
 //   ... hand card->id() to the next agent ...
