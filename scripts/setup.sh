@@ -10,7 +10,7 @@ PACKAGES=(
   # libraries (all from Debian 12)
   libgrpc++-dev libprotobuf-dev libspdlog-dev libfmt-dev libabsl-dev libtorch-dev
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-  libpcre2-dev libxxhash-dev libssl-dev libsystemd-dev prometheus-cpp-dev libcli11-dev
+  libpcre2-dev libicu-dev libxxhash-dev libssl-dev libsystemd-dev prometheus-cpp-dev libcli11-dev
   # optimized BLAS for libtorch: without it fp32 matmuls use the reference BLAS (40x slower)
   libopenblas0-pthread
   # fuzzing (libFuzzer + ASan), unit verification, plots, model generator

@@ -31,6 +31,10 @@
 
 namespace qkvshare::agents {
 
+namespace tokenizer_internal {
+class IdDecodeStream;
+}  // namespace tokenizer_internal
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -71,23 +75,34 @@ class Tokenizer {
 // character: bytes of an incomplete character (byte-fallback or byte-level
 // pieces) are held until the character completes. Concatenating every Push()
 // and the final Flush() gives Decode(all ids).
+//
+// Cost: for a tokenizer from FromFile()/FromJson(), each Push() costs
+// O(length of the token), independent of how many ids came before (the
+// decoder's state is carried, nothing is re-decoded). For any other Tokenizer
+// implementation (e.g. a test fake) it falls back to re-decoding all ids on
+// every Push() and holding back a trailing U+FFFD (best effort).
+//
+// Thread safety: one object per sequence, not shared.
 class StreamingDetokenizer {
  public:
   // `tokenizer` must outlive this object. `prefix` are ids already decoded
   // (e.g. the prompt): they set the decoder's context (the leading-space rule)
-  // and produce no text.
+  // and produce no text. If the prefix ends inside a character, the whole
+  // character is emitted by the Push() that completes it.
   explicit StreamingDetokenizer(const Tokenizer& tokenizer, bool skip_special_tokens = true,
                                 absl::Span<const int32_t> prefix = {});
+  ~StreamingDetokenizer();
+  StreamingDetokenizer(StreamingDetokenizer&&) noexcept;
+  StreamingDetokenizer& operator=(StreamingDetokenizer&&) noexcept;
+
   // Text that became complete with `id` (may be empty).
   std::string Push(int32_t id);
-  // Whatever is still held (an incomplete character becomes U+FFFD).
+  // Whatever is still held (an incomplete character becomes U+FFFD). Call
+  // once, at the end of the sequence.
   std::string Flush();
 
  private:
-  const Tokenizer& tokenizer_;
-  bool skip_special_;
-  std::vector<int32_t> ids_;
-  size_t emitted_bytes_ = 0;  // bytes of Decode(ids_) already returned
+  std::unique_ptr<tokenizer_internal::IdDecodeStream> stream_;
 };
 
 }  // namespace qkvshare::agents

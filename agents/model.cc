@@ -1,0 +1,42 @@
+#include "agents/model.h"
+
+#include <utility>
+
+#include "agents/file_util.h"
+#include "agents/safetensors.h"
+#include "agents/torch/llama_engine.h"
+#include "base/status_macros.h"
+
+namespace qkvshare::agents {
+
+Model::~Model() = default;
+
+size_t Model::mapped_weight_bytes() const { return engine_->mapped_weight_bytes(); }
+size_t Model::copied_weight_bytes() const { return engine_->copied_weight_bytes(); }
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
+                                                   const ModelOptions& options) {
+  std::unique_ptr<Model> model(new Model());
+  model->dir_ = dir;
+  QKV_ASSIGN_OR_RETURN(model->config_, ModelConfig::FromDirectory(dir));
+  std::string tokenizer_json;
+  const std::string tokenizer_path = JoinPath(dir, "tokenizer.json");
+  if (PathExists(tokenizer_path)) {
+    QKV_ASSIGN_OR_RETURN(tokenizer_json, ReadFileToString(tokenizer_path));
+    QKV_ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromJson(tokenizer_json, tokenizer_path));
+  }
+  QKV_ASSIGN_OR_RETURN(model->weights_, WeightFiles::Open(dir));
+  const int64_t vocab = model->config_.vocab_size, hidden = model->config_.hidden_size;
+  QKV_ASSIGN_OR_RETURN(const TensorInfo* embed,
+                       model->weights_->Get("model.embed_tokens.weight", {vocab, hidden}));
+  model->weights_dtype_ = *embed->dtype;
+  model->compute_dtype_ = options.compute_dtype.value_or(DefaultComputeDType(*embed->dtype));
+  QKV_ASSIGN_OR_RETURN(model->fingerprint_,
+                       ComputeModelFingerprint(model->config_, tokenizer_json, *model->weights_));
+  QKV_ASSIGN_OR_RETURN(
+      model->engine_,
+      internal::LlamaEngine::Create(model->config_, *model->weights_, model->compute_dtype_));
+  return model;
+}
+
+}  // namespace qkvshare::agents

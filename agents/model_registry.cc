@@ -1,0 +1,62 @@
+#include "agents/model_registry.h"
+
+#include <climits>
+#include <cstdlib>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+
+namespace qkvshare::agents {
+namespace {
+
+std::string DTypeKey(const std::optional<DType>& dtype) {
+  return dtype.has_value() ? std::string(DTypeName(*dtype)) : "auto";
+}
+
+}  // namespace
+
+absl::StatusOr<ModelHandle> ModelRegistry::Acquire(const std::string& dir,
+                                                   const ModelOptions& options) {
+  char resolved[PATH_MAX];
+  if (::realpath(dir.c_str(), resolved) == nullptr) {
+    return absl::NotFoundError(absl::StrCat(dir, ": model directory not found"));
+  }
+  const Key key{resolved, DTypeKey(options.compute_dtype)};
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(key);
+  if (it != models_.end()) {
+    if (ModelHandle live = it->second.lock()) return live;
+  }
+  if (!options.compute_dtype.has_value()) {
+    // A model of this directory loaded with the dtype "auto" would pick.
+    for (auto e = models_.lower_bound(Key{resolved, ""});
+         e != models_.end() && e->first.first == resolved; ++e) {
+      ModelHandle live = e->second.lock();
+      if (live != nullptr && live->compute_dtype() == DefaultComputeDType(live->weights_dtype())) {
+        models_[key] = live;
+        return live;
+      }
+    }
+  }
+  absl::StatusOr<std::unique_ptr<Model>> loaded = Model::Load(dir, options);
+  if (!loaded.ok()) return loaded.status();
+  ModelHandle handle(std::move(*loaded));
+  models_[key] = handle;
+  models_[Key{resolved, DTypeKey(handle->compute_dtype())}] = handle;
+  // Drop entries of unloaded models.
+  for (auto e = models_.begin(); e != models_.end();) {
+    e = e->second.expired() ? models_.erase(e) : std::next(e);
+  }
+  return handle;
+}
+
+int ModelRegistry::num_loaded() const {
+  absl::MutexLock lock(&mu_);
+  std::set<const Model*> live;
+  for (const auto& [key, weak] : models_) {
+    if (ModelHandle m = weak.lock()) live.insert(m.get());
+  }
+  return static_cast<int>(live.size());
+}
+
+}  // namespace qkvshare::agents

@@ -1,0 +1,53 @@
+// File: agents/torch/llama_impl.h
+// -----------------------------------------------------------------------------
+// INTERNAL (torch): the weights and tables behind LlamaEngine. Included only
+// by llama_weights.cc and llama_forward.cc.
+#ifndef QKVSHARE_AGENTS_TORCH_LLAMA_IMPL_H_
+#define QKVSHARE_AGENTS_TORCH_LLAMA_IMPL_H_
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "agents/model_config.h"
+#include "agents/torch/llama_engine.h"
+
+namespace qkvshare::agents::internal {
+
+// One decoder layer. Matrices are [out_features, in_features] in the compute
+// dtype (nn.Linear layout); biases (undefined when absent) in the compute
+// dtype; norm weights fp32.
+struct LayerWeights {
+  torch::Tensor input_norm;                      // [hidden]
+  torch::Tensor q, k, v, o;                      // [H*hd, D], [KV*hd, D] x2, [D, H*hd]
+  torch::Tensor q_bias, k_bias, v_bias, o_bias;  // [H*hd], [KV*hd] x2, [D]
+  torch::Tensor post_norm;                       // [hidden]
+  torch::Tensor gate, up, down;                  // [I, D], [I, D], [D, I]
+  torch::Tensor gate_bias, up_bias, down_bias;   // [I], [I], [D]
+};
+
+struct LlamaEngine::Impl {
+  ModelConfig config;
+  DType dtype = DType::kF32;
+  torch::ScalarType scalar = torch::kFloat;
+  torch::Tensor embed;       // [vocab, hidden], compute dtype
+  torch::Tensor lm_head;     // [vocab, hidden], compute dtype (embed when tied)
+  torch::Tensor final_norm;  // [hidden] fp32
+  std::vector<LayerWeights> layers;
+  // RoPE tables over positions [0, context_limit): [positions, head_dim / 2]
+  // fp32, column i for frequency inv_freq[i] (HF rotate_half layout: the
+  // pair is (i, i + head_dim / 2)).
+  torch::Tensor rope_cos, rope_sin;
+  size_t mapped_bytes = 0;
+  size_t copied_bytes = 0;
+};
+
+torch::ScalarType ToScalarType(DType dtype);
+
+// The per-pair inverse frequencies of `config` (head_dim / 2 values) with
+// rope_scaling applied, computed in fp32 as HF transformers does.
+std::vector<float> RopeInverseFrequencies(const ModelConfig& config);
+
+}  // namespace qkvshare::agents::internal
+
+#endif  // QKVSHARE_AGENTS_TORCH_LLAMA_IMPL_H_

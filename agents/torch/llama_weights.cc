@@ -1,0 +1,181 @@
+// LlamaEngine: weight loading (torch::from_blob over the safetensors
+// mapping, or a one-time conversion), RoPE tables, thread settings.
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "agents/torch/llama_engine.h"
+#include "agents/torch/llama_impl.h"
+#include "base/status_macros.h"
+
+namespace qkvshare::agents::internal {
+namespace {
+
+class WeightLoader {
+ public:
+  WeightLoader(const WeightFiles& files, LlamaEngine::Impl& impl) : files_(files), impl_(impl) {}
+
+  // The tensor `name` of `shape` as `target`: a view of the mapping when the
+  // stored dtype is `target`, else a converted copy.
+  absl::StatusOr<torch::Tensor> Get(const std::string& name, std::vector<int64_t> shape,
+                                    torch::ScalarType target) {
+    QKV_ASSIGN_OR_RETURN(const TensorInfo* t, files_.Get(name, shape));
+    torch::Tensor src = torch::from_blob(const_cast<void*>(t->data), shape,
+                                         torch::TensorOptions().dtype(ToScalarType(*t->dtype)));
+    if (src.scalar_type() == target) {
+      impl_.mapped_bytes += t->nbytes;
+      return src;
+    }
+    torch::Tensor out = src.to(target);
+    impl_.copied_bytes += out.nbytes();
+    return out;
+  }
+
+  // `name` if `present`, else an undefined tensor.
+  absl::StatusOr<torch::Tensor> Optional(bool present, const std::string& name,
+                                         std::vector<int64_t> shape, torch::ScalarType target) {
+    if (!present) return torch::Tensor();
+    return Get(name, std::move(shape), target);
+  }
+
+ private:
+  const WeightFiles& files_;
+  LlamaEngine::Impl& impl_;
+};
+
+absl::Status LoadWeights(const WeightFiles& files, LlamaEngine::Impl& impl) {
+  const ModelConfig& c = impl.config;
+  const torch::ScalarType cdt = impl.scalar;
+  const int64_t D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t QD = int64_t{c.num_heads} * c.head_dim, KVD = int64_t{c.num_kv_heads} * c.head_dim;
+  WeightLoader w(files, impl);
+  QKV_ASSIGN_OR_RETURN(impl.embed, w.Get("model.embed_tokens.weight", {V, D}, cdt));
+  impl.layers.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    const std::string a = p + "self_attn.", m = p + "mlp.";
+    LayerWeights& L = impl.layers[l];
+    QKV_ASSIGN_OR_RETURN(L.input_norm, w.Get(p + "input_layernorm.weight", {D}, torch::kFloat));
+    QKV_ASSIGN_OR_RETURN(L.q, w.Get(a + "q_proj.weight", {QD, D}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.k, w.Get(a + "k_proj.weight", {KVD, D}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.v, w.Get(a + "v_proj.weight", {KVD, D}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.o, w.Get(a + "o_proj.weight", {D, QD}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.q_bias, w.Optional(c.qkv_bias, a + "q_proj.bias", {QD}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.k_bias, w.Optional(c.qkv_bias, a + "k_proj.bias", {KVD}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.v_bias, w.Optional(c.qkv_bias, a + "v_proj.bias", {KVD}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.o_bias, w.Optional(c.o_bias, a + "o_proj.bias", {D}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.post_norm,
+                         w.Get(p + "post_attention_layernorm.weight", {D}, torch::kFloat));
+    QKV_ASSIGN_OR_RETURN(L.gate, w.Get(m + "gate_proj.weight", {I, D}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.up, w.Get(m + "up_proj.weight", {I, D}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.down, w.Get(m + "down_proj.weight", {D, I}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.gate_bias, w.Optional(c.mlp_bias, m + "gate_proj.bias", {I}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.up_bias, w.Optional(c.mlp_bias, m + "up_proj.bias", {I}, cdt));
+    QKV_ASSIGN_OR_RETURN(L.down_bias, w.Optional(c.mlp_bias, m + "down_proj.bias", {D}, cdt));
+  }
+  QKV_ASSIGN_OR_RETURN(impl.final_norm, w.Get("model.norm.weight", {D}, torch::kFloat));
+  if (c.tie_word_embeddings) {
+    impl.lm_head = impl.embed;
+  } else {
+    QKV_ASSIGN_OR_RETURN(impl.lm_head, w.Get("lm_head.weight", {V, D}, cdt));
+  }
+  return absl::OkStatus();
+}
+
+void BuildRopeTables(LlamaEngine::Impl& impl) {
+  std::vector<float> inv = RopeInverseFrequencies(impl.config);
+  torch::Tensor inv_freq =
+      torch::from_blob(inv.data(), {static_cast<int64_t>(inv.size())}, torch::kFloat).clone();
+  torch::Tensor pos = torch::arange(impl.config.context_limit(), torch::kFloat);
+  torch::Tensor angles = torch::outer(pos, inv_freq);  // fp32, like HF
+  impl.rope_cos = angles.cos().contiguous();
+  impl.rope_sin = angles.sin().contiguous();
+}
+
+}  // namespace
+
+torch::ScalarType ToScalarType(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return torch::kFloat;
+    case DType::kF16:
+      return torch::kHalf;
+    case DType::kBF16:
+      return torch::kBFloat16;
+  }
+  return torch::kFloat;
+}
+
+std::vector<float> RopeInverseFrequencies(const ModelConfig& c) {
+  const int half = c.head_dim / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; ++i) {
+    float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
+    inv[i] = 1.0f / std::pow(static_cast<float>(c.rope_theta), exponent);
+  }
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type == RopeScaling::Type::kLinear) {
+    for (float& f : inv) f /= static_cast<float>(s.factor);
+  } else if (s.type == RopeScaling::Type::kLlama3) {
+    // transformers.modeling_rope_utils._compute_llama3_parameters.
+    const float factor = static_cast<float>(s.factor);
+    const float low = static_cast<float>(s.low_freq_factor);
+    const float high = static_cast<float>(s.high_freq_factor);
+    const float old_len = static_cast<float>(s.original_max_position_embeddings);
+    const float low_freq_wavelen = old_len / low;
+    const float high_freq_wavelen = old_len / high;
+    for (float& f : inv) {
+      const float wavelen = static_cast<float>(2 * M_PI) / f;
+      if (wavelen > low_freq_wavelen) {
+        f = f / factor;
+      } else if (wavelen >= high_freq_wavelen) {
+        const float smooth = (old_len / wavelen - low) / (high - low);
+        f = (1 - smooth) * f / factor + smooth * f;
+      }
+    }
+  }
+  return inv;
+}
+
+LlamaEngine::LlamaEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+LlamaEngine::~LlamaEngine() = default;
+
+absl::StatusOr<std::unique_ptr<LlamaEngine>> LlamaEngine::Create(const ModelConfig& config,
+                                                                 const WeightFiles& weights,
+                                                                 DType compute_dtype) {
+  if (compute_dtype != DType::kF32 && compute_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "compute dtype ", std::string(DTypeName(compute_dtype)), " is not supported (f32, bf16)"));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  impl->dtype = compute_dtype;
+  impl->scalar = ToScalarType(compute_dtype);
+  try {
+    torch::NoGradGuard no_grad;
+    QKV_RETURN_IF_ERROR(LoadWeights(weights, *impl));
+    BuildRopeTables(*impl);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(
+        weights.dir(), ": libtorch failed while loading: ", e.what_without_backtrace()));
+  }
+  return std::unique_ptr<LlamaEngine>(new LlamaEngine(std::move(impl)));
+}
+
+DType LlamaEngine::compute_dtype() const { return impl_->dtype; }
+size_t LlamaEngine::mapped_weight_bytes() const { return impl_->mapped_bytes; }
+size_t LlamaEngine::copied_weight_bytes() const { return impl_->copied_bytes; }
+
+void SetComputeThreads(int n) {
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+}
+
+int ComputeThreads() { return at::get_num_threads(); }
+
+}  // namespace qkvshare::agents::internal
