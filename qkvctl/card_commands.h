@@ -17,9 +17,11 @@ namespace qkvshare::qkvctl {
 // cards ls: every card in the store, with store usage.
 int RunCardsList(Session& s);
 
-// cards inspect ID|FILE: an existing file is parsed locally (header,
-// fingerprint, tokens, per-layer bytes, bit histogram); anything else is a
-// card id asked from the daemon (GetCard).
+// cards inspect ID|FILE: an existing file is read and fully validated
+// locally (cachecard/card_file.h; no daemon needed) and summarized (header,
+// fingerprint, tokens, segments, per-layer bytes, bit histograms); exit 4
+// when it is not a valid card. Anything else is a card id asked from the
+// daemon (GetCard).
 int RunCardsInspect(Session& s, const std::string& id_or_file);
 
 // cards export ID -o FILE: streams the card to FILE.partial, then renames it

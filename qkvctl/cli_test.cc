@@ -482,5 +482,39 @@ TEST_F(CliTest, AddressFromEnvironmentUnlessFlagGiven) {
   unsetenv("QKVSHARE_ADDR");
 }
 
+TEST_F(CliTest, InspectCardFileLocally) {
+  const std::string golden = "cachecard/testdata/golden_v1.qkvcard";
+  daemon_->Shutdown();  // a file needs no daemon
+  Result r = Run({"cards", "inspect", golden});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, StartsWith("file: " + golden + " (checksums verified)\ncard: "));
+  EXPECT_THAT(r.out, HasSubstr("kv shape: 5 layers, 4 kv heads, head_dim 8"));
+
+  Result j = Run({"--json", "cards", "inspect", golden});
+  ASSERT_EQ(j.code, 0) << j.err;
+  nlohmann::json s = nlohmann::json::parse(j.out);
+  EXPECT_EQ(s["total_tokens"], 8);
+  EXPECT_EQ(s["shape"]["num_layers"], 5);
+  EXPECT_EQ(s["card_id"].get<std::string>().size(), 32u);
+  EXPECT_EQ(s["parent_id"], "");
+  EXPECT_EQ(s["provenance"]["source_agent"], "writer");
+  EXPECT_EQ(s["layer_bytes"].size(), 5u);
+  // Segment 0 quantized (K widths 2, 3, 4, 8, 16), segment 1 three fp32 tokens.
+  EXPECT_EQ(s["k_bits_histogram"],
+            nlohmann::json({{"2", 1}, {"3", 1}, {"4", 1}, {"8", 1}, {"16", 1}, {"32", 3}}));
+  EXPECT_EQ(s["segments"][1]["mode"], "full");
+
+  // One flipped byte in a section: the checksum catches it, exit 4, one line.
+  ShortTempDir dir;
+  std::string bytes = ReadFile(golden);
+  bytes[bytes.size() - 100] ^= 0x40;
+  std::ofstream(dir.File("bad.qkvcard"), std::ios::binary) << bytes;
+  Result bad = Run({"cards", "inspect", dir.File("bad.qkvcard")});
+  EXPECT_EQ(bad.code, 4);
+  EXPECT_EQ(CountLines(bad.err), 1) << bad.err;
+  EXPECT_THAT(bad.err, StartsWith("qkvctl: cards inspect " + dir.File("bad.qkvcard") +
+                                  ": invalid card file: "));
+}
+
 }  // namespace
 }  // namespace qkvshare::qkvctl

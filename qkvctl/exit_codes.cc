@@ -32,7 +32,7 @@ const char* ExitCodeHelp() {
          "     permissions, connection lost) or is unavailable (shutting down)\n"
          "  3  not found (task, card, workflow)\n"
          "  4  rejected by the daemon (invalid argument, queue full, quota, already exists,\n"
-         "     card in use)\n"
+         "     card in use), or a card file is not a valid card\n"
          "  5  daemon error (internal, unimplemented, no answer within --timeout)\n";
 }
 

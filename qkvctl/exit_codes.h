@@ -10,7 +10,8 @@
 //   3  not found: the task, card or workflow does not exist (NOT_FOUND)
 //   4  rejected by the daemon: INVALID_ARGUMENT, FAILED_PRECONDITION,
 //      RESOURCE_EXHAUSTED, ALREADY_EXISTS, OUT_OF_RANGE, PERMISSION_DENIED,
-//      UNAUTHENTICATED, ABORTED
+//      UNAUTHENTICATED, ABORTED; or a local .qkvcard file that is not a valid
+//      card (cards inspect FILE)
 //   5  daemon error: INTERNAL, UNKNOWN, DATA_LOSS, UNIMPLEMENTED,
 //      DEADLINE_EXCEEDED (no answer within --timeout), CANCELLED
 //
