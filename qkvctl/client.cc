@@ -41,11 +41,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const Options& options) 
   SilenceGrpcLogs();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_receive_bytes);
-  // One quick attempt: qkvctl reports a failed connection instead of retrying.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
   auto deadline = Deadline(options.connect_timeout);
+  // One attempt: a failed connection (TRANSIENT_FAILURE) is reported at once
+  // instead of waiting out gRPC's reconnect backoff.
   grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
   while (state != GRPC_CHANNEL_READY) {
     if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN ||
