@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# scripts/install.sh into a temporary prefix: layout, modes, rewritten paths,
-# a working qkvctl, the installed unit passing systemd-analyze verify,
-# idempotency, and edited configs kept. qkvshared is a stand-in script (the
-# test must not depend on building the daemon).
+# scripts/install.sh into a temporary prefix with the built binaries: layout,
+# modes, rewritten paths, the installed unit passing systemd-analyze verify,
+# the installed daemon serving the installed config to the installed qkvctl,
+# idempotency, and edited configs kept.
 set -euo pipefail
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -11,9 +11,7 @@ tmp=${TEST_TMPDIR:-$(mktemp -d)}
 bins=$tmp/bins
 prefix=$tmp/root/opt/qkvshare
 mkdir -p "$bins"
-printf '#!/bin/sh\necho "qkvshared stand-in $*"\n' >"$bins/qkvshared"
-chmod 0755 "$bins/qkvshared"
-cp qkvctl/qkvctl "$bins/qkvctl"
+cp daemon/qkvshared qkvctl/qkvctl "$bins/"
 
 snapshot() { (cd "$prefix" && find . -type f -printf '%p %m ' -exec sha256sum {} \; | sort); }
 
@@ -66,6 +64,30 @@ rc=$?
 set -e
 [[ $rc == 2 ]] || fail "qkvctl status without a daemon: exit $rc"
 [[ $(wc -l <<<"$err") == 1 ]] || fail "qkvctl error is not one line: $err"
+
+# The installed daemon accepts the installed config, loads the installed
+# model and serves the installed qkvctl (on a private socket and instance).
+check=$("$prefix/bin/qkvshared" --config "$etc/daemon.yaml" --check_config) ||
+  fail "qkvshared --check_config on the installed config: $check"
+grep -q ': OK (1 model(s), 3 agent(s), 2 workflow(s))$' <<<"$check" || fail "check_config: $check"
+sock_dir=$(mktemp -d /tmp/qkvinst.XXXXXX)
+"$prefix/bin/qkvshared" --config "$etc/daemon.yaml" --listen "unix://$sock_dir/q.sock" \
+  --instance "install_test_$$" >"$tmp/daemon.log" 2>&1 &
+daemon_pid=$!
+trap 'kill -TERM $daemon_pid 2>/dev/null; rm -rf "$sock_dir"' EXIT
+qkvctl=("$prefix/bin/qkvctl" --addr "unix://$sock_dir/q.sock")
+for _ in $(seq 1 300); do
+  "${qkvctl[@]}" status >/dev/null 2>&1 && break
+  kill -0 $daemon_pid 2>/dev/null || fail "installed daemon exited: $(cat "$tmp/daemon.log")"
+  sleep 0.1
+done
+"${qkvctl[@]}" status | grep -q '^state      serving' || fail "daemon not serving: $(cat "$tmp/daemon.log")"
+run=$("${qkvctl[@]}" submit story --input "Once upon a time" --max-new-tokens 4 --wait) ||
+  fail "submit --wait on the installed daemon: $run"
+grep -q '^\[task .* finished\]$' <<<"$run" || fail "task did not finish: $run"
+kill -TERM $daemon_pid
+wait $daemon_pid || fail "installed daemon exit status $? on SIGTERM"
+trap 'rm -rf "$sock_dir"' EXIT
 
 # Idempotent: a second run changes nothing.
 before=$(snapshot)
