@@ -58,6 +58,18 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const Options& options) 
   return std::unique_ptr<Client>(new Client(options, std::move(channel)));
 }
 
+bool Client::ConnectionLost() const {
+  // A status the daemon sent leaves the connection READY; a broken transport
+  // moves the channel to IDLE or TRANSIENT_FAILURE, possibly a moment after
+  // the failed call returns.
+  grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/false);
+  if (state == GRPC_CHANNEL_READY) {
+    channel_->WaitForStateChange(state, Deadline(absl::Milliseconds(100)));
+    state = channel_->GetState(/*try_to_connect=*/false);
+  }
+  return state != GRPC_CHANNEL_READY;
+}
+
 void Client::PrepareUnary(grpc::ClientContext* context) const {
   context->set_wait_for_ready(false);
   context->set_deadline(Deadline(options_.rpc_timeout));
@@ -68,12 +80,18 @@ absl::Status Client::Convert(const grpc::Status& s) const {
   const std::string& address = options_.address;
   switch (s.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
+      if (!ConnectionLost()) {
+        // The daemon itself answered UNAVAILABLE (e.g. shutting down).
+        return absl::UnavailableError(
+            absl::StrCat("daemon at ", address, " is unavailable: ", s.error_message()));
+      }
       if (!SocketAcceptsConnections(address)) {
         return absl::UnavailableError(
             absl::StrCat("lost connection to ", address, ": ", DiagnoseUnreachable(address)));
       }
       return absl::UnavailableError(
-          absl::StrCat("daemon at ", address, " is unavailable: ", s.error_message()));
+          absl::StrCat("lost connection to ", address,
+                       ": the daemon closed it (stopped or crashed? see journalctl -u qkvshared)"));
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       return absl::DeadlineExceededError(absl::StrCat("no answer from ", address, " within ",
                                                       absl::FormatDuration(options_.rpc_timeout),

@@ -98,6 +98,10 @@ class Client {
   // UNAVAILABLE and DEADLINE_EXCEEDED, whose messages name the address.
   absl::Status Convert(const grpc::Status& s) const;
   void PrepareUnary(grpc::ClientContext* context) const;
+  // After an UNAVAILABLE call: true when the connection broke (daemon gone or
+  // crashed), false when the daemon answered UNAVAILABLE itself. Waits up to
+  // 100 ms for the channel to notice a broken transport.
+  bool ConnectionLost() const;
 
   Options options_;
   std::shared_ptr<grpc::Channel> channel_;  // gRPC's API shares channels
