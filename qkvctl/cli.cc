@@ -5,6 +5,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "daemon/version.h"
 #include "qkvctl/card_commands.h"
 #include "qkvctl/commands.h"
 #include "qkvctl/connection.h"
@@ -30,6 +31,7 @@ int RunQkvctl(const std::vector<std::string>& args, std::ostream& out, std::ostr
   app.footer(Footer());
   app.require_subcommand(1);
   app.fallthrough();  // global options may follow the subcommand
+  app.set_version_flag("--version", absl::StrCat("qkvctl ", kVersion));
 
   std::string addr;
   bool json = false;

@@ -297,6 +297,9 @@ TEST_F(CliTest, HelpListsCommandsAndExitCodes) {
         "stats", "reload", "QKVSHARE_ADDR", "Exit codes:", "  3  not found"}) {
     EXPECT_THAT(r.out, HasSubstr(s));
   }
+  Result version = RunArgs({"--version"});
+  EXPECT_EQ(version.code, 0);
+  EXPECT_THAT(version.out, StartsWith("qkvctl 0."));
   Result sub = RunArgs({"submit", "--help"});
   EXPECT_EQ(sub.code, 0);
   EXPECT_THAT(sub.out, HasSubstr("--max-new-tokens"));
