@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -173,6 +174,34 @@ TEST(StoriesTokenizerTest, DecodeIgnoresUnknownIdsAndReplacesBadBytes) {
   // A lone continuation byte, and a truncated 4-byte sequence at the end.
   EXPECT_EQ(tok->Decode({131}), "\uFFFD");
   EXPECT_EQ(tok->Decode({243, 162}), "\uFFFD");
+}
+
+TEST(StoriesTokenizerTest, ConcurrentEncodeAndDecodeAgree) {
+  std::unique_ptr<Tokenizer> tok = LoadStories();
+  ASSERT_NE(tok, nullptr);
+  std::vector<std::string> texts;
+  for (const nlohmann::json& c : LoadGoldenCases()) {
+    // Split into words so that the BPE word cache is shared and contended.
+    std::stringstream words(c.at("text").get<std::string>());
+    for (std::string w; words >> w;) texts.push_back(w);
+  }
+  std::vector<std::vector<int32_t>> expected;
+  for (const std::string& t : texts) expected.push_back(*tok->Encode(t));
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 3; ++round) {
+        for (size_t i = 0; i < texts.size(); ++i) {
+          const size_t k = (i * 7 + static_cast<size_t>(t)) % texts.size();
+          absl::StatusOr<std::vector<int32_t>> ids = tok->Encode(texts[k]);
+          if (!ids.ok() || *ids != expected[k] || tok->Decode(*ids) != texts[k]) ++mismatches[t];
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_THAT(mismatches, ::testing::Each(0));
 }
 
 class TokenizerLoadTest : public ::testing::Test {
