@@ -153,6 +153,36 @@ TEST(StoriesTokenizerTest, RoundTrip) {
   }
 }
 
+// The newer Llama-2/Mistral form: no normalizer, a Metaspace pre-tokenizer
+// with prepend_scheme "first" (only the piece that starts the text gets "▁")
+// and split false. Expected ids checked with the tokenizers library 0.23.2.
+TEST(StoriesTokenizerTest, MetaspacePrependFirstVariant) {
+  std::ifstream in(kStoriesTokenizer);
+  nlohmann::json json = nlohmann::json::parse(in);
+  json["normalizer"] = nullptr;
+  json["pre_tokenizer"] = {{"type", "Metaspace"},
+                           {"replacement", "\u2581"},
+                           {"prepend_scheme", "first"},
+                           {"split", false}};
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::FromJson(json.dump(), "metaspace");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  // Plain text encodes as with the legacy normalizer.
+  for (const nlohmann::json& c : LoadGoldenCases()) {
+    absl::StatusOr<std::vector<int32_t>> ids = (*tok)->Encode(c.at("prompt").get<std::string>());
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, Ids(c.at("prompt_ids")));
+  }
+  // After <s> the text is not at the start: "the" -> t he (413 260), no "▁".
+  absl::StatusOr<std::vector<int32_t>> ids = (*tok)->Encode("the<s>the");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, (std::vector<int32_t>{1, 265, 1, 413, 260}));
+  EXPECT_EQ((*tok)->Decode(*ids, false), "<s> the<s>the");
+  // An existing leading space is the "▁"; split=false keeps "▁▁" runs in one word.
+  EXPECT_EQ(*(*tok)->Encode(" the"), (std::vector<int32_t>{1, 265}));
+  EXPECT_EQ(*(*tok)->Encode("<s> the"), (std::vector<int32_t>{1, 1, 265}));
+  EXPECT_EQ(*(*tok)->Encode("the  the"), (std::vector<int32_t>{1, 265, 410, 265}));
+}
+
 TEST(StoriesTokenizerTest, RejectsInvalidUtf8) {
   std::unique_ptr<Tokenizer> tok = LoadStories();
   ASSERT_NE(tok, nullptr);
