@@ -115,6 +115,8 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig conf
   so.instance = cfg.instance;
   so.quota_bytes = static_cast<uint64_t>(cfg.card_store.quota_bytes);
   so.ttl = absl::Seconds(cfg.card_store.ttl_seconds);
+  Stats* stats_ptr = &core->stats_;
+  so.on_evict = [stats_ptr](const cachecard::CardId&) { stats_ptr->Add(Stats::kCardsEvicted); };
   QKV_ASSIGN_OR_RETURN(core->store_, cachecard::shm::CardStore::Create(so));
   {
     absl::MutexLock lock(&core->mu_);

@@ -247,6 +247,7 @@ bool CardStore::EvictOne() {
   }
   if (victim == nullptr) return false;
   Drop(victim_id);
+  if (options_.on_evict) options_.on_evict(victim_id);
   return true;
 }
 
@@ -258,7 +259,9 @@ void CardStore::EvictExpiredLocked() {
     dropped = false;
     for (const auto& [id, entry] : entries_) {
       if (entry->handles == 0 && entry->children == 0 && now - entry->stored > options_.ttl) {
-        Drop(CardId(id));
+        const CardId evicted(id);
+        Drop(evicted);
+        if (options_.on_evict) options_.on_evict(evicted);
         dropped = true;
         break;
       }

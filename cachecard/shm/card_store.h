@@ -70,6 +70,10 @@ struct CardStoreOptions {
   absl::Duration ttl = absl::ZeroDuration();
   // Time source (tests inject one). Default absl::Now.
   std::function<absl::Time()> clock;
+  // Called once per card dropped by quota (LRU) or TTL eviction (not for
+  // Remove()), with the store's lock held: it must be quick and must not
+  // call back into the store. May be empty.
+  std::function<void(const CardId&)> on_evict;
 };
 
 class CardStore;

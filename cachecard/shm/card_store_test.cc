@@ -65,6 +65,7 @@ class CardStoreTest : public ::testing::Test {
     options.instance = Instance();
     options.quota_bytes = quota;
     options.ttl = ttl;
+    options.on_evict = [this](const CardId& id) { evicted_.push_back(id); };
     options.clock = [this] { return now_; };
     absl::StatusOr<std::unique_ptr<CardStore>> store = CardStore::Create(options);
     EXPECT_TRUE(store.ok()) << store.status();
@@ -91,6 +92,7 @@ class CardStoreTest : public ::testing::Test {
   std::unique_ptr<agents::KvCache> cache_;
   std::vector<int32_t> ids_;
   absl::Time now_ = absl::FromUnixSeconds(1'780'000'000);
+  std::vector<CardId> evicted_;
 };
 
 TEST_F(CardStoreTest, PutGetListAndSegmentMode) {
@@ -134,6 +136,7 @@ TEST_F(CardStoreTest, QuotaEvictsLeastRecentlyUsedUnreferencedCards) {
   EXPECT_THAT(ids, ElementsAre(Id(3), Id(1), Id(4)));  // 2 evicted; LRU first
   EXPECT_FALSE(SegmentExists(store->SegmentName(Id(2))));
   EXPECT_EQ(store->used_bytes(), 3 * bytes);
+  EXPECT_THAT(evicted_, ElementsAre(Id(2)));
 }
 
 TEST_F(CardStoreTest, CardsInUseAreNeverEvicted) {
@@ -206,6 +209,9 @@ TEST_F(CardStoreTest, TtlEvictsOnlyUnreferencedExpiredCards) {
   std::vector<CardId> ids;
   for (const StoredCardInfo& row : store->List()) ids.push_back(row.id);
   EXPECT_THAT(ids, ElementsAre(Id(1), Id(3)));
+  EXPECT_THAT(evicted_, ElementsAre(Id(2)));
+  ASSERT_TRUE(store->Remove(Id(3)).ok());
+  EXPECT_THAT(evicted_, ElementsAre(Id(2)));  // explicit removal is not an eviction
 }
 
 TEST_F(CardStoreTest, StartRemovesCrashLeftoversOfTheSameInstanceOnly) {
