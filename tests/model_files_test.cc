@@ -105,8 +105,8 @@ TEST(ModelFilesTest, SafetensorsHeaderMatchesParameterCount) {
 }
 
 TEST(ModelFilesTest, GoldenLogitsHaveStatedShape) {
-  nlohmann::json meta =
-      nlohmann::json::parse(ReadFile(std::string(kModelDir) + "golden/logits_full_once_upon_a_time.json"));
+  nlohmann::json meta = nlohmann::json::parse(
+      ReadFile(std::string(kModelDir) + "golden/logits_full_once_upon_a_time.json"));
   std::string f32 = ReadFile(std::string(kModelDir) + "golden/" + meta["file"].get<std::string>());
   EXPECT_EQ(f32.size(), meta["shape"][0].get<size_t>() * meta["shape"][1].get<size_t>() * 4);
   nlohmann::json greedy =

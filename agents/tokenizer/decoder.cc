@@ -91,7 +91,7 @@ absl::Status Decoder::Add(const Json& value, const JsonPath& where) {
   if (fused_) return unsupported_here("Fuse or ByteLevel");
   if (type == "ByteFallback") {
     after_byte_fallback_ = true;
-    steps_.push_back(Step{Step::Kind::kByteFallback});
+    steps_.push_back(Step{Step::Kind::kByteFallback, "", ""});
     return absl::OkStatus();
   }
   if (after_byte_fallback_) return unsupported_here("ByteFallback");
@@ -106,7 +106,7 @@ absl::Status Decoder::Add(const Json& value, const JsonPath& where) {
     return absl::OkStatus();
   }
   if (type == "ByteLevel") {
-    steps_.push_back(Step{Step::Kind::kByteLevel});
+    steps_.push_back(Step{Step::Kind::kByteLevel, "", ""});
     fused_ = true;  // the tokenizers ByteLevel decoder returns one string
     return absl::OkStatus();
   }

@@ -53,7 +53,8 @@ class Decoder {
   // true for the first token of the decoded sequence.
   void AppendTokenBytes(std::string_view token, bool first_token, std::string* out) const;
 
-  // One per-token step.
+ private:
+  // One per-token step (stage 1).
   struct Step {
     enum class Kind { kReplace, kByteFallback, kByteLevel, kMetaspace, kStrip };
     Kind kind;
@@ -64,7 +65,6 @@ class Decoder {
     int64_t stop = 0;                  // kStrip
   };
 
- private:
   friend class DecodeStream;
   Decoder() = default;
   absl::Status Add(const Json& value, const JsonPath& where);

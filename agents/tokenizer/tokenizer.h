@@ -49,7 +49,8 @@ class Tokenizer {
 
   // Token ids of `text`. With add_special_tokens, the post-processor's
   // template is applied (BOS for Llama-style tokenizers). Errors:
-  // InvalidArgument for text that is not valid UTF-8.
+  // InvalidArgument for text that is not valid UTF-8, or with a character
+  // the model has no token for (no byte fallback and no unk token).
   virtual absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
                                                       bool add_special_tokens = true) const = 0;
 
@@ -92,6 +93,7 @@ class StreamingDetokenizer {
   explicit StreamingDetokenizer(const Tokenizer& tokenizer, bool skip_special_tokens = true,
                                 absl::Span<const int32_t> prefix = {});
   ~StreamingDetokenizer();
+  // A moved-from detokenizer may only be destroyed or assigned to.
   StreamingDetokenizer(StreamingDetokenizer&&) noexcept;
   StreamingDetokenizer& operator=(StreamingDetokenizer&&) noexcept;
 

@@ -1,0 +1,224 @@
+// File: cachecard/shm/card_store.h
+// -----------------------------------------------------------------------------
+// CardStore: the daemon's cards, one POSIX shared-memory segment each
+// (cachecard/shm/shm_segment.h), written once and then mapped read-only, so
+// injection reads them in place and other local processes can open them by
+// name (OpenSharedCard(store.SegmentName(id))).
+//
+// Lifetime rules (docs/cachecard.md "Shared-memory card store"):
+//   1. A card in use is never evicted: every CardHandle holds a reference.
+//   2. A child card pins its parent: storing an incremental card requires its
+//      parent to be stored and adds a reference to the parent, dropped when
+//      the child leaves the store. A chain stays resolvable while any
+//      descendant lives, so Find() (CardResolver) of an ancestor of a card
+//      the caller holds a handle to is always safe.
+//   3. A byte quota (sum of card_bytes) is enforced when a card is stored:
+//      unreferenced cards are evicted in least-recently-used order (store or
+//      Get counts as use) until the new card fits, else ResourceExhausted.
+//   4. With a TTL, unreferenced cards created more than `ttl` ago are evicted
+//      at the next store operation.
+//
+// Lifecycle: Create() takes the instance lock (one live store per instance
+// name, across processes) and removes segments left by a crashed store of
+// the same instance. REQUIRES: every CardHandle is destroyed before the
+// store. The destructor unlinks all segments.
+//
+// Thread safety: thread-safe. Cards are immutable; a CardHandle may be used
+// from any thread, one handle object by one thread at a time.
+//
+// Example:
+//   CardStoreOptions options;
+//   options.instance = "main";
+//   options.quota_bytes = uint64_t{1} << 30;
+//   QKV_ASSIGN_OR_RETURN(std::unique_ptr<CardStore> store, CardStore::Create(options));
+//   QKV_ASSIGN_OR_RETURN(CardHandle card,
+//       store->Build(cache, n, ids, CardEncoding::Quantized(plan), fp, prov, nullptr));
+//   ... hand card->id() to the next agent ...
+//   QKV_ASSIGN_OR_RETURN(CardHandle got, store->Get(id));
+//   QKV_RETURN_IF_ERROR(InjectCard(*got, store.get(), fp, &their_cache));
+#ifndef QKVSHARE_CACHECARD_SHM_CARD_STORE_H_
+#define QKVSHARE_CACHECARD_SHM_CARD_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "agents/kv_cache.h"
+#include "cachecard/build.h"
+#include "cachecard/card.h"
+#include "cachecard/chain.h"
+#include "cachecard/ids.h"
+#include "cachecard/io.h"
+#include "cachecard/shm/shm_segment.h"
+
+namespace qkvshare::cachecard::shm {
+
+struct CardStoreOptions {
+  // Daemon instance name, [A-Za-z0-9_-]{1,64}: segments are
+  // /qkvshare.<instance>.<card id>. Required.
+  std::string instance;
+  // Upper bound on the sum of card_bytes of stored cards. Default 1 GiB.
+  uint64_t quota_bytes = uint64_t{1} << 30;
+  // Unreferenced cards older than this are evicted; zero: no TTL.
+  absl::Duration ttl = absl::ZeroDuration();
+  // Time source (tests inject one). Default absl::Now.
+  std::function<absl::Time()> clock;
+  // Called once per card dropped by quota (LRU) or TTL eviction (not for
+  // Remove()), with the store's lock held: it must be quick and must not
+  // call back into the store. May be empty.
+  std::function<void(const CardId&)> on_evict;
+};
+
+class CardStore;
+
+// A reference to a stored card: keeps it (and, through rule 2, its parent
+// chain) in the store while alive. Movable, not copyable. Hold it for the
+// duration of an injection or a task, not longer.
+class CardHandle {
+ public:
+  CardHandle() = default;
+  CardHandle(CardHandle&& other) noexcept;
+  CardHandle& operator=(CardHandle&& other) noexcept;
+  CardHandle(const CardHandle&) = delete;
+  CardHandle& operator=(const CardHandle&) = delete;
+  ~CardHandle();
+
+  explicit operator bool() const { return card_ != nullptr; }
+  // REQUIRES: *this holds a card.
+  const Card& operator*() const { return *card_; }
+  const Card* operator->() const { return card_; }
+  const Card* get() const { return card_; }
+
+ private:
+  friend class CardStore;
+  CardHandle(CardStore* store, const Card* card) : store_(store), card_(card) {}
+  void Reset();
+
+  CardStore* store_ = nullptr;
+  const Card* card_ = nullptr;
+};
+
+// One row of CardStore::List().
+struct StoredCardInfo {
+  CardId id;
+  CardId parent_id;     // zero for a self-contained card
+  std::string segment;  // shm_open name
+  uint64_t bytes = 0;   // card_bytes
+  int64_t first_token = 0;
+  int64_t total_tokens = 0;
+  double avg_bits = 0;
+  int handles = 0;      // live CardHandles
+  int children = 0;     // stored cards whose parent this is
+  absl::Duration age;   // since stored
+  absl::Duration idle;  // since last use
+};
+
+class CardStore final : public CardResolver {
+ public:
+  // Errors: InvalidArgument (instance name, zero quota); FailedPrecondition
+  // if a live store of this instance exists (in any process); others from
+  // the shm file system.
+  static absl::StatusOr<std::unique_ptr<CardStore>> Create(CardStoreOptions options);
+  ~CardStore() override;
+
+  // Stores card `id`, which `write` produces through a sink backed by the
+  // new segment SegmentName(id) (zero copy: builders encode straight into
+  // shared memory). Its bytes count against the quota from the sink's
+  // Begin(card_bytes) on; the store parses the result once.
+  // Errors: from `write`; ResourceExhausted (quota with every card in use,
+  // or /dev/shm full); AlreadyExists (id already stored); InvalidArgument
+  // (the written card has another id); NotFound (an incremental card whose
+  // parent is not stored). Nothing is stored on error.
+  // REQUIRES: a parent card `write` reads is pinned by the caller (a handle).
+  using WriteFn = std::function<absl::Status(CardSink& sink)>;
+  absl::StatusOr<CardHandle> Put(const CardId& id, const WriteFn& write);
+
+  // BuildCard (cachecard/build.h) straight into the store under
+  // provenance.card_id. `parent`, if any, must be a stored card the caller
+  // holds a handle to.
+  absl::StatusOr<CardHandle> Build(const agents::KvCache& cache, int64_t num_tokens,
+                                   absl::Span<const int32_t> token_ids,
+                                   const CardEncoding& encoding,
+                                   const ModelFingerprint& fingerprint,
+                                   const Provenance& provenance, const Card* parent);
+  // Copies an existing card (e.g. imported from a file) into the store,
+  // validating it on the way.
+  absl::StatusOr<CardHandle> Add(const Card& card);
+
+  // Streams the card file at `path` (.qkvcard) into the store, validating
+  // while reading (CopyCard), without holding it in memory.
+  // Errors: from the file system, CopyCard and Put.
+  absl::StatusOr<CardHandle> ImportFile(const std::string& path);
+
+  // A handle to a stored card. Errors: NotFound.
+  absl::StatusOr<CardHandle> Get(const CardId& id);
+
+  // CardResolver: the stored card with `id`, or null. The pointer stays
+  // valid while the caller holds a handle to that card or to a descendant.
+  const Card* Find(const CardId& id) const override;
+
+  // Drops an unreferenced card now. Errors: NotFound; FailedPrecondition if
+  // it has handles or stored children.
+  absl::Status Remove(const CardId& id);
+
+  // Evicts unreferenced cards past the TTL (also done by Put/Get).
+  void EvictExpired();
+
+  // Every stored card, least recently used first.
+  std::vector<StoredCardInfo> List() const;
+
+  uint64_t used_bytes() const;
+  uint64_t quota_bytes() const { return options_.quota_bytes; }
+  std::string SegmentName(const CardId& id) const {
+    return shm::SegmentName(options_.instance, id);
+  }
+
+ private:
+  struct Entry {
+    CardPtr card;  // read-only mapping of the segment
+    std::string segment;
+    uint64_t bytes = 0;
+    int handles = 0;
+    int children = 0;
+    absl::Time stored;
+    absl::Time last_used;
+    uint64_t use_order = 0;  // LRU tie-break: bigger is more recent
+  };
+  class StoreSink;
+  friend class CardHandle;
+
+  CardStore(CardStoreOptions options, std::unique_ptr<InstanceLock> lock)
+      : options_(std::move(options)), lock_(std::move(lock)) {}
+
+  absl::Time Now() const { return options_.clock ? options_.clock() : absl::Now(); }
+  // Makes room for `bytes` more (evicting LRU unreferenced cards) and
+  // reserves them. Errors: ResourceExhausted.
+  absl::Status Reserve(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
+  void Unreserve(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
+  void Release(const Card* card) ABSL_LOCKS_EXCLUDED(mu_);
+  void Touch(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Unlinks and drops `id` (unreferenced), releasing its pin on its parent.
+  void Drop(const CardId& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the least recently used unreferenced card; false if none.
+  bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EvictExpiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const CardStoreOptions options_;
+  const std::unique_ptr<InstanceLock> lock_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<CardId, std::unique_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
+  uint64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;      // stored cards
+  uint64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // cards being written
+  uint64_t use_counter_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace qkvshare::cachecard::shm
+
+#endif  // QKVSHARE_CACHECARD_SHM_CARD_STORE_H_

@@ -1,0 +1,367 @@
+#include "cachecard/shm/card_store.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "agents/kv_cache.h"
+#include "cachecard/build.h"
+#include "cachecard/card.h"
+#include "cachecard/card_file.h"
+#include "cachecard/file_io.h"
+#include "cachecard/format.h"
+#include "cachecard/inject.h"
+#include "cachecard/metadata_codec.h"
+#include "cachecard/shm/shm_segment.h"
+#include "cachecard/testing/synthetic_kv.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace qkvshare::cachecard::shm {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr agents::KvShape kShape{5, 4, 8};
+
+// A unique instance name per test (tests of one binary run in one process).
+std::string Instance() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return absl::StrCat("t", ::getpid(), "-", info->name());
+}
+
+CardId Id(uint8_t seed) {
+  CardId id;
+  id.bytes.fill(seed);
+  return id;
+}
+
+bool SegmentExists(const std::string& name) {
+  struct stat st;
+  return ::stat(absl::StrCat(kShmDir, name).c_str(), &st) == 0;
+}
+
+class CardStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cache_ = *testing::MakeSyntheticCache(kShape, DType::kF32, 40, 1);
+    ids_.resize(40);
+    std::iota(ids_.begin(), ids_.end(), 1);
+  }
+
+  std::unique_ptr<CardStore> MakeStore(uint64_t quota, absl::Duration ttl = absl::ZeroDuration()) {
+    CardStoreOptions options;
+    options.instance = Instance();
+    options.quota_bytes = quota;
+    options.ttl = ttl;
+    options.on_evict = [this](const CardId& id) { evicted_.push_back(id); };
+    options.clock = [this] { return now_; };
+    absl::StatusOr<std::unique_ptr<CardStore>> store = CardStore::Create(options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  // A self-contained 4-bit card of the first `tokens` tokens, id Id(seed).
+  absl::StatusOr<CardHandle> Build(CardStore* store, uint8_t seed, int64_t tokens = 20,
+                                   const Card* parent = nullptr) {
+    Provenance prov;
+    prov.card_id = Id(seed);
+    const int64_t first = parent ? parent->metadata().total_tokens() : 0;
+    return store->Build(*cache_, tokens, absl::MakeConstSpan(ids_).first(tokens),
+                        CardEncoding::Quantized(testing::UniformPlan(tokens - first, 4)),
+                        ModelFingerprint{}, prov, parent);
+  }
+
+  uint64_t CardBytes() {
+    auto store = MakeStore(uint64_t{1} << 30);
+    auto handle = *Build(store.get(), 1);
+    return handle->bytes().size();
+  }
+
+  std::unique_ptr<agents::KvCache> cache_;
+  std::vector<int32_t> ids_;
+  absl::Time now_ = absl::FromUnixSeconds(1'780'000'000);
+  std::vector<CardId> evicted_;
+};
+
+TEST_F(CardStoreTest, PutGetListAndSegmentMode) {
+  auto store = MakeStore(uint64_t{1} << 30);
+  absl::StatusOr<CardHandle> built = Build(store.get(), 1);
+  ASSERT_TRUE(built.ok()) << built.status();
+  const std::string name = store->SegmentName(Id(1));
+  EXPECT_EQ(name, absl::StrCat("/qkvshare.", Instance(), ".", Id(1).ToHex()));
+  struct stat st;
+  ASSERT_EQ(::stat(absl::StrCat(kShmDir, name).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), (*built)->bytes().size());
+  EXPECT_TRUE((*built)->VerifySections().ok());
+
+  now_ += absl::Seconds(5);
+  absl::StatusOr<CardHandle> got = store->Get(Id(1));
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->get(), built->get());  // same mapping, zero copy
+  const std::vector<StoredCardInfo> rows = store->List();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].id, Id(1));
+  EXPECT_EQ(rows[0].handles, 2);
+  EXPECT_EQ(rows[0].total_tokens, 20);
+  EXPECT_EQ(rows[0].avg_bits, 4.0);
+  EXPECT_EQ(rows[0].segment, name);
+  EXPECT_EQ(rows[0].age, absl::Seconds(5));
+  EXPECT_EQ(store->used_bytes(), (*built)->bytes().size());
+
+  EXPECT_EQ(store->Get(Id(9)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Build(store.get(), 1).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(CardStoreTest, QuotaEvictsLeastRecentlyUsedUnreferencedCards) {
+  const uint64_t bytes = CardBytes();
+  auto store = MakeStore(3 * bytes);
+  for (uint8_t i = 1; i <= 3; ++i) ASSERT_TRUE(Build(store.get(), i).ok());  // handles dropped
+  ASSERT_TRUE(store->Get(Id(1)).ok());  // 1 is now more recent than 2 and 3
+  ASSERT_TRUE(Build(store.get(), 4).ok());
+  std::vector<CardId> ids;
+  for (const StoredCardInfo& row : store->List()) ids.push_back(row.id);
+  EXPECT_THAT(ids, ElementsAre(Id(3), Id(1), Id(4)));  // 2 evicted; LRU first
+  EXPECT_FALSE(SegmentExists(store->SegmentName(Id(2))));
+  EXPECT_EQ(store->used_bytes(), 3 * bytes);
+  EXPECT_THAT(evicted_, ElementsAre(Id(2)));
+}
+
+TEST_F(CardStoreTest, CardsInUseAreNeverEvicted) {
+  const uint64_t bytes = CardBytes();
+  auto store = MakeStore(2 * bytes);
+  CardHandle a = *Build(store.get(), 1);
+  CardHandle b = *Build(store.get(), 2);
+  absl::StatusOr<CardHandle> c = Build(store.get(), 3);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(c.status().message(), HasSubstr("card store full"));
+  EXPECT_FALSE(SegmentExists(store->SegmentName(Id(3))));
+  EXPECT_EQ(store->List().size(), 2u);
+  b = CardHandle();  // release: 2 becomes evictable
+  ASSERT_TRUE(Build(store.get(), 3).ok());
+  EXPECT_TRUE(store->Get(Id(1)).ok());
+  EXPECT_EQ(store->Get(Id(2)).status().code(), absl::StatusCode::kNotFound);
+
+  Provenance prov;
+  prov.card_id = Id(5);
+  absl::StatusOr<CardHandle> huge =
+      store->Build(*cache_, 40, ids_, CardEncoding::Full(), ModelFingerprint{}, prov, nullptr);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(huge.status().message(), HasSubstr("exceeds the store quota"));
+}
+
+TEST_F(CardStoreTest, AChildPinsItsParent) {
+  const uint64_t bytes = CardBytes();
+  auto store = MakeStore(3 * bytes);
+  CardHandle parent = *Build(store.get(), 1, 20);
+  CardHandle child = *Build(store.get(), 2, 30, parent.get());
+  parent = CardHandle();  // only the child references it now
+  EXPECT_EQ(store->Remove(Id(1)).code(), absl::StatusCode::kFailedPrecondition);
+  // Fill the quota: the unreferenced parent stays (pinned by the child).
+  absl::StatusOr<CardHandle> other = Build(store.get(), 3);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(Build(store.get(), 4).status().code(), absl::StatusCode::kResourceExhausted);
+
+  // Injecting the child resolves its parent through the store.
+  auto dst = *agents::KvCache::Create(kShape, DType::kF32, 64);
+  ASSERT_TRUE(InjectCard(*child, store.get(), ModelFingerprint{}, dst.get()).ok());
+  EXPECT_EQ(dst->length(), 30);
+
+  child = CardHandle();
+  *other = CardHandle();
+  ASSERT_TRUE(store->Remove(Id(2)).ok());  // the child goes, the parent is free
+  EXPECT_TRUE(store->Remove(Id(1)).ok());
+}
+
+TEST_F(CardStoreTest, AChildWithoutItsParentIsRefused) {
+  auto store = MakeStore(uint64_t{1} << 30);
+  Provenance prov;
+  prov.card_id = Id(1);
+  auto parent = *BuildCard(*cache_, 10, absl::MakeConstSpan(ids_).first(10), CardEncoding::Full(),
+                           ModelFingerprint{}, prov);
+  absl::StatusOr<CardHandle> child = Build(store.get(), 2, 20, parent.get());
+  EXPECT_EQ(child.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(child.status().message(), HasSubstr("parent card " + Id(1).ToHex()));
+  EXPECT_FALSE(SegmentExists(store->SegmentName(Id(2))));
+  EXPECT_EQ(store->used_bytes(), 0u);
+}
+
+TEST_F(CardStoreTest, TtlEvictsOnlyUnreferencedExpiredCards) {
+  auto store = MakeStore(uint64_t{1} << 30, absl::Minutes(10));
+  CardHandle kept = *Build(store.get(), 1);
+  ASSERT_TRUE(Build(store.get(), 2).ok());
+  now_ += absl::Minutes(5);
+  ASSERT_TRUE(Build(store.get(), 3).ok());
+  now_ += absl::Minutes(6);  // 1 and 2 are 11 minutes old, 3 is 6
+  store->EvictExpired();
+  std::vector<CardId> ids;
+  for (const StoredCardInfo& row : store->List()) ids.push_back(row.id);
+  EXPECT_THAT(ids, ElementsAre(Id(1), Id(3)));
+  EXPECT_THAT(evicted_, ElementsAre(Id(2)));
+  ASSERT_TRUE(store->Remove(Id(3)).ok());
+  EXPECT_THAT(evicted_, ElementsAre(Id(2)));  // explicit removal is not an eviction
+}
+
+TEST_F(CardStoreTest, StartRemovesCrashLeftoversOfTheSameInstanceOnly) {
+  const std::string mine = absl::StrCat("/qkvshare.", Instance(), ".", Id(7).ToHex());
+  const std::string other = absl::StrCat("/qkvshare.", Instance(), "x.", Id(7).ToHex());
+  for (const std::string& name : {mine, other}) {
+    const int fd = ::shm_open(name.c_str(), O_CREAT | O_RDWR, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, 100), 0);
+    ::close(fd);
+  }
+  auto store = MakeStore(uint64_t{1} << 20);
+  EXPECT_FALSE(SegmentExists(mine));
+  EXPECT_TRUE(SegmentExists(other));
+  ::shm_unlink(other.c_str());
+}
+
+TEST_F(CardStoreTest, OneLiveStorePerInstance) {
+  auto store = MakeStore(uint64_t{1} << 20);
+  CardStoreOptions options;
+  options.instance = Instance();
+  absl::StatusOr<std::unique_ptr<CardStore>> second = CardStore::Create(options);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(), HasSubstr("in use by another process"));
+  store.reset();
+  EXPECT_TRUE(CardStore::Create(options).ok());
+  options.instance = "bad/name";
+  EXPECT_EQ(CardStore::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(CardStoreTest, DestructionUnlinksEverySegment) {
+  std::string name;
+  {
+    auto store = MakeStore(uint64_t{1} << 20);
+    { ASSERT_TRUE(Build(store.get(), 1).ok()); }
+    name = store->SegmentName(Id(1));
+    EXPECT_TRUE(SegmentExists(name));
+  }
+  EXPECT_FALSE(SegmentExists(name));
+}
+
+TEST_F(CardStoreTest, AnotherProcessSeesTheSameBytes) {
+  auto store = MakeStore(uint64_t{1} << 20);
+  CardHandle card = *Build(store.get(), 1);
+  const std::string name = store->SegmentName(Id(1));
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // child: open by name, read-only, validate, report
+    ::close(pipefd[0]);
+    uint64_t report[2] = {0, 0};
+    absl::StatusOr<CardPtr> opened = OpenSharedCard(name);
+    if (opened.ok()) {
+      report[0] = (*opened)->bytes().size();
+      report[1] = SectionChecksum((*opened)->bytes());
+    }
+    const bool ok = ::write(pipefd[1], report, sizeof report) == sizeof report;
+    ::_exit(opened.ok() && ok ? 0 : 1);
+  }
+  ::close(pipefd[1]);
+  uint64_t report[2] = {0, 0};
+  ASSERT_EQ(::read(pipefd[0], report, sizeof report), static_cast<ssize_t>(sizeof report));
+  ::close(pipefd[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(report[0], card->bytes().size());
+  EXPECT_EQ(report[1], SectionChecksum(card->bytes()));
+}
+
+TEST_F(CardStoreTest, ReadersKeepTheirMappingAfterEviction) {
+  auto store = MakeStore(uint64_t{1} << 20);
+  { ASSERT_TRUE(Build(store.get(), 1).ok()); }
+  absl::StatusOr<CardPtr> reader = OpenSharedCard(store->SegmentName(Id(1)));
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_TRUE(store->Remove(Id(1)).ok());
+  EXPECT_EQ(OpenSharedCard(store->SegmentName(Id(1))).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE((*reader)->VerifySections().ok());
+}
+
+TEST_F(CardStoreTest, AddCopiesAValidatedCard) {
+  auto store = MakeStore(uint64_t{1} << 20);
+  Provenance prov;
+  prov.card_id = Id(5);
+  auto card = *BuildCard(*cache_, 12, absl::MakeConstSpan(ids_).first(12), CardEncoding::Full(),
+                         ModelFingerprint{}, prov);
+  absl::StatusOr<CardHandle> stored = store->Add(*card);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_TRUE(std::equal(card->bytes().begin(), card->bytes().end(), (*stored)->bytes().begin(),
+                         (*stored)->bytes().end()));
+  EXPECT_EQ(store->Add(*card).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(CardStoreTest, ImportFileStreamsAValidatedCard) {
+  auto store = MakeStore(uint64_t{1} << 20);
+  Provenance prov;
+  prov.card_id = Id(6);
+  auto card =
+      *BuildCard(*cache_, 30, absl::MakeConstSpan(ids_).first(30),
+                 CardEncoding::Quantized(testing::UniformPlan(30, 3)), ModelFingerprint{}, prov);
+  const std::string path = ::testing::TempDir() + "/store_import.qkvcard";
+  ASSERT_TRUE(ExportCard(*card, path).ok());
+  absl::StatusOr<CardHandle> stored = store->ImportFile(path);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ((*stored)->id(), Id(6));
+  EXPECT_TRUE(std::equal(card->bytes().begin(), card->bytes().end(), (*stored)->bytes().begin(),
+                         (*stored)->bytes().end()));
+
+  // A corrupt file leaves nothing behind.
+  std::vector<uint8_t> bytes(card->bytes().begin(), card->bytes().end());
+  bytes[bytes.size() - 1] ^= 4;
+  bytes[64] = 0x77;  // another card id, so the name is free
+  SealHeaderChecksum(absl::MakeSpan(bytes).first(card->metadata().metadata_bytes));
+  {
+    auto sink = *FileSink::Create(path);
+    ASSERT_TRUE(sink->Begin(bytes.size()).ok());
+    ASSERT_TRUE(sink->Write(0, bytes).ok());
+    ASSERT_TRUE(sink->Finish().ok());
+  }
+  absl::StatusOr<CardHandle> bad = store->ImportFile(path);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bad.status().message(), HasSubstr("checksum of segment 0 layer 4 V section"));
+  CardId other = Id(6);
+  other.bytes[0] = 0x77;
+  EXPECT_FALSE(SegmentExists(store->SegmentName(other)));
+  EXPECT_EQ(store->List().size(), 1u);
+}
+
+TEST_F(CardStoreTest, ConcurrentBuildsGetsAndReleasesRespectTheQuota) {
+  const uint64_t bytes = CardBytes();
+  auto store = MakeStore(4 * bytes);
+  std::atomic<int> built{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        absl::StatusOr<CardHandle> h = Build(store.get(), static_cast<uint8_t>(1 + t * 10 + i));
+        if (h.ok()) {
+          ++built;
+          EXPECT_TRUE(store->Get((*h)->id()).ok());
+        }
+        EXPECT_LE(store->used_bytes(), 4 * bytes);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(built.load(), 40);  // each holds at most one handle at a time
+  EXPECT_LE(store->List().size(), 4u);
+}
+
+}  // namespace
+}  // namespace qkvshare::cachecard::shm

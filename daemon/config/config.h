@@ -1,0 +1,160 @@
+// File: daemon/config/config.h
+// -----------------------------------------------------------------------------
+// The daemon's typed configuration: configs/daemon.yaml (DaemonConfig) and
+// configs/workflows/*.yaml (WorkflowConfig). YAML is parsed once, here; no
+// YAML node leaves this package. Every key is documented in
+// docs/configuration.md. Parsing is strict: unknown keys, wrong types and
+// out-of-range values are InvalidArgument errors naming file, line, column and
+// key path.
+//
+// Reload: only workflows can change at run time (ReloadWorkflows / SIGHUP);
+// everything in DaemonConfig needs a restart.
+//
+// Relative paths (models.*.path, workflows_dir) are resolved against the
+// directory of the daemon.yaml that names them.
+#ifndef QKVSHARE_DAEMON_CONFIG_CONFIG_H_
+#define QKVSHARE_DAEMON_CONFIG_CONFIG_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/dtype.h"
+
+namespace qkvshare::daemon {
+
+enum class HandoffMode { kCard, kFull, kReprefill };
+enum class BitPolicy { kAdaptive, kUniform };
+
+std::string_view HandoffModeName(HandoffMode m);  // "card", "full", "reprefill"
+std::string_view BitPolicyName(BitPolicy p);      // "adaptive", "uniform"
+
+// How a hop's context goes to the next hop.
+struct HandoffConfig {
+  HandoffMode mode = HandoffMode::kCard;
+  // Average code bits per element for kCard: 2..8 (fractional allowed) or 16.
+  double bits = 4.0;
+  BitPolicy policy = BitPolicy::kAdaptive;
+  // Quantization group size G (keys: G tokens of a channel; values: G
+  // channels of a token).
+  int group_size = 32;
+  // Query positions whose attention scores token importance (adaptive).
+  int importance_window = 4;
+};
+
+// Decoding parameters. In agent defaults every field is set; in hop/task
+// overrides unset fields keep the lower layer's value.
+struct GenerationConfig {
+  std::optional<int> max_new_tokens;
+  std::optional<float> temperature;  // 0: greedy
+  std::optional<int> top_k;          // 0: off
+  std::optional<float> top_p;        // 1: off
+  std::optional<uint64_t> seed;
+  std::optional<std::vector<std::string>> stop;
+  // Fields set in `over` replace those here.
+  void MergeFrom(const GenerationConfig& over);
+};
+
+struct ModelEntry {
+  std::string name;
+  std::string path;  // absolute after loading
+  DType dtype = DType::kF32;
+  int threads = 0;          // intra-op threads; 0: all cores
+  int prefill_chunk = 512;  // tokens per prefill chunk
+};
+
+struct AgentEntry {
+  std::string name;
+  std::string model;  // a ModelEntry name
+  // Role/system text prefilled when the agent starts a fresh sequence (hop 0
+  // or re-prefill); empty: none.
+  std::string system;
+  // Wraps each hop instruction; must contain {instruction}.
+  std::string prompt_template = "{instruction}";
+  GenerationConfig generation;  // all fields set after loading
+};
+
+struct CardStoreConfig {
+  int64_t quota_bytes = 256ll << 20;
+  int64_t ttl_seconds = 0;  // 0: no TTL
+};
+
+struct LimitsConfig {
+  int64_t max_context_tokens = 0;  // 0: each model's own limit
+  int max_concurrent_tasks = 2;
+  int queue_length = 16;
+  int64_t max_card_bytes = 1ll << 30;
+  int64_t max_input_bytes = 1 << 20;
+  int keep_finished_tasks = 256;           // ended tasks kept for GetTask
+  int64_t max_message_bytes = 64ll << 20;  // gRPC receive limit
+};
+
+struct DaemonConfig {
+  std::string file;  // the daemon.yaml this came from
+  // gRPC listen address: unix:///path or unix:relative (socket mode 0660).
+  std::string listen = "unix:///run/qkvshare/qkvshared.sock";
+  // Optional TCP address (host:port); empty: none. A non-loopback host needs
+  // allow_remote: true.
+  std::string tcp_listen;
+  bool allow_remote = false;
+  // Names shared-memory segments (/qkvshare.<instance>.*); one daemon per
+  // instance name.
+  std::string instance = "default";
+  std::string workflows_dir;  // absolute after loading; empty: none
+  std::string log_level = "info";
+  double shutdown_grace_seconds = 10;
+  // Prometheus metrics on host:port (loopback unless allow_remote); empty: off.
+  std::string metrics_listen;
+  std::vector<ModelEntry> models;
+  std::vector<AgentEntry> agents;
+  CardStoreConfig card_store;
+  HandoffConfig handoff;
+  LimitsConfig limits;
+
+  const ModelEntry* FindModel(const std::string& name) const;
+  const AgentEntry* FindAgent(const std::string& name) const;
+};
+
+struct HopConfig {
+  std::string agent;
+  // May use {input}, {previous} and {hop}.
+  std::string instruction;
+  GenerationConfig generation;  // overrides of the agent's defaults
+  // Handoff to the next hop; unset: the daemon's default.
+  std::optional<HandoffConfig> handoff;
+};
+
+struct WorkflowConfig {
+  std::string name;
+  std::string description;
+  std::string file;
+  std::vector<HopConfig> hops;
+};
+
+// Loads and validates daemon.yaml. Errors: NotFound (no file),
+// InvalidArgument (syntax, unknown key, bad value, an agent naming an unknown
+// model, duplicate names), each naming file:line:col and the key.
+absl::StatusOr<DaemonConfig> LoadDaemonConfig(const std::string& path);
+// Same from text; `file` names it in errors and anchors relative paths.
+absl::StatusOr<DaemonConfig> ParseDaemonConfig(const std::string& text, const std::string& file);
+
+// Parses one workflow file; hops must name agents of `daemon`. The workflow
+// name is the `name` key, else the file's base name without extension.
+absl::StatusOr<WorkflowConfig> ParseWorkflow(const std::string& text, const std::string& file,
+                                             const DaemonConfig& daemon);
+
+// Loads every *.yaml / *.yml in `dir` (sorted by name). All-or-nothing: the
+// first error is returned. Duplicate workflow names are InvalidArgument.
+absl::StatusOr<std::vector<WorkflowConfig>> LoadWorkflowDir(const std::string& dir,
+                                                            const DaemonConfig& daemon);
+
+// Validates a handoff (bits in [2, 8] or 16, group size >= 1, window >= 1);
+// `where` prefixes the message.
+absl::Status ValidateHandoff(const HandoffConfig& h, const std::string& where);
+
+}  // namespace qkvshare::daemon
+
+#endif  // QKVSHARE_DAEMON_CONFIG_CONFIG_H_

@@ -1,0 +1,147 @@
+#include "daemon/config/config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace qkvshare::daemon {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kMinimal[] = R"(
+listen: unix:///tmp/q.sock
+models:
+  m: {path: /models/x}
+agents:
+  a: {model: m}
+)";
+
+// Error message of parsing `yaml` as /etc/q/daemon.yaml ("" when it parses).
+std::string ParseError(const std::string& yaml) {
+  return std::string(ParseDaemonConfig(yaml, "/etc/q/daemon.yaml").status().message());
+}
+
+std::string Msg(const absl::Status& s) { return std::string(s.message()); }
+
+TEST(ConfigTest, ShippedConfigAndWorkflowsLoad) {
+  auto cfg = LoadDaemonConfig("configs/daemon.yaml");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->listen, "unix:///run/qkvshare/qkvshared.sock");
+  ASSERT_EQ(cfg->models.size(), 1u);
+  EXPECT_TRUE(std::filesystem::exists(cfg->models[0].path + "/config.json")) << cfg->models[0].path;
+  EXPECT_EQ(cfg->agents.size(), 3u);
+  EXPECT_EQ(cfg->handoff.mode, HandoffMode::kCard);
+  EXPECT_EQ(cfg->handoff.bits, 4.0);
+  EXPECT_EQ(*cfg->FindAgent("ender")->generation.max_new_tokens, 64);
+
+  auto wfs = LoadWorkflowDir(cfg->workflows_dir, *cfg);
+  ASSERT_TRUE(wfs.ok()) << wfs.status();
+  ASSERT_EQ(wfs->size(), 2u);
+  const WorkflowConfig& story = (*wfs)[0];
+  EXPECT_EQ(story.name, "story");
+  ASSERT_EQ(story.hops.size(), 3u);
+  EXPECT_EQ(story.hops[0].instruction, "{input}");
+  ASSERT_TRUE(story.hops[1].handoff.has_value());
+  EXPECT_EQ(story.hops[1].handoff->bits, 4.0);
+  const WorkflowConfig& mixed = (*wfs)[1];
+  EXPECT_EQ(mixed.hops[0].handoff->mode, HandoffMode::kFull);
+  EXPECT_EQ(mixed.hops[1].handoff->mode, HandoffMode::kReprefill);
+  EXPECT_EQ(mixed.hops[2].handoff->policy, BitPolicy::kUniform);
+  EXPECT_FALSE(mixed.hops[3].handoff.has_value());  // the daemon default applies
+}
+
+TEST(ConfigTest, DefaultsAndRelativePaths) {
+  auto cfg = ParseDaemonConfig(R"(
+models:
+  m: {path: ../models/x, dtype: bf16}
+agents:
+  a: {model: m, generation: {max_new_tokens: 9, stop: ["THE END"]}}
+workflows_dir: wf
+)",
+                               "/etc/q/daemon.yaml");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->models[0].path, "/etc/models/x");
+  EXPECT_EQ(cfg->models[0].dtype, DType::kBF16);
+  EXPECT_EQ(cfg->workflows_dir, "/etc/q/wf");
+  const AgentEntry& a = cfg->agents[0];
+  EXPECT_EQ(*a.generation.max_new_tokens, 9);
+  EXPECT_EQ(*a.generation.temperature, 0.0f);  // default filled
+  EXPECT_EQ(a.generation.stop->at(0), "THE END");
+  EXPECT_EQ(cfg->limits.queue_length, 16);
+}
+
+TEST(ConfigTest, UnknownKeyNamesFileLineAndKey) {
+  absl::Status s = ParseDaemonConfig(std::string(kMinimal) + "limits:\n  queue_lenght: 3\n",
+                                     "/etc/q/daemon.yaml")
+                       .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(s), HasSubstr("/etc/q/daemon.yaml:8:3: limits.queue_lenght: unknown key"));
+  EXPECT_THAT(Msg(s), HasSubstr("queue_length"));  // lists the allowed keys
+}
+
+TEST(ConfigTest, BadValuesNameTheKey) {
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "handoff: {bits: 9}\n"),
+              HasSubstr("handoff.bits: 9 must be in [2, 8] or exactly 16"));
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "handoff: {mode: carrier}\n"),
+              HasSubstr("handoff.mode: 'carrier' is not one of: card, full, reprefill"));
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "limits: {queue_length: lots}\n"),
+              HasSubstr(":7:24: limits.queue_length: expected an integer, got 'lots'"));
+  EXPECT_THAT(ParseError("listen: unix:///x\nmodels: {m: {path: p}}\nagents: {a: {model: n}}\n"),
+              HasSubstr("agents.a.model: unknown model 'n'"));
+  EXPECT_THAT(ParseError("models: {m: {dtype: f32}}\n"),
+              HasSubstr("models.m.path: required key is missing"));
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "tcp_listen: 0.0.0.0:80\n"),
+              HasSubstr("needs allow_remote: true"));
+  EXPECT_THAT(ParseError("models: [1, 2]\n"), HasSubstr("models: expected a mapping"));
+}
+
+TEST(ConfigTest, SyntaxErrorHasPosition) {
+  absl::Status s =
+      ParseDaemonConfig("models:\n  m: {path: [unclosed\n", "/etc/q/daemon.yaml").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(s), HasSubstr("/etc/q/daemon.yaml:"));
+  EXPECT_THAT(Msg(s), HasSubstr("YAML syntax error"));
+}
+
+TEST(ConfigTest, MissingFileIsNotFound) {
+  EXPECT_EQ(LoadDaemonConfig("/nonexistent/daemon.yaml").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(ConfigTest, WorkflowErrors) {
+  DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
+  EXPECT_THAT(Msg(ParseWorkflow("hops:\n  - agent: b\n", "/w/x.yaml", cfg).status()),
+              HasSubstr("/w/x.yaml:2:12: hops[0].agent: unknown agent 'b'"));
+  EXPECT_THAT(Msg(ParseWorkflow("hops: []\n", "/w/x.yaml", cfg).status()),
+              HasSubstr("hops: required: a non-empty list of hops"));
+  EXPECT_THAT(
+      Msg(ParseWorkflow("hops:\n  - {agent: a, instrction: x}\n", "/w/x.yaml", cfg).status()),
+      HasSubstr("hops[0].instrction: unknown key"));
+  EXPECT_THAT(Msg(ParseWorkflow("hops:\n  - {agent: a, generation: {top_p: 0}}\n", "/w/x.yaml", cfg)
+                      .status()),
+              HasSubstr("hops[0].generation.top_p: must be > 0"));
+  auto wf = ParseWorkflow("hops:\n  - {agent: a}\n  - {agent: a, handoff: {bits: 3}}\n",
+                          "/w/two_hops.yaml", cfg);
+  ASSERT_TRUE(wf.ok()) << wf.status();
+  EXPECT_EQ(wf->name, "two_hops");
+  EXPECT_EQ(wf->hops[1].handoff->bits, 3.0);
+  EXPECT_EQ(wf->hops[1].handoff->mode, HandoffMode::kCard);  // from the daemon default
+}
+
+TEST(ConfigTest, WorkflowDirRejectsDuplicateNames) {
+  DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
+  std::string dir = std::string(getenv("TEST_TMPDIR")) + "/wf";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/a.yaml") << "name: same\nhops: [{agent: a}]\n";
+  std::ofstream(dir + "/b.yml") << "name: same\nhops: [{agent: a}]\n";
+  absl::Status s = LoadWorkflowDir(dir, cfg).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(s), HasSubstr("b.yml: workflow name 'same' is already used"));
+}
+
+}  // namespace
+}  // namespace qkvshare::daemon

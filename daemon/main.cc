@@ -1,0 +1,129 @@
+// qkvshared: the qkvshare daemon. Parses flags, loads the configuration,
+// starts ServerCore and the gRPC server, tells systemd it is ready, and
+// handles signals: SIGHUP reloads workflows; SIGTERM/SIGINT drain (running
+// tasks get shutdown_grace_seconds, the rest are cancelled) and exit 0.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "base/logging.h"
+#include "daemon/config/config.h"
+#include "daemon/server.h"
+#include "daemon/server_core.h"
+#include "daemon/systemd_notify.h"
+#include "daemon/version.h"
+
+ABSL_FLAG(std::string, config, "/etc/qkvshare/daemon.yaml", "daemon configuration (YAML)");
+ABSL_FLAG(std::string, listen, "", "override `listen` (a unix:/path address)");
+ABSL_FLAG(std::string, instance, "", "override `instance` (names shared-memory segments)");
+ABSL_FLAG(std::string, log_level, "", "override `log_level` (trace..off)");
+ABSL_FLAG(bool, check_config, false, "validate the configuration and workflows, then exit");
+ABSL_FLAG(bool, version, false, "print the version and exit");
+
+namespace qkvshare::daemon {
+namespace {
+
+int Fail(const absl::Status& s) {
+  spdlog::critical("{}", std::string(s.message()));
+  SystemdNotifier::Status(absl::StrCat("failed: ", s.message()));
+  return 1;
+}
+
+int Main() {
+  absl::StatusOr<DaemonConfig> config = LoadDaemonConfig(absl::GetFlag(FLAGS_config));
+  const std::string level = !absl::GetFlag(FLAGS_log_level).empty() ? absl::GetFlag(FLAGS_log_level)
+                            : config.ok()                           ? config->log_level
+                                                                    : "";
+  if (absl::Status s = InitLogging(level, SystemdNotifier::Enabled()); !s.ok()) {
+    spdlog::warn("{}", std::string(s.message()));
+  }
+  if (!config.ok()) return Fail(config.status());
+  if (!absl::GetFlag(FLAGS_listen).empty()) config->listen = absl::GetFlag(FLAGS_listen);
+  if (!absl::GetFlag(FLAGS_instance).empty()) config->instance = absl::GetFlag(FLAGS_instance);
+  if (absl::GetFlag(FLAGS_check_config)) {
+    absl::StatusOr<std::vector<WorkflowConfig>> wfs =
+        LoadWorkflowDir(config->workflows_dir, *config);
+    if (!wfs.ok()) return Fail(wfs.status());
+    std::cout << config->file << ": OK (" << config->models.size() << " model(s), "
+              << config->agents.size() << " agent(s), " << wfs->size() << " workflow(s))\n";
+    return 0;
+  }
+
+  // Signals are taken synchronously by this thread; block them before any
+  // other thread starts so they inherit the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  spdlog::info("qkvshared {} starting: config {}", kVersion, config->file);
+  const absl::Duration grace = absl::Seconds(config->shutdown_grace_seconds);
+  absl::StatusOr<std::unique_ptr<ServerCore>> core = ServerCore::Create(*config);
+  if (!core.ok()) return Fail(core.status());
+  Server::Options so{config->listen, config->tcp_listen, config->limits.max_message_bytes};
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(core->get(), so);
+  if (!server.ok()) return Fail(server.status());
+  const std::string ready =
+      absl::StrCat("serving on ", config->listen, " (", (*core)->ListAgents().size(), " agents)");
+  SystemdNotifier::Ready(ready);
+  spdlog::info("ready: {}", ready);
+
+  const absl::Duration watchdog = SystemdNotifier::WatchdogInterval();
+  const absl::Duration tick = watchdog > absl::ZeroDuration() ? watchdog : absl::Seconds(5);
+  while (true) {
+    timespec timeout = absl::ToTimespec(tick);
+    int sig = sigtimedwait(&signals, nullptr, &timeout);
+    if (watchdog > absl::ZeroDuration()) SystemdNotifier::Watchdog();
+    if (sig == SIGHUP) {
+      SystemdNotifier::Reloading();
+      absl::StatusOr<std::vector<std::string>> names = (*core)->ReloadWorkflows();
+      SystemdNotifier::Ready(names.ok() ? ready : absl::StrCat(ready, "; last reload failed"));
+    } else if (sig == SIGTERM || sig == SIGINT) {
+      spdlog::info("{}: draining (grace {})", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                   absl::FormatDuration(grace));
+      SystemdNotifier::Stopping();
+      (*server)->SetServing(false);
+      // Keep the watchdog fed while tasks drain.
+      std::atomic<bool> drained{false};
+      std::thread drain([&] {
+        (*core)->Shutdown(grace);
+        drained = true;
+      });
+      while (!drained) {
+        if (watchdog > absl::ZeroDuration()) SystemdNotifier::Watchdog();
+        absl::SleepFor(absl::Milliseconds(100));
+      }
+      drain.join();
+      (*server)->Stop(absl::Milliseconds(500));
+      spdlog::info("stopped");
+      return 0;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qkvshare::daemon
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "qkvshared --config FILE [--listen unix:///path.sock] [--check_config]\n"
+      "The qkvshare daemon: hosts LLM agents and hands KV caches between them as CacheCards.");
+  absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_version)) {
+    std::printf("qkvshared %s\n", qkvshare::kVersion);
+    return 0;
+  }
+  return qkvshare::daemon::Main();
+}

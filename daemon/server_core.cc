@@ -1,0 +1,459 @@
+#include "daemon/server_core.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "base/status_macros.h"
+#include "cachecard/card.h"
+#include "cachecard/flatten.h"
+#include "cachecard/inspect.h"
+#include "daemon/hop_runner.h"
+#include "daemon/version.h"
+
+namespace qkvshare::daemon {
+
+namespace {
+
+HandoffMode FromProto(v1::HandoffMode m, HandoffMode fallback) {
+  switch (m) {
+    case v1::HANDOFF_MODE_CARD:
+      return HandoffMode::kCard;
+    case v1::HANDOFF_MODE_FULL:
+      return HandoffMode::kFull;
+    case v1::HANDOFF_MODE_REPREFILL:
+      return HandoffMode::kReprefill;
+    default:
+      return fallback;
+  }
+}
+
+BitPolicy FromProto(v1::BitPolicy p, BitPolicy fallback) {
+  switch (p) {
+    case v1::BIT_POLICY_ADAPTIVE:
+      return BitPolicy::kAdaptive;
+    case v1::BIT_POLICY_UNIFORM:
+      return BitPolicy::kUniform;
+    default:
+      return fallback;
+  }
+}
+
+v1::HandoffMode ToProtoMode(HandoffMode m) {
+  return m == HandoffMode::kCard   ? v1::HANDOFF_MODE_CARD
+         : m == HandoffMode::kFull ? v1::HANDOFF_MODE_FULL
+                                   : v1::HANDOFF_MODE_REPREFILL;
+}
+
+// Applies the set fields of `h` over `base`.
+HandoffConfig Overlay(HandoffConfig base, const v1::Handoff& h) {
+  base.mode = FromProto(h.mode(), base.mode);
+  if (h.has_bits()) base.bits = h.bits();
+  base.policy = FromProto(h.policy(), base.policy);
+  return base;
+}
+
+GenerationConfig FromProto(const v1::GenerationParams& p) {
+  GenerationConfig g;
+  if (p.has_max_new_tokens()) g.max_new_tokens = p.max_new_tokens();
+  if (p.has_temperature()) g.temperature = p.temperature();
+  if (p.has_top_k()) g.top_k = p.top_k();
+  if (p.has_top_p()) g.top_p = p.top_p();
+  if (p.has_seed()) g.seed = p.seed();
+  if (p.stop_size() > 0) g.stop = std::vector<std::string>(p.stop().begin(), p.stop().end());
+  return g;
+}
+
+absl::Status ValidateGeneration(const GenerationConfig& g, const std::string& where) {
+  if (g.max_new_tokens && *g.max_new_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": max_new_tokens must be >= 0"));
+  }
+  if (g.temperature && !(*g.temperature >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": temperature must be >= 0"));
+  }
+  if (g.top_k && *g.top_k < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": top_k must be >= 0"));
+  }
+  if (g.top_p && !(*g.top_p > 0 && *g.top_p <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": top_p must be in (0, 1]"));
+  }
+  if (g.stop) {
+    for (const std::string& s : *g.stop) {
+      if (s.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": stop strings must not be empty"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+v1::Summary ToProto(const Stats::Summary& s) {
+  v1::Summary out;
+  out.set_count(s.count);
+  out.set_mean(s.mean);
+  out.set_p50(s.p50);
+  out.set_p90(s.p90);
+  out.set_p99(s.p99);
+  out.set_max(s.max);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig config) {
+  std::unique_ptr<ServerCore> core(new ServerCore(std::move(config)));
+  const DaemonConfig& cfg = core->config_;
+  QKV_ASSIGN_OR_RETURN(std::vector<WorkflowConfig> workflows,
+                       LoadWorkflowDir(cfg.workflows_dir, cfg));
+  QKV_ASSIGN_OR_RETURN(core->pool_, AgentPool::Create(cfg));
+  cachecard::shm::CardStoreOptions so;
+  so.instance = cfg.instance;
+  so.quota_bytes = static_cast<uint64_t>(cfg.card_store.quota_bytes);
+  so.ttl = absl::Seconds(cfg.card_store.ttl_seconds);
+  Stats* stats_ptr = &core->stats_;
+  so.on_evict = [stats_ptr](const cachecard::CardId&) { stats_ptr->Add(Stats::kCardsEvicted); };
+  QKV_ASSIGN_OR_RETURN(core->store_, cachecard::shm::CardStore::Create(so));
+  {
+    absl::MutexLock lock(&core->mu_);
+    core->workflows_ = std::move(workflows);
+  }
+  HopRunnerDeps deps{core->pool_.get(), core->store_.get(), &core->stats_, cfg.limits};
+  Stats* stats = &core->stats_;
+  TaskManager::Options to{cfg.limits.max_concurrent_tasks, cfg.limits.queue_length,
+                          cfg.limits.keep_finished_tasks};
+  core->tasks_ = std::make_unique<TaskManager>(
+      to, [deps](TaskContext& ctx) { return RunTask(ctx, deps); },
+      [stats](const v1::Task& t) {
+        stats->Add(t.state() == v1::TASK_STATE_FINISHED ? Stats::kTasksFinished
+                   : t.state() == v1::TASK_STATE_FAILED ? Stats::kTasksFailed
+                                                        : Stats::kTasksCancelled);
+        if (t.started_unix_ms() > 0) {
+          stats->Observe(Stats::kTaskTotalMs,
+                         static_cast<double>(t.ended_unix_ms() - t.started_unix_ms()));
+        }
+        spdlog::info("task {} {} {}: {} hop(s), {} ms{}{}", t.id(),
+                     t.workflow().empty() ? "(inline)" : t.workflow(),
+                     v1::TaskState_Name(t.state()).substr(11), t.hops_size(),
+                     t.started_unix_ms() > 0 ? t.ended_unix_ms() - t.started_unix_ms() : 0,
+                     t.reason().empty() ? "" : ", reason: ", t.reason());
+      });
+  core->tasks_->Start();
+  return core;
+}
+
+ServerCore::~ServerCore() { Shutdown(absl::ZeroDuration()); }
+
+absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) const {
+  TaskSpec spec;
+  spec.label = req.label();
+  spec.input = req.input();
+  if (static_cast<int64_t>(req.input().size()) > config_.limits.max_input_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("input is ", req.input().size(),
+                                                   " bytes; limits.max_input_bytes is ",
+                                                   config_.limits.max_input_bytes));
+  }
+  std::vector<HopConfig> hops;
+  if (req.has_inline_()) {
+    for (int i = 0; i < req.inline_().hops_size(); ++i) {
+      const v1::HopSpec& h = req.inline_().hops(i);
+      HopConfig hop;
+      hop.agent = h.agent();
+      hop.instruction = h.instruction();
+      hop.generation = FromProto(h.generation());
+      hop.handoff = Overlay(config_.handoff, h.handoff());
+      hops.push_back(std::move(hop));
+    }
+  } else {
+    if (req.workflow().empty()) {
+      return absl::InvalidArgumentError("give a workflow name or inline hops");
+    }
+    absl::MutexLock lock(&mu_);
+    auto it = std::find_if(workflows_.begin(), workflows_.end(),
+                           [&](const WorkflowConfig& w) { return w.name == req.workflow(); });
+    if (it == workflows_.end()) {
+      std::vector<std::string> names;
+      for (const WorkflowConfig& w : workflows_) names.push_back(w.name);
+      return absl::NotFoundError(absl::StrCat("unknown workflow '", req.workflow(),
+                                              "' (known: ", absl::StrJoin(names, ", "), ")"));
+    }
+    spec.workflow = it->name;
+    hops = it->hops;
+  }
+  if (hops.empty()) return absl::InvalidArgumentError("the pipeline has no hops");
+  const GenerationConfig task_gen = FromProto(req.generation_override());
+  QKV_RETURN_IF_ERROR(ValidateGeneration(task_gen, "generation_override"));
+  for (size_t i = 0; i < hops.size(); ++i) {
+    const std::string where = absl::StrCat("hop ", i);
+    const Agent* agent = pool_->Find(hops[i].agent);
+    if (agent == nullptr) {
+      return absl::NotFoundError(absl::StrCat(where, ": unknown agent '", hops[i].agent, "'"));
+    }
+    ResolvedHop r;
+    r.agent = hops[i].agent;
+    r.instruction = hops[i].instruction;
+    r.generation = agent->entry.generation;
+    r.generation.MergeFrom(hops[i].generation);
+    r.generation.MergeFrom(task_gen);
+    QKV_RETURN_IF_ERROR(ValidateGeneration(r.generation, where));
+    r.handoff = Overlay(hops[i].handoff.value_or(config_.handoff), req.handoff_override());
+    QKV_RETURN_IF_ERROR(ValidateHandoff(r.handoff, where + " handoff"));
+    spec.hops.push_back(std::move(r));
+  }
+  // The first hop's prompt must fit its agent's context (checked before any
+  // work is queued).
+  const Agent* first = pool_->Find(spec.hops[0].agent);
+  if (first->model->tokenizer() != nullptr) {
+    std::string prompt = absl::StrReplaceAll(
+        first->entry.prompt_template,
+        {{"{instruction}", ExpandInstruction(spec.hops[0].instruction, spec.input, "", 1)}});
+    absl::StatusOr<std::vector<int32_t>> ids =
+        first->model->tokenizer()->Encode(first->entry.system + prompt, true);
+    if (!ids.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("input: ", ids.status().message()));
+    }
+    if (static_cast<int64_t>(ids->size()) >= first->context_limit) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input is too long: the first prompt is ", ids->size(), " tokens; agent '",
+          first->entry.name, "' has a context limit of ", first->context_limit, " tokens"));
+    }
+  }
+  if (req.deadline_ms() < 0) return absl::InvalidArgumentError("deadline_ms must be >= 0");
+  if (req.deadline_ms() > 0) spec.deadline = absl::Now() + absl::Milliseconds(req.deadline_ms());
+  return spec;
+}
+
+absl::StatusOr<std::string> ServerCore::SubmitTask(const v1::SubmitTaskRequest& request) {
+  absl::StatusOr<TaskSpec> spec = Resolve(request);
+  absl::StatusOr<std::string> id =
+      spec.ok() ? tasks_->Submit(*std::move(spec)) : absl::StatusOr<std::string>(spec.status());
+  if (!id.ok()) {
+    stats_.Add(Stats::kTasksRejected);
+    spdlog::info("task rejected ({}): {}",
+                 request.workflow().empty() ? "inline" : request.workflow(),
+                 id.status().ToString());
+    return id.status();
+  }
+  stats_.Add(Stats::kTasksSubmitted);
+  return id;
+}
+
+std::vector<v1::WorkflowInfo> ServerCore::ListWorkflows() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::WorkflowInfo> out;
+  for (const WorkflowConfig& w : workflows_) {
+    v1::WorkflowInfo info;
+    info.set_name(w.name);
+    info.set_description(w.description);
+    info.set_file(w.file);
+    for (const HopConfig& h : w.hops) {
+      v1::WorkflowInfo::Hop* hop = info.add_hops();
+      hop->set_agent(h.agent);
+      hop->set_instruction(h.instruction);
+      const HandoffConfig hc = h.handoff.value_or(config_.handoff);
+      hop->set_handoff_mode(ToProtoMode(hc.mode));
+      hop->set_handoff_bits(hc.bits);
+      hop->set_handoff_policy(hc.policy == BitPolicy::kAdaptive ? v1::BIT_POLICY_ADAPTIVE
+                                                                : v1::BIT_POLICY_UNIFORM);
+      const Agent* agent = pool_->Find(h.agent);
+      GenerationConfig g = agent ? agent->entry.generation : GenerationConfig{};
+      g.MergeFrom(h.generation);
+      hop->set_max_new_tokens(g.max_new_tokens.value_or(0));
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> ServerCore::ReloadWorkflows() {
+  absl::StatusOr<std::vector<WorkflowConfig>> loaded =
+      LoadWorkflowDir(config_.workflows_dir, config_);
+  if (!loaded.ok()) {
+    spdlog::error("reload: keeping the current workflows: {}", loaded.status().ToString());
+    return absl::InvalidArgumentError(loaded.status().message());
+  }
+  std::vector<std::string> names;
+  for (const WorkflowConfig& w : *loaded) names.push_back(w.name);
+  absl::MutexLock lock(&mu_);
+  workflows_ = std::move(*loaded);
+  spdlog::info("reload: {} workflow(s): {}", names.size(), absl::StrJoin(names, ", "));
+  return names;
+}
+
+v1::CardInfo ServerCore::CardInfoOf(const cachecard::shm::StoredCardInfo& s) const {
+  v1::CardInfo info;
+  info.set_id(s.id.ToHex());
+  if (!s.parent_id.IsZero()) info.set_parent_id(s.parent_id.ToHex());
+  info.set_bytes(static_cast<int64_t>(s.bytes));
+  info.set_tokens(s.total_tokens - s.first_token);
+  info.set_context_tokens(s.total_tokens);
+  info.set_avg_bits(s.avg_bits);
+  info.set_refs(s.handles + s.children);
+  info.set_age_ms(absl::ToInt64Milliseconds(s.age));
+  info.set_shm_name(s.segment);
+  const cachecard::Card* card = store_->Find(s.id);
+  if (card == nullptr) return info;  // evicted meanwhile
+  const cachecard::CardMetadata& m = card->metadata();
+  int64_t chain = 0;
+  for (const cachecard::Card* c = card; c != nullptr;) {
+    chain += static_cast<int64_t>(c->metadata().card_bytes);
+    c = c->metadata().parent_id.IsZero() ? nullptr : store_->Find(c->metadata().parent_id);
+  }
+  info.set_chain_bytes(chain);
+  cachecard::CardSummary sum = cachecard::Summarize(m);
+  bool quantized = false;
+  for (const cachecard::SegmentSummary& seg : sum.segments) {
+    quantized |= seg.mode == cachecard::CardMode::kQuantized;
+  }
+  info.set_mode(quantized ? "quantized" : "full");
+  info.set_policy(m.provenance.quant_policy);
+  info.set_budget_bits(m.provenance.budget_bits);
+  info.set_source_agent(m.provenance.source_agent);
+  info.set_hop(static_cast<int>(m.provenance.hop_index));
+  info.set_fingerprint(sum.fingerprint);
+  info.set_created_unix_ms(m.provenance.created_unix_ms);
+  // Per-layer bytes: the summary gives K + V together; split K/V from the
+  // sections of every segment.
+  for (uint32_t l = 0; l < static_cast<uint32_t>(m.shape.num_layers); ++l) {
+    int64_t kb = 0, vb = 0;
+    for (const cachecard::SegmentInfo& seg : m.segments) {
+      kb += static_cast<int64_t>(cachecard::ExpectedSectionBytes(m.shape, seg, true));
+      vb += static_cast<int64_t>(cachecard::ExpectedSectionBytes(m.shape, seg, false));
+    }
+    info.add_layer_k_bytes(kb);
+    info.add_layer_v_bytes(vb);
+  }
+  for (int b = 0; b <= 16; ++b) {
+    auto k = sum.k_bits_histogram.find(b);
+    auto v = sum.v_bits_histogram.find(b);
+    info.add_k_bits_histogram(k == sum.k_bits_histogram.end() ? 0 : k->second);
+    info.add_v_bits_histogram(v == sum.v_bits_histogram.end() ? 0 : v->second);
+  }
+  return info;
+}
+
+v1::ListCardsResponse ServerCore::ListCards() const {
+  v1::ListCardsResponse out;
+  for (const cachecard::shm::StoredCardInfo& s : store_->List()) *out.add_cards() = CardInfoOf(s);
+  out.set_store_bytes(static_cast<int64_t>(store_->used_bytes()));
+  out.set_quota_bytes(static_cast<int64_t>(store_->quota_bytes()));
+  return out;
+}
+
+absl::StatusOr<v1::CardInfo> ServerCore::GetCard(const std::string& id) const {
+  QKV_ASSIGN_OR_RETURN(cachecard::CardId cid, cachecard::CardId::FromHex(id));
+  for (const cachecard::shm::StoredCardInfo& s : store_->List()) {
+    if (s.id == cid) return CardInfoOf(s);
+  }
+  return absl::NotFoundError(absl::StrCat("no card '", id, "'"));
+}
+
+absl::Status ServerCore::ExportCard(
+    const std::string& id, const std::function<bool(absl::Span<const uint8_t>)>& write) const {
+  QKV_ASSIGN_OR_RETURN(cachecard::CardId cid, cachecard::CardId::FromHex(id));
+  QKV_ASSIGN_OR_RETURN(cachecard::shm::CardHandle handle, store_->Get(cid));
+  cachecard::CardPtr flat;
+  absl::Span<const uint8_t> bytes = handle->bytes();
+  if (!handle->metadata().parent_id.IsZero()) {
+    // A chain: export one self-contained card (codes copied, not re-quantized).
+    cachecard::FlattenOptions fo;
+    fo.card_id = handle->id();
+    fo.created_unix_ms = absl::ToUnixMillis(absl::Now());
+    QKV_ASSIGN_OR_RETURN(flat, cachecard::Flatten(*handle, store_.get(), fo));
+    bytes = flat->bytes();
+  }
+  constexpr size_t kChunk = 1 << 20;
+  for (size_t off = 0; off < bytes.size(); off += kChunk) {
+    if (!write(bytes.subspan(off, kChunk))) return absl::CancelledError("client went away");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::CardInfo> ServerCore::ImportCard(absl::Span<const uint8_t> bytes) {
+  if (static_cast<int64_t>(bytes.size()) > config_.limits.max_card_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("card is ", bytes.size(),
+                                                     " bytes; limits.max_card_bytes is ",
+                                                     config_.limits.max_card_bytes));
+  }
+  QKV_ASSIGN_OR_RETURN(cachecard::CardPtr card, cachecard::Card::Copy(bytes));
+  {
+    absl::StatusOr<cachecard::shm::CardHandle> handle = store_->Add(*card);
+    if (!handle.ok()) {
+      if (handle.status().code() == absl::StatusCode::kNotFound) {
+        return absl::FailedPreconditionError(handle.status().message());
+      }
+      return handle.status();
+    }
+  }  // the handle goes: the card stays stored, unreferenced
+  return GetCard(card->id().ToHex());
+}
+
+absl::Status ServerCore::DeleteCard(const std::string& id) {
+  QKV_ASSIGN_OR_RETURN(cachecard::CardId cid, cachecard::CardId::FromHex(id));
+  return store_->Remove(cid);
+}
+
+v1::Status ServerCore::GetStatus() const {
+  v1::Status s;
+  s.set_version(kVersion);
+  s.set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - started_));
+  s.set_listen(config_.listen);
+  s.set_agents(pool_->size());
+  s.set_agents_busy(pool_->busy());
+  TaskManager::Counts c = tasks_->counts();
+  s.set_queued_tasks(c.queued);
+  s.set_running_tasks(c.running);
+  s.set_queue_capacity(c.capacity);
+  s.set_store_bytes(static_cast<int64_t>(store_->used_bytes()));
+  s.set_store_quota_bytes(static_cast<int64_t>(store_->quota_bytes()));
+  s.set_store_cards(static_cast<int>(store_->List().size()));
+  {
+    absl::MutexLock lock(&mu_);
+    s.set_workflows(static_cast<int>(workflows_.size()));
+    s.set_state(draining_ ? "draining" : "serving");
+  }
+  s.set_pid(getpid());
+  return s;
+}
+
+v1::Stats ServerCore::GetStats() const {
+  v1::Stats s;
+  s.set_tasks_submitted(stats_.Get(Stats::kTasksSubmitted));
+  s.set_tasks_finished(stats_.Get(Stats::kTasksFinished));
+  s.set_tasks_failed(stats_.Get(Stats::kTasksFailed));
+  s.set_tasks_cancelled(stats_.Get(Stats::kTasksCancelled));
+  s.set_tasks_rejected(stats_.Get(Stats::kTasksRejected));
+  s.set_hops_run(stats_.Get(Stats::kHopsRun));
+  s.set_tokens_generated(stats_.Get(Stats::kTokensGenerated));
+  s.set_tokens_prefilled(stats_.Get(Stats::kTokensPrefilled));
+  s.set_cards_built(stats_.Get(Stats::kCardsBuilt));
+  s.set_card_bytes_built(stats_.Get(Stats::kCardBytesBuilt));
+  s.set_cards_injected(stats_.Get(Stats::kCardsInjected));
+  s.set_reprefill_fallbacks(stats_.Get(Stats::kReprefillFallbacks));
+  s.set_cards_evicted(stats_.Get(Stats::kCardsEvicted));
+  *s.mutable_hop_ttft_ms() = ToProto(stats_.Summarize(Stats::kHopTtftMs));
+  *s.mutable_decode_tokens_per_s() = ToProto(stats_.Summarize(Stats::kDecodeTokensPerS));
+  *s.mutable_card_build_ms() = ToProto(stats_.Summarize(Stats::kCardBuildMs));
+  *s.mutable_inject_ms() = ToProto(stats_.Summarize(Stats::kInjectMs));
+  *s.mutable_task_total_ms() = ToProto(stats_.Summarize(Stats::kTaskTotalMs));
+  return s;
+}
+
+void ServerCore::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+  }
+  if (tasks_) tasks_->Shutdown(grace);
+}
+
+bool ServerCore::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
+}  // namespace qkvshare::daemon

@@ -1,0 +1,106 @@
+// File: daemon/server_core.h
+// -----------------------------------------------------------------------------
+// ServerCore: everything qkvshared does, without gRPC transport: the hosted
+// agents (AgentPool), the shared-memory card store, the workflows, the task
+// scheduler (TaskManager running daemon/hop_runner.h) and the statistics.
+// The gRPC services (daemon/grpc_services.h) are thin, stateless adapters
+// over it; it speaks absl::Status and the qkvshare.v1 message types.
+//
+// Lifecycle: Create() (loads models, opens the card store, reads workflows,
+// starts the task workers) -> serve -> Shutdown(grace) -> destroy.
+//
+// Thread safety: thread-safe.
+#ifndef QKVSHARE_DAEMON_SERVER_CORE_H_
+#define QKVSHARE_DAEMON_SERVER_CORE_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "cachecard/shm/card_store.h"
+#include "daemon/agent_pool.h"
+#include "daemon/config/config.h"
+#include "daemon/stats.h"
+#include "daemon/task_manager.h"
+#include "qkvshare/v1/admin.pb.h"
+#include "qkvshare/v1/cards.pb.h"
+#include "qkvshare/v1/catalog.pb.h"
+#include "qkvshare/v1/tasks.pb.h"
+
+namespace qkvshare::daemon {
+
+class ServerCore {
+ public:
+  // Errors: those of AgentPool::Create (model loading), CardStore::Create
+  // (FailedPrecondition when another daemon of the same instance runs) and
+  // LoadWorkflowDir (file:line:col: key: message).
+  static absl::StatusOr<std::unique_ptr<ServerCore>> Create(DaemonConfig config);
+  ~ServerCore();
+
+  const DaemonConfig& config() const { return config_; }
+
+  // --- Tasks
+  // Resolves the pipeline (workflow or inline hops, with the overrides),
+  // checks it, and queues it. Errors: NotFound (workflow, agent),
+  // InvalidArgument (empty pipeline, bad handoff, input over
+  // limits.max_input_bytes or the first agent's context limit),
+  // ResourceExhausted (queue full), Unavailable (shutting down).
+  absl::StatusOr<std::string> SubmitTask(const v1::SubmitTaskRequest& request);
+  TaskManager& tasks() { return *tasks_; }
+
+  // --- Catalog
+  std::vector<v1::AgentInfo> ListAgents() const { return pool_->List(); }
+  std::vector<v1::WorkflowInfo> ListWorkflows() const;
+  // Re-reads the workflows directory; all-or-nothing. Returns the names.
+  absl::StatusOr<std::vector<std::string>> ReloadWorkflows();
+
+  // --- Cards
+  v1::ListCardsResponse ListCards() const;
+  // Errors: InvalidArgument (malformed id), NotFound.
+  absl::StatusOr<v1::CardInfo> GetCard(const std::string& id) const;
+  // Calls `write` with consecutive chunks of the card as a self-contained
+  // (flattened) .qkvcard; stops early when `write` returns false (Cancelled).
+  absl::Status ExportCard(const std::string& id,
+                          const std::function<bool(absl::Span<const uint8_t>)>& write) const;
+  // Validates and stores a card file's bytes. Errors: InvalidArgument /
+  // DataLoss (corrupt), ResourceExhausted (limits or quota), AlreadyExists,
+  // FailedPrecondition (its parent is not stored).
+  absl::StatusOr<v1::CardInfo> ImportCard(absl::Span<const uint8_t> bytes);
+  // Errors: NotFound, FailedPrecondition (in use).
+  absl::Status DeleteCard(const std::string& id);
+
+  // --- Admin
+  v1::Status GetStatus() const;
+  v1::Stats GetStats() const;
+  Stats& stats() { return stats_; }
+
+  // Stops accepting tasks, lets running ones finish within `grace`, cancels
+  // the rest, and stops the workers. Idempotent.
+  void Shutdown(absl::Duration grace);
+  bool draining() const;
+
+ private:
+  explicit ServerCore(DaemonConfig config) : config_(std::move(config)) {}
+  absl::StatusOr<TaskSpec> Resolve(const v1::SubmitTaskRequest& request) const;
+  v1::CardInfo CardInfoOf(const cachecard::shm::StoredCardInfo& info) const;
+
+  const DaemonConfig config_;
+  const absl::Time started_ = absl::Now();
+  Stats stats_;
+  std::unique_ptr<AgentPool> pool_;
+  std::unique_ptr<cachecard::shm::CardStore> store_;
+  std::unique_ptr<TaskManager> tasks_;
+
+  mutable absl::Mutex mu_;
+  std::vector<WorkflowConfig> workflows_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace qkvshare::daemon
+
+#endif  // QKVSHARE_DAEMON_SERVER_CORE_H_

@@ -1,0 +1,55 @@
+// File: daemon/task.h
+// -----------------------------------------------------------------------------
+// TaskSpec: a fully resolved multi-hop task (workflow + per-task overrides
+// applied, agents checked), and TaskContext: what a running task's code sees
+// (event emission, cancellation and deadline checks). Used by TaskManager
+// (daemon/task_manager.h) and the hop runner (daemon/hop_runner.h).
+#ifndef QKVSHARE_DAEMON_TASK_H_
+#define QKVSHARE_DAEMON_TASK_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "daemon/config/config.h"
+#include "qkvshare/v1/tasks.pb.h"
+
+namespace qkvshare::daemon {
+
+// One hop with everything resolved.
+struct ResolvedHop {
+  std::string agent;
+  std::string instruction;      // template; {input}/{previous}/{hop} expanded at run time
+  GenerationConfig generation;  // every field set (agent defaults + overrides)
+  HandoffConfig handoff;        // to the next hop
+};
+
+struct TaskSpec {
+  std::string workflow;  // empty for inline pipelines
+  std::string label;
+  std::string input;
+  std::vector<ResolvedHop> hops;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// The running task's handle on itself. Thread-compatible: used by the one
+// thread running the task (events may be read concurrently by watchers,
+// which TaskManager synchronizes).
+class TaskContext {
+ public:
+  virtual ~TaskContext() = default;
+  virtual const std::string& id() const = 0;
+  virtual const TaskSpec& spec() const = 0;
+  // Non-OK once the task must stop: Cancelled (client or shutdown, with the
+  // reason) or DeadlineExceeded. Cheap; call between tokens.
+  virtual absl::Status CheckStop() const = 0;
+  // Appends an event (seq, time and task id are filled in) and wakes watchers.
+  virtual void Emit(v1::TaskEvent event) = 0;
+  // Records a finished hop in the task's result (GetTask).
+  virtual void AddHopResult(const v1::HopResult& result) = 0;
+};
+
+}  // namespace qkvshare::daemon
+
+#endif  // QKVSHARE_DAEMON_TASK_H_

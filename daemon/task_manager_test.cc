@@ -1,0 +1,210 @@
+#include "daemon/task_manager.h"
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+
+namespace qkvshare::daemon {
+namespace {
+
+TaskSpec Spec(const std::string& input, int hops = 2) {
+  TaskSpec s;
+  s.workflow = "wf";
+  s.input = input;
+  s.hops.resize(hops);
+  return s;
+}
+
+// Emits one token event per hop and returns input + "!", or, for input
+// "block", loops until stopped.
+absl::StatusOr<std::string> FakeRun(TaskContext& ctx) {
+  if (ctx.spec().input == "block") {
+    while (true) {
+      if (absl::Status s = ctx.CheckStop(); !s.ok()) return s;
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+  }
+  if (ctx.spec().input == "fail") return absl::InternalError("boom");
+  for (size_t h = 0; h < ctx.spec().hops.size(); ++h) {
+    v1::TaskEvent ev;
+    ev.mutable_token()->set_hop(static_cast<int>(h));
+    ev.mutable_token()->set_text("x");
+    ctx.Emit(ev);
+    v1::HopResult r;
+    r.set_index(static_cast<int>(h));
+    r.set_output(ctx.spec().input + std::to_string(h));
+    ctx.AddHopResult(r);
+  }
+  return ctx.spec().input + "!";
+}
+
+v1::Task WaitEnded(TaskManager& m, const std::string& id) {
+  std::vector<v1::TaskEvent> events;
+  EXPECT_TRUE(m.Watch(
+                   id, 0,
+                   [&](const v1::TaskEvent& e) {
+                     events.push_back(e);
+                     return true;
+                   },
+                   [] { return true; })
+                  .ok());
+  return m.Get(id).value();
+}
+
+TEST(TaskManagerTest, RunsTasksAndRecordsEventsAndResults) {
+  std::vector<v1::Task> ended;
+  absl::Mutex mu;
+  TaskManager m({2, 4, 16}, FakeRun, [&](const v1::Task& t) {
+    absl::MutexLock l(&mu);
+    ended.push_back(t);
+  });
+  m.Start();
+  std::string id = m.Submit(Spec("hi")).value();
+  v1::Task t = WaitEnded(m, id);
+  EXPECT_EQ(t.state(), v1::TASK_STATE_FINISHED);
+  EXPECT_EQ(t.output(), "hi!");
+  ASSERT_EQ(t.hops_size(), 2);
+  EXPECT_EQ(t.hops(1).output(), "hi1");
+  // queued, 2 tokens, finished; seq numbers are dense from 0.
+  std::vector<v1::TaskEvent> events;
+  ASSERT_TRUE(m.Watch(
+                   id, 1,
+                   [&](const v1::TaskEvent& e) {
+                     events.push_back(e);
+                     return true;
+                   },
+                   [] { return true; })
+                  .ok());
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].seq(), 1);
+  EXPECT_TRUE(events[0].has_token());
+  EXPECT_TRUE(events[2].has_finished());
+  EXPECT_EQ(events[2].finished().output(), "hi!");
+  m.Shutdown(absl::Seconds(1));
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0].id(), id);
+}
+
+TEST(TaskManagerTest, FailureCarriesReason) {
+  TaskManager m({1, 1, 16}, FakeRun);
+  m.Start();
+  v1::Task t = WaitEnded(m, m.Submit(Spec("fail")).value());
+  EXPECT_EQ(t.state(), v1::TASK_STATE_FAILED);
+  EXPECT_EQ(t.reason(), "INTERNAL: boom");
+}
+
+TEST(TaskManagerTest, QueueFullIsResourceExhausted) {
+  TaskManager m({1, 1, 16}, FakeRun);
+  m.Start();
+  std::string a = m.Submit(Spec("block")).value();
+  std::string b = m.Submit(Spec("block")).value();
+  absl::StatusOr<std::string> c = m.Submit(Spec("block"));
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  // Cancelling the queued one ends it at once and frees a slot.
+  v1::Task tb = m.Cancel(b, "client asked").value();
+  EXPECT_EQ(tb.state(), v1::TASK_STATE_CANCELLED);
+  EXPECT_EQ(tb.reason(), "client asked");
+  EXPECT_TRUE(m.Submit(Spec("hi")).ok());
+  // Cancelling the running one ends it at its next check.
+  ASSERT_TRUE(m.Cancel(a, "stop").ok());
+  EXPECT_EQ(WaitEnded(m, a).state(), v1::TASK_STATE_CANCELLED);
+  EXPECT_EQ(m.Cancel("t-nope", "x").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(m.Get("t-nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(TaskManagerTest, DeadlineExceededFails) {
+  TaskManager m({1, 1, 16}, FakeRun);
+  m.Start();
+  TaskSpec s = Spec("block");
+  s.deadline = absl::Now() + absl::Milliseconds(30);
+  v1::Task t = WaitEnded(m, m.Submit(s).value());
+  EXPECT_EQ(t.state(), v1::TASK_STATE_FAILED);
+  EXPECT_EQ(t.reason(), "DEADLINE_EXCEEDED: deadline exceeded");
+}
+
+TEST(TaskManagerTest, WatcherThatLeavesDoesNotDisturbTheTask) {
+  TaskManager m({1, 1, 16}, FakeRun);
+  m.Start();
+  std::string id = m.Submit(Spec("block")).value();
+  int seen = 0;
+  absl::Status s = m.Watch(
+      id, 0, [&](const v1::TaskEvent&) { return ++seen < 1; }, [] { return true; });
+  EXPECT_EQ(s.code(), absl::StatusCode::kCancelled);
+  std::atomic<bool> wanted{true};
+  std::thread stopper([&] {
+    absl::SleepFor(absl::Milliseconds(50));
+    wanted = false;
+  });
+  s = m.Watch(
+      id, 1, [](const v1::TaskEvent&) { return true; }, [&] { return wanted.load(); });
+  stopper.join();
+  EXPECT_EQ(s.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(m.Get(id)->state(), v1::TASK_STATE_RUNNING);
+  // A second watcher sees the end.
+  ASSERT_TRUE(m.Cancel(id, "done").ok());
+  std::vector<v1::TaskEvent> events;
+  ASSERT_TRUE(m.Watch(
+                   id, 0,
+                   [&](const v1::TaskEvent& e) {
+                     events.push_back(e);
+                     return true;
+                   },
+                   [] { return true; })
+                  .ok());
+  EXPECT_TRUE(events.back().has_cancelled());
+}
+
+TEST(TaskManagerTest, KeepsOnlyTheNewestEndedTasks) {
+  TaskManager m({1, 4, 2}, FakeRun);
+  m.Start();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    ids.push_back(m.Submit(Spec("t" + std::to_string(i))).value());
+    WaitEnded(m, ids.back());
+  }
+  EXPECT_EQ(m.Get(ids[0]).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(m.Get(ids[1]).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(m.Get(ids[3]).ok());
+  std::vector<v1::Task> list = m.List(0);
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].id(), ids[3]);
+  EXPECT_TRUE(list[0].input().empty());  // listings leave text out
+}
+
+TEST(TaskManagerTest, ShutdownCancelsQueuedAndRunningAfterGrace) {
+  TaskManager m({1, 2, 16}, FakeRun);
+  m.Start();
+  std::string running = m.Submit(Spec("block")).value();
+  std::string queued = m.Submit(Spec("hi")).value();
+  absl::SleepFor(absl::Milliseconds(20));
+  m.Shutdown(absl::Milliseconds(50));
+  v1::Task r = m.Get(running).value();
+  EXPECT_EQ(r.state(), v1::TASK_STATE_CANCELLED);
+  EXPECT_EQ(r.reason(), "daemon shutting down (grace period over)");
+  EXPECT_EQ(m.Get(queued)->state(), v1::TASK_STATE_CANCELLED);
+  EXPECT_EQ(m.Submit(Spec("late")).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(TaskManagerTest, ShutdownLetsRunningTasksFinishWithinGrace) {
+  absl::Notification release;
+  TaskManager m({1, 1, 16}, [&](TaskContext&) -> absl::StatusOr<std::string> {
+    release.WaitForNotificationWithTimeout(absl::Seconds(5));
+    return std::string("done");
+  });
+  m.Start();
+  std::string id = m.Submit(Spec("x")).value();
+  absl::SleepFor(absl::Milliseconds(20));
+  std::thread t([&] {
+    absl::SleepFor(absl::Milliseconds(30));
+    release.Notify();
+  });
+  m.Shutdown(absl::Seconds(5));
+  t.join();
+  EXPECT_EQ(m.Get(id)->state(), v1::TASK_STATE_FINISHED);
+}
+
+}  // namespace
+}  // namespace qkvshare::daemon

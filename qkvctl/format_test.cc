@@ -1,0 +1,87 @@
+#include "qkvctl/format.h"
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace qkvshare::qkvctl {
+namespace {
+
+TEST(FormatTest, EnumNames) {
+  EXPECT_EQ(TaskStateName(v1::TASK_STATE_FINISHED), "finished");
+  EXPECT_EQ(TaskStateName(v1::TASK_STATE_UNSPECIFIED), "-");
+  EXPECT_EQ(HandoffModeName(v1::HANDOFF_MODE_REPREFILL), "reprefill");
+  EXPECT_EQ(BitPolicyName(v1::BIT_POLICY_UNIFORM), "uniform");
+}
+
+TEST(FormatTest, MessageJsonPrettyAndCompact) {
+  v1::SubmitTaskResponse r;
+  r.set_task_id("t-1");
+  EXPECT_EQ(MessageJson(r, /*pretty=*/false), "{\"task_id\":\"t-1\"}\n");
+  v1::Status s;  // every field printed, even defaults
+  nlohmann::json j = nlohmann::json::parse(MessageJson(s));
+  EXPECT_EQ(j["agents"], 0);
+  EXPECT_EQ(j["store_bytes"], "0");
+  EXPECT_EQ(j["version"], "");
+}
+
+TEST(FormatTest, TasksShowAgeAndRunTime) {
+  v1::ListTasksResponse tasks;
+  v1::Task* running = tasks.add_tasks();
+  running->set_id("t-2");
+  running->set_state(v1::TASK_STATE_RUNNING);
+  running->set_num_hops(3);
+  running->set_created_unix_ms(10'000);
+  running->set_started_unix_ms(11'000);
+  running->add_hops();
+  v1::Task* failed = tasks.add_tasks();
+  failed->set_id("t-1");
+  failed->set_workflow("story");
+  failed->set_state(v1::TASK_STATE_FAILED);
+  failed->set_reason("deadline exceeded");
+  failed->set_num_hops(2);
+  failed->set_created_unix_ms(1'000);
+  failed->set_started_unix_ms(1'000);
+  failed->set_ended_unix_ms(1'850);
+  EXPECT_EQ(FormatTasks(tasks, /*now_unix_ms=*/13'500),
+            "ID   STATE    WORKFLOW  LABEL  HOPS     CREATED    TIME  REASON\n"
+            "t-2  running  -                 1/3   3.5 s ago   2.5 s\n"
+            "t-1  failed   story             0/2  12.5 s ago  850 ms  deadline exceeded\n");
+}
+
+TEST(FormatTest, HopTableDashesForTheFirstHopAndReprefill) {
+  std::vector<v1::HopResult> hops(2);
+  hops[0].set_index(0);
+  hops[0].set_agent("a");
+  hops[0].set_ttft_ms(3.25);
+  hops[0].set_generated_tokens(5);
+  hops[0].set_decode_tokens_per_s(100);
+  hops[0].set_stop_reason("eos");
+  hops[1].set_index(1);
+  hops[1].set_agent("b");
+  hops[1].mutable_handoff_in()->set_mode(v1::HANDOFF_MODE_REPREFILL);
+  hops[1].mutable_handoff_in()->set_requested_mode(v1::HANDOFF_MODE_REPREFILL);
+  hops[1].set_ttft_ms(12);
+  EXPECT_EQ(FormatHopTable(hops),
+            "HOP  AGENT  HANDOFF    CARD BYTES  AVG BITS  INJECT MS  TTFT MS  TOKENS  TOK/S  STOP\n"
+            "  1  a      -                   -         -          -      3.2       5  100.0  eos\n"
+            "  2  b      reprefill           -         -          -     12.0       0    0.0\n");
+}
+
+TEST(FormatTest, CardHistogramSkipsEmptyWidths) {
+  v1::CardInfo c;
+  c.set_id("c");
+  for (int b = 0; b <= 16; ++b) {
+    c.add_k_bits_histogram(b == 16 ? 7 : 0);
+    c.add_v_bits_histogram(b == 3 ? 7 : 0);
+  }
+  std::string out = FormatCard(c);
+  EXPECT_NE(out.find("BITS  K TOKENS  V TOKENS\n"
+                     "   3         0         7\n"
+                     "  16         7         0\n"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("LAYER"), std::string::npos);  // no per-layer sizes given
+}
+
+}  // namespace
+}  // namespace qkvshare::qkvctl

@@ -1,0 +1,277 @@
+// End-to-end tests of qkvshared: a real daemon process on the bundled
+// stories260K model, driven through its gRPC API.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "agents/testing/random_llama.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/daemon_fixture.h"
+
+namespace qkvshare {
+namespace {
+
+using ::qkvshare::testing::DaemonProcess;
+using ::qkvshare::testing::Runfile;
+using ::testing::HasSubstr;
+
+constexpr char kInput[] = "Once upon a time, there was a little girl named Lily.";
+
+// A 3-hop story workflow whose two handoffs use `mode` (and `bits`).
+std::string StoryWorkflow(const std::string& name, const std::string& handoff) {
+  return absl::StrCat("name: ", name, "\nhandoff: ", handoff, R"(
+hops:
+  - agent: writer
+    instruction: "{input}"
+  - agent: continuer
+    instruction: "The next day,"
+  - agent: ender
+    instruction: "In the end,"
+)");
+}
+
+v1::SubmitTaskRequest Submit(const std::string& workflow, const std::string& input = kInput) {
+  v1::SubmitTaskRequest r;
+  r.set_workflow(workflow);
+  r.set_input(input);
+  return r;
+}
+
+grpc::StatusCode SubmitCode(DaemonProcess& d, const v1::SubmitTaskRequest& r,
+                            std::string* message = nullptr) {
+  grpc::ClientContext ctx;
+  v1::SubmitTaskResponse resp;
+  grpc::Status s = d.tasks().SubmitTask(&ctx, r, &resp);
+  if (message) *message = s.error_message();
+  return s.error_code();
+}
+
+class StoryDaemonTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto d = DaemonProcess::Start(
+        DaemonProcess::StoriesConfig(40, "limits: {max_concurrent_tasks: 2, queue_length: 4}\n"),
+        {{"full.yaml", StoryWorkflow("story_full", "{mode: full}")},
+         {"reprefill.yaml", StoryWorkflow("story_reprefill", "{mode: reprefill}")},
+         {"card4.yaml", StoryWorkflow("story_card4", "{mode: card, bits: 4}")},
+         {"card16.yaml", StoryWorkflow("story_card16", "{mode: card, bits: 16}")}});
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = d->release();
+  }
+  static void TearDownTestSuite() {
+    if (daemon_ != nullptr) EXPECT_EQ(daemon_->SignalAndWait(SIGTERM), 0) << daemon_->Log();
+    delete daemon_;
+    daemon_ = nullptr;
+  }
+  static DaemonProcess* daemon_;
+};
+DaemonProcess* StoryDaemonTest::daemon_ = nullptr;
+
+// With `full` cards every hop continues from exactly the KV cache re-prefill
+// would compute: outputs are identical token for token (greedy).
+TEST_F(StoryDaemonTest, FullCardHandoffEqualsReprefill) {
+  auto full = daemon_->RunTask(Submit("story_full"));
+  auto re = daemon_->RunTask(Submit("story_reprefill"));
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_TRUE(re.ok()) << re.status();
+  ASSERT_EQ(full->state(), v1::TASK_STATE_FINISHED) << full->reason();
+  ASSERT_EQ(re->state(), v1::TASK_STATE_FINISHED) << re->reason();
+  ASSERT_EQ(full->hops_size(), 3);
+  ASSERT_EQ(re->hops_size(), 3);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(full->hops(k).output(), re->hops(k).output()) << "hop " << k;
+    EXPECT_GT(full->hops(k).generated_tokens(), 0);
+  }
+  for (int k = 1; k < 3; ++k) {
+    const v1::HandoffStats& h = full->hops(k).handoff_in();
+    EXPECT_EQ(h.mode(), v1::HANDOFF_MODE_FULL);
+    EXPECT_TRUE(h.fallback_reason().empty()) << h.fallback_reason();
+    EXPECT_GT(h.card_bytes(), 0);
+    EXPECT_EQ(re->hops(k).handoff_in().mode(), v1::HANDOFF_MODE_REPREFILL);
+    EXPECT_EQ(re->hops(k).handoff_in().reprefill_tokens(), h.context_tokens());
+  }
+  // The second card extends the first: it carries only the new tokens.
+  EXPECT_LT(full->hops(2).handoff_in().card_tokens(), full->hops(2).handoff_in().context_tokens());
+  EXPECT_EQ(full->output(), full->hops(2).output());
+}
+
+// A 4-bit adaptive card of the same context is at most 0.35x the 16-bit one.
+TEST_F(StoryDaemonTest, FourBitCardIsSmall) {
+  auto c4 = daemon_->RunTask(Submit("story_card4"));
+  auto c16 = daemon_->RunTask(Submit("story_card16"));
+  ASSERT_TRUE(c4.ok() && c16.ok());
+  ASSERT_EQ(c4->state(), v1::TASK_STATE_FINISHED) << c4->reason();
+  ASSERT_EQ(c16->state(), v1::TASK_STATE_FINISHED) << c16->reason();
+  // Hop 0 runs before any handoff, so hop 1 receives the same context.
+  EXPECT_EQ(c4->hops(0).output(), c16->hops(0).output());
+  const v1::HandoffStats& h4 = c4->hops(1).handoff_in();
+  const v1::HandoffStats& h16 = c16->hops(1).handoff_in();
+  ASSERT_EQ(h4.mode(), v1::HANDOFF_MODE_CARD);
+  ASSERT_EQ(h4.context_tokens(), h16.context_tokens());
+  EXPECT_NEAR(h4.avg_bits(), 4.0, 0.05);
+  EXPECT_EQ(h16.avg_bits(), 16.0);
+  EXPECT_LE(h4.card_bytes(), 0.35 * h16.card_bytes())
+      << h4.card_bytes() << " vs " << h16.card_bytes();
+  EXPECT_GT(h4.inject_ms(), 0);
+}
+
+TEST_F(StoryDaemonTest, StatusCodes) {
+  std::string msg;
+  EXPECT_EQ(SubmitCode(*daemon_, Submit("no_such_workflow"), &msg), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(msg, HasSubstr("unknown workflow 'no_such_workflow'"));
+  v1::SubmitTaskRequest inline_req;
+  inline_req.set_input("x");
+  inline_req.mutable_inline_()->add_hops()->set_agent("ghost");
+  EXPECT_EQ(SubmitCode(*daemon_, inline_req, &msg), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(msg, HasSubstr("unknown agent 'ghost'"));
+  std::string long_input;
+  for (int i = 0; i < 300; ++i) long_input += "Lily saw a dog. ";
+  EXPECT_EQ(SubmitCode(*daemon_, Submit("story_full", long_input), &msg),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(msg, HasSubstr("context limit of 512 tokens"));
+  grpc::ClientContext ctx;
+  v1::GetTaskRequest g;
+  g.set_task_id("t-nope");
+  v1::Task t;
+  EXPECT_EQ(daemon_->tasks().GetTask(&ctx, g, &t).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// A daemon with one worker and a queue of one: the third task is refused;
+// cancelling the running task ends it CANCELLED, with the event.
+TEST(DaemonSchedulingTest, QueueFullAndCancel) {
+  auto d = DaemonProcess::Start(
+      DaemonProcess::StoriesConfig(200, "limits: {max_concurrent_tasks: 1, queue_length: 1}\n"),
+      {{"long.yaml", StoryWorkflow("long", "{mode: reprefill}")}});
+  ASSERT_TRUE(d.ok()) << d.status();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) {
+    grpc::ClientContext ctx;
+    v1::SubmitTaskResponse resp;
+    ASSERT_TRUE((*d)->tasks().SubmitTask(&ctx, Submit("long", "Tom"), &resp).ok());
+    ids.push_back(resp.task_id());
+  }
+  std::string msg;
+  EXPECT_EQ(SubmitCode(**d, Submit("long", "Tom")), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  // Wait for the first task's first token, then cancel it.
+  grpc::ClientContext wctx;
+  v1::WatchTaskRequest w;
+  w.set_task_id(ids[0]);
+  auto reader = (*d)->tasks().WatchTask(&wctx, w);
+  v1::TaskEvent ev;
+  while (reader->Read(&ev) && !ev.has_token()) {
+  }
+  ASSERT_TRUE(ev.has_token());
+  grpc::ClientContext cctx;
+  v1::CancelTaskRequest c;
+  c.set_task_id(ids[0]);
+  v1::Task after;
+  ASSERT_TRUE((*d)->tasks().CancelTask(&cctx, c, &after).ok());
+  bool cancelled_event = false;
+  while (reader->Read(&ev)) cancelled_event |= ev.has_cancelled();
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(cancelled_event);
+  grpc::ClientContext gctx;
+  v1::GetTaskRequest g;
+  g.set_task_id(ids[0]);
+  v1::Task t;
+  ASSERT_TRUE((*d)->tasks().GetTask(&gctx, g, &t).ok());
+  EXPECT_EQ(t.state(), v1::TASK_STATE_CANCELLED);
+  EXPECT_EQ(t.reason(), "cancelled by client");
+  // The queued task then runs; SIGTERM while it runs: exit 0, and a watcher
+  // sees it end FINISHED (within the grace period) or CANCELLED.
+  grpc::ClientContext w2ctx;
+  v1::WatchTaskRequest w2;
+  w2.set_task_id(ids[1]);
+  auto reader2 = (*d)->tasks().WatchTask(&w2ctx, w2);
+  while (reader2->Read(&ev) && !ev.has_token()) {
+  }
+  std::thread term([&] { EXPECT_EQ((*d)->SignalAndWait(SIGTERM), 0) << (*d)->Log(); });
+  v1::TaskState final_state = v1::TASK_STATE_UNSPECIFIED;
+  while (reader2->Read(&ev)) {
+    if (ev.has_finished()) final_state = v1::TASK_STATE_FINISHED;
+    if (ev.has_cancelled()) final_state = v1::TASK_STATE_CANCELLED;
+  }
+  term.join();
+  EXPECT_TRUE(final_state == v1::TASK_STATE_FINISHED || final_state == v1::TASK_STATE_CANCELLED)
+      << (*d)->Log();
+}
+
+// A watcher that goes away mid-stream does not disturb the task; a second
+// watcher sees its end.
+TEST_F(StoryDaemonTest, WatcherDisconnectDoesNotDisturbTask) {
+  grpc::ClientContext sctx;
+  v1::SubmitTaskResponse resp;
+  ASSERT_TRUE(daemon_->tasks().SubmitTask(&sctx, Submit("story_card4"), &resp).ok());
+  {
+    grpc::ClientContext wctx;
+    v1::WatchTaskRequest w;
+    w.set_task_id(resp.task_id());
+    auto reader = daemon_->tasks().WatchTask(&wctx, w);
+    v1::TaskEvent ev;
+    int n = 0;
+    while (n < 3 && reader->Read(&ev)) ++n;
+    wctx.TryCancel();
+  }
+  grpc::ClientContext w2ctx;
+  v1::WatchTaskRequest w2;
+  w2.set_task_id(resp.task_id());
+  auto reader2 = daemon_->tasks().WatchTask(&w2ctx, w2);
+  v1::TaskEvent ev;
+  int64_t last_seq = -1;
+  bool finished = false;
+  while (reader2->Read(&ev)) {
+    EXPECT_EQ(ev.seq(), last_seq + 1);  // a full, ordered replay
+    last_seq = ev.seq();
+    finished |= ev.has_finished();
+  }
+  EXPECT_TRUE(reader2->Finish().ok());
+  EXPECT_TRUE(finished);
+}
+
+// Two agents on different models: the card cannot serve, the hop falls back
+// to re-prefill of the text and the handoff event says why.
+TEST(DaemonFallbackTest, MismatchedModelFallsBackToReprefill) {
+  agents::testing::RandomLlamaSpec spec;
+  spec.vocab = 512;
+  spec.max_pos = 512;
+  spec.eos_ids = {2};
+  spec.tokenizer_json_path = Runfile("models/stories260K/tokenizer.json");
+  const std::string other = agents::testing::TempDir("other_model");
+  ASSERT_TRUE(agents::testing::WriteRandomLlama(other, spec).ok());
+  auto d = DaemonProcess::Start(absl::StrCat(R"(
+models:
+  stories: {path: )",
+                                             Runfile("models/stories260K"), R"(}
+  other: {path: )",
+                                             other, R"(}
+agents:
+  writer: {model: stories, generation: {max_new_tokens: 16}}
+  stranger: {model: other, generation: {max_new_tokens: 8}}
+)"),
+                                {{"mixed.yaml", R"(
+name: mixed
+hops:
+  - {agent: writer, instruction: "{input}", handoff: {mode: card, bits: 4}}
+  - {agent: stranger, instruction: "Then"}
+)"}});
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto t = (*d)->RunTask(Submit("mixed"));
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->state(), v1::TASK_STATE_FINISHED) << t->reason();
+  const v1::HandoffStats& h = t->hops(1).handoff_in();
+  EXPECT_EQ(h.requested_mode(), v1::HANDOFF_MODE_CARD);
+  EXPECT_EQ(h.mode(), v1::HANDOFF_MODE_REPREFILL);
+  EXPECT_THAT(h.fallback_reason(), HasSubstr("fingerprint mismatch"));
+  EXPECT_GT(h.reprefill_tokens(), 0);
+  EXPECT_EQ(h.inject_ms(), 0);
+}
+
+}  // namespace
+}  // namespace qkvshare
