@@ -95,14 +95,15 @@ void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScr
       StoreAs(k + kh * hd, dt, kc + (kh * head_stride + pos * hd) * esize, hd);
       StoreAs(v + kh * hd, dt, vc + (kh * head_stride + pos * hd) * esize, hd);
     }
-    // Attention, one query head per task; head h reads kv head h / G. The
+    // Attention, one kv head (its group of G query heads, which are
+    // consecutive: query head h uses kv head h / G) per task. The
     // 1/sqrt(head_dim) scale goes into q.
     for (int64_t i = 0; i < QD; ++i) q[i] *= scale;
-    parallel_for(H, 1, [&](int64_t hb, int64_t he) {
-      for (int64_t h = hb; h < he; ++h) {
-        const int64_t kh = h / G;
-        AttendOneQuery(q + h * hd, kc + kh * head_stride * esize, vc + kh * head_stride * esize, dt,
-                       ctx, hd, s.probs.data() + h * ctx, s.attn.data() + h * hd);
+    parallel_for(KV, 1, [&](int64_t kb, int64_t ke) {
+      for (int64_t kh = kb; kh < ke; ++kh) {
+        AttendQueryGroup(q + kh * G * hd, G, kc + kh * head_stride * esize,
+                         vc + kh * head_stride * esize, dt, ctx, hd, s.probs.data() + kh * G * ctx,
+                         s.attn.data() + kh * G * hd);
       }
     });
     if (recorder != nullptr) {

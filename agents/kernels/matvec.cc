@@ -95,66 +95,100 @@ QKV_AVX512 void MatVecAvx512(const T* w, int64_t cols, const float* x, const flo
   }
 }
 
-// Attention of one query; the per-row dot products and updates are inlined
-// (a call per cache row would cost as much as the arithmetic at head_dim 64).
-template <typename T, __m512 (*LoadW)(const T*), __m512 (*LoadWMasked)(const T*, __mmask16)>
-QKV_AVX512 void AttendAvx512(const float* q, const T* k, const T* v, int64_t ctx, int64_t hd,
-                             float* p, float* out) {
-  const int64_t full = hd & ~int64_t{15};
-  const __mmask16 tail = static_cast<__mmask16>((1u << (hd - full)) - 1);
-  float mx = -INFINITY;
-  for (int64_t t = 0; t < ctx; ++t) {
-    const T* kt = k + t * hd;
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < full; i += 16) {
-      acc = _mm512_fmadd_ps(LoadW(kt + i), _mm512_loadu_ps(q + i), acc);
-    }
-    if (tail != 0) {
-      acc =
-          _mm512_fmadd_ps(LoadWMasked(kt + full, tail), _mm512_maskz_loadu_ps(tail, q + full), acc);
-    }
-    p[t] = _mm512_reduce_add_ps(acc);
-    mx = std::max(mx, p[t]);
-  }
+// Numerically stable in-place softmax of p[0 .. n).
+void SoftmaxInPlace(float* p, int64_t n) {
+  const float mx = *std::max_element(p, p + n);
   double sum = 0;
-  for (int64_t t = 0; t < ctx; ++t) {
+  for (int64_t t = 0; t < n; ++t) {
     p[t] = std::exp(p[t] - mx);
     sum += p[t];
   }
   const float inv = static_cast<float>(1.0 / sum);
-  for (int64_t t = 0; t < ctx; ++t) p[t] *= inv;
-  // out = sum_t p[t] v_t, 16 columns at a time over all rows.
+  for (int64_t t = 0; t < n; ++t) p[t] *= inv;
+}
+
+// Attention of NG queries of a group; each K/V row is loaded once for all
+// of them and the row loops are inlined (a call per row would cost as much
+// as the arithmetic at head_dim 64). NG is a template argument so that the
+// accumulators stay in registers.
+template <int NG, typename T, __m512 (*LoadWMasked)(const T*, __mmask16)>
+QKV_AVX512 void AttendBlock(const float* q, const T* k, const T* v, int64_t ctx, int64_t hd,
+                            float* p, float* out) {
+  const int64_t full = hd & ~int64_t{15};
+  const __mmask16 tail = static_cast<__mmask16>((1u << (hd - full)) - 1);
+  for (int64_t t = 0; t < ctx; ++t) {
+    const T* kt = k + t * hd;
+    __m512 acc[NG];
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; ++g) acc[g] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < hd; i += 16) {
+      const __mmask16 m = i < full ? static_cast<__mmask16>(0xffff) : tail;
+      const __m512 kv = LoadWMasked(kt + i, m);
+#pragma GCC unroll 4
+      for (int g = 0; g < NG; ++g) {
+        acc[g] = _mm512_fmadd_ps(kv, _mm512_maskz_loadu_ps(m, q + g * hd + i), acc[g]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; ++g) p[g * ctx + t] = _mm512_reduce_add_ps(acc[g]);
+  }
+  for (int g = 0; g < NG; ++g) SoftmaxInPlace(p + g * ctx, ctx);
+  // out_g = sum_t p_g[t] v_t, 16 columns at a time.
   for (int64_t i = 0; i < hd; i += 16) {
     const __mmask16 m = i < full ? static_cast<__mmask16>(0xffff) : tail;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    int64_t t = 0;
-    for (; t + 2 <= ctx; t += 2) {
-      acc0 = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), LoadWMasked(v + t * hd + i, m), acc0);
-      acc1 = _mm512_fmadd_ps(_mm512_set1_ps(p[t + 1]), LoadWMasked(v + (t + 1) * hd + i, m), acc1);
+    __m512 acc[NG];
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; ++g) acc[g] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < ctx; ++t) {
+      const __m512 vv = LoadWMasked(v + t * hd + i, m);
+#pragma GCC unroll 4
+      for (int g = 0; g < NG; ++g) {
+        acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(p[g * ctx + t]), vv, acc[g]);
+      }
     }
-    if (t < ctx) acc0 = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), LoadWMasked(v + t * hd + i, m), acc0);
-    _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(acc0, acc1));
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; ++g) _mm512_mask_storeu_ps(out + g * hd + i, m, acc[g]);
   }
 }
 
-void AttendScalar(const float* q, const void* k, const void* v, DType t, int64_t ctx, int64_t hd,
-                  float* p, float* out) {
+template <typename T, __m512 (*LoadWMasked)(const T*, __mmask16)>
+QKV_AVX512 void AttendAvx512(const float* q, int64_t group, const T* k, const T* v, int64_t ctx,
+                             int64_t hd, float* p, float* out) {
+  for (int64_t g = 0; g < group; g += 4) {
+    const float* qg = q + g * hd;
+    float* pg = p + g * ctx;
+    float* og = out + g * hd;
+    switch (std::min<int64_t>(4, group - g)) {
+      case 4:
+        AttendBlock<4, T, LoadWMasked>(qg, k, v, ctx, hd, pg, og);
+        break;
+      case 3:
+        AttendBlock<3, T, LoadWMasked>(qg, k, v, ctx, hd, pg, og);
+        break;
+      case 2:
+        AttendBlock<2, T, LoadWMasked>(qg, k, v, ctx, hd, pg, og);
+        break;
+      default:
+        AttendBlock<1, T, LoadWMasked>(qg, k, v, ctx, hd, pg, og);
+        break;
+    }
+  }
+}
+
+void AttendScalar(const float* q, int64_t group, const void* k, const void* v, DType t, int64_t ctx,
+                  int64_t hd, float* p, float* out) {
   const size_t esize = DTypeSize(t);
-  float mx = -INFINITY;
-  for (int64_t i = 0; i < ctx; ++i) {
-    p[i] = DotScalar(static_cast<const char*>(k) + i * hd * esize, t, q, hd);
-    mx = std::max(mx, p[i]);
-  }
-  double sum = 0;
-  for (int64_t i = 0; i < ctx; ++i) {
-    p[i] = std::exp(p[i] - mx);
-    sum += p[i];
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  std::fill(out, out + hd, 0.0f);
-  for (int64_t i = 0; i < ctx; ++i) {
-    p[i] *= inv;
-    AxpyScalar(p[i], static_cast<const char*>(v) + i * hd * esize, t, out, hd);
+  for (int64_t g = 0; g < group; ++g) {
+    float* pg = p + g * ctx;
+    float* og = out + g * hd;
+    for (int64_t i = 0; i < ctx; ++i) {
+      pg[i] = DotScalar(static_cast<const char*>(k) + i * hd * esize, t, q + g * hd, hd);
+    }
+    SoftmaxInPlace(pg, ctx);
+    std::fill(og, og + hd, 0.0f);
+    for (int64_t i = 0; i < ctx; ++i) {
+      AxpyScalar(pg[i], static_cast<const char*>(v) + i * hd * esize, t, og, hd);
+    }
   }
 }
 
@@ -178,15 +212,15 @@ void MatVecRows(const void* w, DType w_dtype, int64_t cols, const float* x, cons
   }
 }
 
-void AttendOneQuery(const float* q, const void* k, const void* v, DType dtype, int64_t ctx,
-                    int64_t head_dim, float* p, float* out) {
-  if (!UseAvx512()) return AttendScalar(q, k, v, dtype, ctx, head_dim, p, out);
+void AttendQueryGroup(const float* q, int64_t group, const void* k, const void* v, DType dtype,
+                      int64_t ctx, int64_t head_dim, float* p, float* out) {
+  if (!UseAvx512()) return AttendScalar(q, group, k, v, dtype, ctx, head_dim, p, out);
   if (dtype == DType::kBF16) {
-    AttendAvx512<uint16_t, LoadBf16, LoadBf16Masked>(
-        q, static_cast<const uint16_t*>(k), static_cast<const uint16_t*>(v), ctx, head_dim, p, out);
+    AttendAvx512<uint16_t, LoadBf16Masked>(q, group, static_cast<const uint16_t*>(k),
+                                           static_cast<const uint16_t*>(v), ctx, head_dim, p, out);
   } else {
-    AttendAvx512<float, LoadF32, LoadF32Masked>(
-        q, static_cast<const float*>(k), static_cast<const float*>(v), ctx, head_dim, p, out);
+    AttendAvx512<float, LoadF32Masked>(q, group, static_cast<const float*>(k),
+                                       static_cast<const float*>(v), ctx, head_dim, p, out);
   }
 }
 

@@ -33,14 +33,17 @@ void MatVecRows(const void* w, DType w_dtype, int64_t cols, const float* x, cons
 // out[i] = x[i] * rsqrt(mean(x^2) + eps) * weight[i], i < n (RMSNorm, fp32).
 void RmsNorm(const float* x, const float* weight, double eps, int64_t n, float* out);
 
-// Softmax attention of one query over `ctx` cached positions (single-token
-// decode): p[t] = softmax_t(dot(q, k_t)) and out = sum_t p[t] * v_t, where
-// k_t = k + t * head_dim and v_t likewise (rows of one head of the KvCache,
-// `dtype` kF32 or kBF16). q: [head_dim] fp32, already scaled by
-// 1/sqrt(head_dim). p: [ctx] fp32 (the probabilities on return); out:
-// [head_dim] fp32 (overwritten). REQUIRES: ctx >= 1.
-void AttendOneQuery(const float* q, const void* k, const void* v, DType dtype, int64_t ctx,
-                    int64_t head_dim, float* p, float* out);
+// Softmax attention of the `group` queries that share one kv head (GQA;
+// single-token decode): for each query g, p_g[t] = softmax_t(dot(q_g, k_t))
+// and out_g = sum_t p_g[t] * v_t, where k_t = k + t * head_dim and v_t
+// likewise (rows of one head of the KvCache, `dtype` kF32 or kBF16). Each
+// cache row is read once for the whole group.
+//   q: [group, head_dim] fp32, already scaled by 1/sqrt(head_dim);
+//   p: [group, ctx] fp32 (the probabilities on return);
+//   out: [group, head_dim] fp32 (overwritten).
+// REQUIRES: ctx >= 1, group >= 1.
+void AttendQueryGroup(const float* q, int64_t group, const void* k, const void* v, DType dtype,
+                      int64_t ctx, int64_t head_dim, float* p, float* out);
 
 // Converts n fp32 values to `dtype` (kF32: copy; kBF16: round to nearest even).
 void StoreAs(const float* src, DType dtype, void* dst, int64_t n);

@@ -80,31 +80,37 @@ TEST_P(KernelsTest, RmsNormAndStore) {
   EXPECT_EQ(dst, std::vector<uint16_t>({0x3f80, 0x3f80, 0xc020}));
 }
 
-TEST_P(KernelsTest, AttendOneQueryMatchesFloat64Reference) {
+TEST_P(KernelsTest, AttendQueryGroupMatchesFloat64Reference) {
   std::mt19937 rng(11);
   for (DType t : {DType::kF32, DType::kBF16}) {
     for (int64_t hd : {8, 24, 64, 128}) {
-      for (int64_t ctx : {1, 2, 7, 300}) {
-        Matrix k = RandomMatrix(ctx * hd, rng), v = RandomMatrix(ctx * hd, rng);
-        Matrix q = RandomMatrix(hd, rng);
-        for (float& e : q.f32) e *= 3.0f;  // peaked enough to matter
-        std::vector<float> p(ctx), out(hd, 99.0f);
-        AttendOneQuery(q.f32.data(), k.data(t), v.data(t), t, ctx, hd, p.data(), out.data());
-        auto val = [&](const Matrix& m, int64_t i) {
-          return t == DType::kF32 ? double{m.f32[i]} : double{Bf16ToFloat(m.bf16[i])};
-        };
-        std::vector<double> s(ctx);
-        double mx = -1e300, sum = 0;
-        for (int64_t r = 0; r < ctx; ++r) {
-          for (int64_t i = 0; i < hd; ++i) s[r] += q.f32[i] * val(k, r * hd + i);
-          mx = std::max(mx, s[r]);
-        }
-        for (double& e : s) sum += (e = std::exp(e - mx));
-        for (int64_t r = 0; r < ctx; ++r) ASSERT_NEAR(p[r], s[r] / sum, 1e-5);
-        for (int64_t i = 0; i < hd; ++i) {
-          double want = 0;
-          for (int64_t r = 0; r < ctx; ++r) want += s[r] / sum * val(v, r * hd + i);
-          ASSERT_NEAR(out[i], want, 1e-5) << DTypeName(t) << " hd " << hd << " ctx " << ctx;
+      for (int64_t group : {1, 3, 6}) {
+        for (int64_t ctx : {1, 2, 7, 300}) {
+          Matrix k = RandomMatrix(ctx * hd, rng), v = RandomMatrix(ctx * hd, rng);
+          Matrix q = RandomMatrix(group * hd, rng);
+          for (float& e : q.f32) e *= 3.0f;  // peaked enough to matter
+          std::vector<float> p(group * ctx), out(group * hd, 99.0f);
+          AttendQueryGroup(q.f32.data(), group, k.data(t), v.data(t), t, ctx, hd, p.data(),
+                           out.data());
+          auto val = [&](const Matrix& m, int64_t i) {
+            return t == DType::kF32 ? double{m.f32[i]} : double{Bf16ToFloat(m.bf16[i])};
+          };
+          for (int64_t g = 0; g < group; ++g) {
+            std::vector<double> s(ctx);
+            double mx = -1e300, sum = 0;
+            for (int64_t r = 0; r < ctx; ++r) {
+              for (int64_t i = 0; i < hd; ++i) s[r] += q.f32[g * hd + i] * val(k, r * hd + i);
+              mx = std::max(mx, s[r]);
+            }
+            for (double& e : s) sum += (e = std::exp(e - mx));
+            for (int64_t r = 0; r < ctx; ++r) ASSERT_NEAR(p[g * ctx + r], s[r] / sum, 1e-5);
+            for (int64_t i = 0; i < hd; ++i) {
+              double want = 0;
+              for (int64_t r = 0; r < ctx; ++r) want += s[r] / sum * val(v, r * hd + i);
+              ASSERT_NEAR(out[g * hd + i], want, 1e-5)
+                  << DTypeName(t) << " hd " << hd << " group " << group << " ctx " << ctx;
+            }
+          }
         }
       }
     }
