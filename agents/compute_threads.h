@@ -1,9 +1,10 @@
 // File: agents/compute_threads.h
 // -----------------------------------------------------------------------------
-// Intra-op parallelism of the runtime (libtorch's thread pool, also used by
-// the decode kernels). PROCESS-GLOBAL: at::set_num_threads affects every
-// model and sequence in the process; set it once at start-up (the daemon's
-// main, the CLI, a benchmark), not per request.
+// Intra-op parallelism of the runtime: libtorch's OpenMP pool (bf16 GEMMs,
+// elementwise ops, the decode kernels) and, when OpenBLAS is libtorch's BLAS,
+// OpenBLAS's own pool (fp32 GEMMs). PROCESS-GLOBAL: at::set_num_threads
+// affects every model and sequence in the process; set it once at start-up
+// (the daemon's main, the CLI, a benchmark), not per request.
 //
 // Thread safety: call from one thread while no forward pass runs.
 #ifndef QKVSHARE_AGENTS_COMPUTE_THREADS_H_

@@ -1,6 +1,7 @@
 // LlamaEngine: weight loading (torch::from_blob over the safetensors
 // mapping, or a one-time conversion), RoPE tables, thread settings.
 #include <c10/util/Exception.h>
+#include <dlfcn.h>
 #include <malloc.h>
 #include <torch/torch.h>
 
@@ -240,6 +241,14 @@ size_t LlamaEngine::copied_weight_bytes() const { return impl_->copied_bytes; }
 void SetComputeThreads(int n) {
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
+  // fp32 GEMMs run in the BLAS libtorch links (Debian: libblas.so.3, OpenBLAS
+  // when libopenblas0-pthread is installed), whose pthread pool ignores
+  // at::set_num_threads.
+  using SetBlasThreads = void (*)(int);
+  if (auto set_blas =
+          reinterpret_cast<SetBlasThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set_blas(n);
+  }
 }
 
 int ComputeThreads() { return at::get_num_threads(); }
