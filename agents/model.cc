@@ -34,9 +34,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   model->compute_dtype_ = options.compute_dtype.value_or(DefaultComputeDType(*embed->dtype));
   QKV_ASSIGN_OR_RETURN(model->fingerprint_,
                        ComputeModelFingerprint(model->config_, tokenizer_json, *model->weights_));
-  QKV_ASSIGN_OR_RETURN(
-      model->engine_,
-      internal::LlamaEngine::Create(model->config_, *model->weights_, model->compute_dtype_));
+  internal::EngineOptions engine_options;
+  engine_options.compute_dtype = model->compute_dtype_;
+  engine_options.decode_kernels = options.decode_kernels;
+  engine_options.copy_weights_to_huge_pages = options.copy_weights_to_huge_pages;
+  QKV_ASSIGN_OR_RETURN(model->engine_, internal::LlamaEngine::Create(
+                                           model->config_, *model->weights_, engine_options));
   return model;
 }
 

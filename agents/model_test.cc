@@ -44,6 +44,27 @@ TEST(ModelLoadTest, LoadsBundledModel) {
   EXPECT_EQ((*model)->fingerprint().Hex().size(), 64u);
 }
 
+TEST(ModelLoadTest, HugePageCopiesGiveIdenticalLogits) {
+  ModelOptions copy;
+  copy.copy_weights_to_huge_pages = true;
+  auto copied = Model::Load("models/stories260K", copy);
+  auto mapped = Model::Load("models/stories260K");
+  ASSERT_TRUE(copied.ok() && mapped.ok());
+  EXPECT_EQ((*copied)->mapped_weight_bytes(), 0u);
+  EXPECT_EQ((*copied)->copied_weight_bytes(), 260032u * 4);
+  EXPECT_EQ((*copied)->fingerprint(), (*mapped)->fingerprint());
+  std::vector<int32_t> ids = {1, 403, 407, 261, 378};
+  auto a = Sequence::Create(ModelHandle(std::move(*copied)));
+  auto b = Sequence::Create(ModelHandle(std::move(*mapped)));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto la = (*a)->Append(ids, LogitsMode::kAll);
+  ASSERT_TRUE(la.ok());
+  std::vector<float> va(la->data, la->data + la->rows * la->vocab);
+  auto lb = (*b)->Append(ids, LogitsMode::kAll);
+  ASSERT_TRUE(lb.ok());
+  EXPECT_EQ(va, std::vector<float>(lb->data, lb->data + lb->rows * lb->vocab));
+}
+
 TEST(ModelLoadTest, BadConfig) {
   std::string dir = testing::TempDir("no_config");
   ExpectError(Model::Load(dir).status(), absl::StatusCode::kNotFound, {dir, "config.json"});

@@ -37,6 +37,17 @@
 
 namespace qkvshare::agents::internal {
 
+struct EngineOptions {
+  // kF32 or kBF16.
+  DType compute_dtype = DType::kF32;
+  // Single-token steps through the runtime's matrix-vector kernels (else the
+  // plain libtorch path).
+  bool decode_kernels = true;
+  // Copy every weight into anonymous memory backed by transparent huge pages
+  // instead of viewing the file mapping (see ModelOptions).
+  bool copy_weights_to_huge_pages = false;
+};
+
 class LlamaEngine {
  public:
   // Per-sequence scratch (tensor views of the cache, decode buffers).
@@ -46,17 +57,15 @@ class LlamaEngine {
   };
 
   // Builds tensors over `weights` (which must outlive the engine): weights
-  // stored in `compute_dtype` are used in place (torch::from_blob over the
-  // mapping), others are converted once. `compute_dtype` is kF32 or kBF16.
-  // Errors: NotFound / InvalidArgument from WeightFiles::Get naming the file
-  // and tensor (missing tensor, wrong shape, unsupported dtype);
-  // InvalidArgument for an unsupported compute dtype. `decode_kernels`:
-  // single-token steps use the runtime's matrix-vector kernels (else the
-  // plain libtorch path).
+  // stored in the compute dtype are used in place (torch::from_blob over the
+  // mapping), others are converted once into huge-page-backed memory (all of
+  // them with copy_weights_to_huge_pages). Errors: NotFound / InvalidArgument
+  // from WeightFiles::Get naming the file and tensor (missing tensor, wrong
+  // shape, unsupported dtype); InvalidArgument for an unsupported compute
+  // dtype; ResourceExhausted when the copies cannot be mapped.
   static absl::StatusOr<std::unique_ptr<LlamaEngine>> Create(const ModelConfig& config,
                                                              const WeightFiles& weights,
-                                                             DType compute_dtype,
-                                                             bool decode_kernels = true);
+                                                             const EngineOptions& options);
   ~LlamaEngine();
 
   std::unique_ptr<State> NewState() const;

@@ -27,6 +27,12 @@ struct LayerWeights {
   torch::Tensor gate_bias, up_bias, down_bias;   // [I], [I], [D]
 };
 
+// Owner of memory that weight tensors view (torch::from_blob without deleter).
+class WeightArena {
+ public:
+  virtual ~WeightArena() = default;
+};
+
 struct LlamaEngine::Impl {
   ModelConfig config;
   DType dtype = DType::kF32;
@@ -44,6 +50,8 @@ struct LlamaEngine::Impl {
   bool decode_kernels = true;
   kernels::DecodeWeights decode;
   std::vector<torch::Tensor> decode_biases;
+  // Converted (or forced) weight copies live here; tensors view it.
+  std::unique_ptr<WeightArena> arena;
   size_t mapped_bytes = 0;
   size_t copied_bytes = 0;
 };
