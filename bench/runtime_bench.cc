@@ -40,6 +40,9 @@ ABSL_FLAG(int, decode_context, 512, "Context length before the timed decode step
 ABSL_FLAG(int, decode_tokens, 64, "Timed decode steps per run.");
 ABSL_FLAG(int, repeats, 3, "Timed runs per number (median reported).");
 ABSL_FLAG(bool, baseline, true, "Also time the plain libtorch decode path.");
+ABSL_FLAG(bool, huge_pages, false,
+          "Load with ModelOptions::copy_weights_to_huge_pages (weights copied into "
+          "huge-page-backed memory instead of used from the file mapping).");
 ABSL_FLAG(std::string, clock, "wall",
           "wall: elapsed time; thread_cpu: CPU time of the calling thread (only meaningful "
           "with --threads=1, where all work runs on it; robust on a busy machine).");
@@ -131,6 +134,7 @@ ModelHandle Load(const std::string& dir, DType dtype, bool decode_kernels) {
   ModelOptions options;
   options.compute_dtype = dtype;
   options.decode_kernels = decode_kernels;
+  options.copy_weights_to_huge_pages = absl::GetFlag(FLAGS_huge_pages);
   auto loaded = Model::Load(dir, options);
   Check(loaded.status());
   return std::move(*loaded);
@@ -154,8 +158,9 @@ int Main() {
     std::fprintf(stderr, "--clock must be wall or thread_cpu\n");
     return 2;
   }
-  std::printf("threads %d, %s clock, best of %d runs (after 1 warm-up); tokens/s\n",
-              ComputeThreads(), clock.c_str(), absl::GetFlag(FLAGS_repeats));
+  std::printf("threads %d, %s clock, best of %d runs (after 1 warm-up), weights %s; tokens/s\n",
+              ComputeThreads(), clock.c_str(), absl::GetFlag(FLAGS_repeats),
+              absl::GetFlag(FLAGS_huge_pages) ? "copied to huge pages" : "mapped");
   std::printf("%-24s %-5s", "model", "dtype");
   for (int n : lengths) std::printf("  prefill %-5d", n);
   std::printf("  decode@%-5d", ctx);
