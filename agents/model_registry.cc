@@ -9,9 +9,19 @@
 namespace qkvshare::agents {
 namespace {
 
-std::string DTypeKey(const std::optional<DType>& dtype, bool decode_kernels) {
-  return absl::StrCat(dtype.has_value() ? std::string(DTypeName(*dtype)) : "auto",
-                      decode_kernels ? "" : "+torch_decode");
+// "<dtype or auto>[+torch_decode][+huge_pages]".
+std::string OptionsKey(const std::string& dtype, const ModelOptions& options) {
+  return absl::StrCat(dtype, options.decode_kernels ? "" : "+torch_decode",
+                      options.copy_weights_to_huge_pages ? "+huge_pages" : "");
+}
+
+std::string DTypeKey(const std::optional<DType>& dtype) {
+  return dtype.has_value() ? std::string(DTypeName(*dtype)) : "auto";
+}
+
+bool SameFlags(const ModelOptions& a, const ModelOptions& b) {
+  return a.decode_kernels == b.decode_kernels &&
+         a.copy_weights_to_huge_pages == b.copy_weights_to_huge_pages;
 }
 
 }  // namespace
@@ -22,18 +32,18 @@ absl::StatusOr<ModelHandle> ModelRegistry::Acquire(const std::string& dir,
   if (::realpath(dir.c_str(), resolved) == nullptr) {
     return absl::NotFoundError(absl::StrCat(dir, ": model directory not found"));
   }
-  const Key key{resolved, DTypeKey(options.compute_dtype, options.decode_kernels)};
+  const Key key{resolved, OptionsKey(DTypeKey(options.compute_dtype), options)};
   absl::MutexLock lock(&mu_);
   auto it = models_.find(key);
   if (it != models_.end()) {
     if (ModelHandle live = it->second.lock()) return live;
   }
-  if (!options.compute_dtype.has_value() && options.decode_kernels) {
-    // A model of this directory loaded with the dtype "auto" would pick.
+  if (!options.compute_dtype.has_value()) {
+    // A model of this directory, same flags, with the dtype "auto" would pick.
     for (auto e = models_.lower_bound(Key{resolved, ""});
          e != models_.end() && e->first.first == resolved; ++e) {
       ModelHandle live = e->second.lock();
-      if (live != nullptr && live->options().decode_kernels &&
+      if (live != nullptr && SameFlags(live->options(), options) &&
           live->compute_dtype() == DefaultComputeDType(live->weights_dtype())) {
         models_[key] = live;
         return live;
@@ -44,7 +54,8 @@ absl::StatusOr<ModelHandle> ModelRegistry::Acquire(const std::string& dir,
   if (!loaded.ok()) return loaded.status();
   ModelHandle handle(std::move(*loaded));
   models_[key] = handle;
-  models_[Key{resolved, DTypeKey(handle->compute_dtype(), options.decode_kernels)}] = handle;
+  models_[Key{resolved, OptionsKey(std::string(DTypeName(handle->compute_dtype())), options)}] =
+      handle;
   // Drop entries of unloaded models.
   for (auto e = models_.begin(); e != models_.end();) {
     e = e->second.expired() ? models_.erase(e) : std::next(e);

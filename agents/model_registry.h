@@ -10,7 +10,8 @@
 //
 // Keys: the directory's canonical path (realpath) + the requested compute
 // dtype (an unset dtype is its own key "auto", and the model it loads is also
-// registered under its resolved dtype).
+// registered under its resolved dtype) + the other ModelOptions flags
+// (decode_kernels, copy_weights_to_huge_pages).
 //
 // Thread safety: thread-safe. Loads are serialized (a model is loaded once
 // even when two agents ask for it at the same time); acquiring an already
