@@ -411,6 +411,23 @@ TEST(SequenceTest, AttentionCapture) {
   EXPECT_LT(MaxAbsDiff(cap2->probs, cap->probs), 1e-5);
   EXPECT_GT(MaxAbs(cap->probs), 0.3);  // not uniform
 
+  // A window spanning several query blocks of one long prefill (200 tokens)
+  // equals the rows captured token by token.
+  const std::vector<int32_t> long_ids = GoldenSequence(200);
+  auto whole = Sequence::Create(model);
+  auto steps = Sequence::Create(model);
+  ASSERT_TRUE(whole.ok() && steps.ok());
+  (*whole)->EnableAttentionCapture(150);
+  (*steps)->EnableAttentionCapture(150);
+  ASSERT_TRUE((*whole)->Append(long_ids, LogitsMode::kNone).ok());
+  for (int32_t id : long_ids) ASSERT_TRUE((*steps)->Append({id}, LogitsMode::kNone).ok());
+  auto cw = (*whole)->GetAttentionCapture();
+  auto cs = (*steps)->GetAttentionCapture();
+  ASSERT_TRUE(cw.ok() && cs.ok());
+  EXPECT_EQ(cw->rows, 150);
+  EXPECT_EQ(cw->query_positions, cs->query_positions);
+  EXPECT_LT(MaxAbsDiff(cw->probs, cs->probs), 1e-5);
+
   // Truncate drops the rows of removed positions; the export pads with 0.
   (*s)->Truncate(11);
   cap = (*s)->GetAttentionCapture();
