@@ -144,6 +144,30 @@ TEST_F(StoryDaemonTest, StatusCodes) {
   EXPECT_EQ(daemon_->tasks().GetTask(&ctx, g, &t).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// A hop whose instruction does not fit its agent's context fails the task
+// with a reason naming the hop; the next task runs normally.
+TEST_F(StoryDaemonTest, HopOverContextLimitFailsTheTaskWithAReason) {
+  v1::SubmitTaskRequest r;
+  r.set_input("Tom had a red ball.");
+  v1::HopSpec* h0 = r.mutable_inline_()->add_hops();
+  h0->set_agent("writer");
+  h0->set_instruction("{input}");
+  v1::HopSpec* h1 = r.mutable_inline_()->add_hops();
+  h1->set_agent("continuer");
+  std::string huge;
+  for (int i = 0; i < 200; ++i) huge += " The dog ran home.";
+  h1->set_instruction(huge);
+  auto t = daemon_->RunTask(r);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->state(), v1::TASK_STATE_FAILED);
+  EXPECT_THAT(t->reason(), HasSubstr("hop 1 (continuer)"));
+  EXPECT_THAT(t->reason(), HasSubstr("context limit of 512 tokens"));
+  EXPECT_EQ(t->hops_size(), 1);  // hop 0 finished and is reported
+  auto ok = daemon_->RunTask(Submit("story_card4"));
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->state(), v1::TASK_STATE_FINISHED);
+}
+
 std::vector<std::string> WorkflowNames(DaemonProcess& d) {
   grpc::ClientContext ctx;
   v1::ListWorkflowsResponse resp;
