@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "daemon/config/config.h"
+#include "daemon/metrics.h"
 #include "daemon/server.h"
 #include "daemon/server_core.h"
 #include "daemon/systemd_notify.h"
@@ -75,6 +76,27 @@ int Main() {
   Server::Options so{config->listen, config->tcp_listen, config->limits.max_message_bytes};
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(core->get(), so);
   if (!server.ok()) return Fail(server.status());
+  std::unique_ptr<MetricsServer> metrics;  // destroyed before the core
+  if (!config->metrics_listen.empty()) {
+    ServerCore* c = core->get();
+    absl::StatusOr<std::unique_ptr<MetricsServer>> m =
+        MetricsServer::Start(config->metrics_listen, &c->stats(), [c] {
+          const v1::Status s = c->GetStatus();
+          MetricsGauges g;
+          g.queued_tasks = s.queued_tasks();
+          g.running_tasks = s.running_tasks();
+          g.agents = s.agents();
+          g.agents_busy = s.agents_busy();
+          g.store_bytes = s.store_bytes();
+          g.store_quota_bytes = s.store_quota_bytes();
+          g.store_cards = s.store_cards();
+          g.uptime_seconds = s.uptime_ms() / 1000.0;
+          return g;
+        });
+    if (!m.ok()) return Fail(m.status());
+    metrics = std::move(*m);
+    spdlog::info("metrics on http://{}/metrics", metrics->address());
+  }
   const std::string ready =
       absl::StrCat("serving on ", config->listen, " (", (*core)->ListAgents().size(), " agents)");
   SystemdNotifier::Ready(ready);
@@ -107,6 +129,7 @@ int Main() {
       }
       drain.join();
       (*server)->Stop(absl::Milliseconds(500));
+      metrics.reset();
       spdlog::info("stopped");
       return 0;
     }

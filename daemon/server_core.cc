@@ -316,6 +316,11 @@ v1::CardInfo ServerCore::CardInfoOf(const cachecard::shm::StoredCardInfo& s) con
   info.set_hop(static_cast<int>(m.provenance.hop_index));
   info.set_fingerprint(sum.fingerprint);
   info.set_created_unix_ms(m.provenance.created_unix_ms);
+  info.set_format_version(static_cast<int>(m.format_version));
+  info.set_num_layers(m.shape.num_layers);
+  info.set_num_kv_heads(m.shape.num_kv_heads);
+  info.set_head_dim(m.shape.head_dim);
+  info.set_source_dtype(std::string(DTypeName(m.source_dtype)));
   // Per-layer bytes: the summary gives K + V together; split K/V from the
   // sections of every segment.
   for (uint32_t l = 0; l < static_cast<uint32_t>(m.shape.num_layers); ++l) {
@@ -417,6 +422,9 @@ v1::Status ServerCore::GetStatus() const {
     s.set_state(draining_ ? "draining" : "serving");
   }
   s.set_pid(getpid());
+  s.set_tcp_listen(config_.tcp_listen);
+  s.set_metrics_listen(config_.metrics_listen);
+  s.set_instance(config_.instance);
   return s;
 }
 

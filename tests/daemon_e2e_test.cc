@@ -3,7 +3,9 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -140,6 +142,68 @@ TEST_F(StoryDaemonTest, StatusCodes) {
   g.set_task_id("t-nope");
   v1::Task t;
   EXPECT_EQ(daemon_->tasks().GetTask(&ctx, g, &t).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// A hop whose instruction does not fit its agent's context fails the task
+// with a reason naming the hop; the next task runs normally.
+TEST_F(StoryDaemonTest, HopOverContextLimitFailsTheTaskWithAReason) {
+  v1::SubmitTaskRequest r;
+  r.set_input("Tom had a red ball.");
+  v1::HopSpec* h0 = r.mutable_inline_()->add_hops();
+  h0->set_agent("writer");
+  h0->set_instruction("{input}");
+  v1::HopSpec* h1 = r.mutable_inline_()->add_hops();
+  h1->set_agent("continuer");
+  std::string huge;
+  for (int i = 0; i < 200; ++i) huge += " The dog ran home.";
+  h1->set_instruction(huge);
+  auto t = daemon_->RunTask(r);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->state(), v1::TASK_STATE_FAILED);
+  EXPECT_THAT(t->reason(), HasSubstr("hop 1 (continuer)"));
+  EXPECT_THAT(t->reason(), HasSubstr("context limit of 512 tokens"));
+  EXPECT_EQ(t->hops_size(), 1);  // hop 0 finished and is reported
+  auto ok = daemon_->RunTask(Submit("story_card4"));
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->state(), v1::TASK_STATE_FINISHED);
+}
+
+std::vector<std::string> WorkflowNames(DaemonProcess& d) {
+  grpc::ClientContext ctx;
+  v1::ListWorkflowsResponse resp;
+  EXPECT_TRUE(d.catalog().ListWorkflows(&ctx, v1::ListWorkflowsRequest(), &resp).ok());
+  std::vector<std::string> names;
+  for (const v1::WorkflowInfo& w : resp.workflows()) names.push_back(w.name());
+  return names;
+}
+
+// SIGHUP and ReloadWorkflows re-read the workflow files; a broken file keeps
+// the old set and the error names the file and key.
+TEST_F(StoryDaemonTest, ReloadWorkflows) {
+  const std::string extra = daemon_->workflows_dir() + "/zz_extra.yaml";
+  std::ofstream(extra) << StoryWorkflow("extra", "{mode: full}");
+  kill(daemon_->pid(), SIGHUP);
+  bool seen = false;
+  for (int i = 0; i < 100 && !seen; ++i) {
+    std::vector<std::string> names = WorkflowNames(*daemon_);
+    seen = std::find(names.begin(), names.end(), "extra") != names.end();
+    if (!seen) absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(seen);
+
+  std::ofstream(extra) << "name: extra\nhops:\n  - {agent: writer, colour: red}\n";
+  grpc::ClientContext ctx;
+  v1::ReloadWorkflowsResponse resp;
+  grpc::Status s = daemon_->catalog().ReloadWorkflows(&ctx, v1::ReloadWorkflowsRequest(), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("zz_extra.yaml:3:"));
+  EXPECT_THAT(s.error_message(), HasSubstr("hops[0].colour: unknown key"));
+  EXPECT_EQ(WorkflowNames(*daemon_).size(), 5u);  // the previous set stays
+
+  std::filesystem::remove(extra);
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(daemon_->catalog().ReloadWorkflows(&ctx2, v1::ReloadWorkflowsRequest(), &resp).ok());
+  EXPECT_EQ(resp.workflows_size(), 4);
 }
 
 // A daemon with one worker and a queue of one: the third task is refused;

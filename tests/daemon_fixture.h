@@ -45,6 +45,8 @@ class DaemonProcess {
   const std::string& address() const { return address_; }
   const std::string& socket_path() const { return socket_path_; }
   const std::string& instance() const { return instance_; }
+  // The daemon's workflows_dir (tests may add files and reload).
+  std::string workflows_dir() const { return dir_ + "/workflows"; }
   pid_t pid() const { return pid_; }
   std::string Log() const;
 

@@ -181,6 +181,8 @@ FakeDaemon::State FakeDaemon::DefaultState() {
   State s;
   v1::Status& st = s.status;
   st.set_version("0.1.0-fake");
+  st.set_metrics_listen("127.0.0.1:9464");
+  st.set_instance("default");
   st.set_uptime_ms(3'723'000);
   st.set_listen("unix:///run/qkvshare/qkvshared.sock");
   st.set_agents(4);
