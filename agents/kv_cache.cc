@@ -29,18 +29,17 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvShape& shape, D
                                                          int64_t max_tokens,
                                                          int64_t initial_capacity) {
   if (shape.num_layers <= 0 || shape.num_kv_heads <= 0 || shape.head_dim <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KvCache: dimensions must be positive (layers ", shape.num_layers, ", kv heads ",
-        shape.num_kv_heads, ", head_dim ", shape.head_dim, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCache: dimensions must be positive (layers ", shape.num_layers,
+                     ", kv heads ", shape.num_kv_heads, ", head_dim ", shape.head_dim, ")"));
   }
   if (max_tokens <= 0 || initial_capacity < 0 || initial_capacity > max_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("KvCache: bad capacity (max_tokens ",
-                                                   max_tokens, ", initial ", initial_capacity,
-                                                   ")"));
+    return absl::InvalidArgumentError(absl::StrCat("KvCache: bad capacity (max_tokens ", max_tokens,
+                                                   ", initial ", initial_capacity, ")"));
   }
   std::unique_ptr<KvCache> cache(new KvCache(shape, dtype, max_tokens));
-  int64_t initial = initial_capacity > 0 ? initial_capacity
-                                         : std::min(kDefaultInitialCapacity, max_tokens);
+  int64_t initial =
+      initial_capacity > 0 ? initial_capacity : std::min(kDefaultInitialCapacity, max_tokens);
   absl::Status s = cache->Reserve(initial);
   if (!s.ok()) return s;
   return cache;
@@ -50,9 +49,7 @@ size_t KvCache::LayerBytes(int64_t capacity) const {
   return static_cast<size_t>(shape_.num_kv_heads) * capacity * shape_.head_dim * DTypeSize(dtype_);
 }
 
-size_t KvCache::allocated_bytes() const {
-  return LayerBytes(capacity_) * 2 * shape_.num_layers;
-}
+size_t KvCache::allocated_bytes() const { return LayerBytes(capacity_) * 2 * shape_.num_layers; }
 
 void* KvCache::LayerBase(int layer, int kv) const {
   return data_.get() + (static_cast<size_t>(layer) * 2 + kv) * LayerBytes(capacity_);
@@ -61,17 +58,16 @@ void* KvCache::LayerBase(int layer, int kv) const {
 absl::Status KvCache::Reserve(int64_t tokens) {
   if (tokens <= capacity_) return absl::OkStatus();
   if (tokens > max_tokens_) {
-    return absl::OutOfRangeError(absl::StrCat("KvCache: ", tokens,
-                                              " tokens exceed the context limit of ",
-                                              max_tokens_));
+    return absl::OutOfRangeError(
+        absl::StrCat("KvCache: ", tokens, " tokens exceed the context limit of ", max_tokens_));
   }
   int64_t new_capacity = std::min(max_tokens_, std::max(tokens, capacity_ * 2));
   size_t layer_bytes = LayerBytes(new_capacity);
   char* fresh = AllocateAligned(layer_bytes * 2 * shape_.num_layers);
   if (fresh == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "KvCache: cannot allocate ", layer_bytes * 2 * shape_.num_layers, " bytes for ",
-        new_capacity, " tokens"));
+    return absl::ResourceExhaustedError(absl::StrCat("KvCache: cannot allocate ",
+                                                     layer_bytes * 2 * shape_.num_layers,
+                                                     " bytes for ", new_capacity, " tokens"));
   }
   if (length_ > 0) {
     const size_t row = static_cast<size_t>(shape_.head_dim) * DTypeSize(dtype_);

@@ -27,9 +27,8 @@ absl::Status InitLogging(std::string_view level, bool journald_style) {
   spdlog::level::level_enum lvl = spdlog::level::from_str(name);
   if (lvl == spdlog::level::off && name != "off") {
     spdlog::set_level(spdlog::level::info);
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown log level '", name,
-                     "' (want trace, debug, info, warn, error, critical or off)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown log level '", name, "' (want trace, debug, info, warn, error, critical or off)"));
   }
   spdlog::set_level(lvl);
   return absl::OkStatus();

@@ -20,10 +20,10 @@
 
 // Evaluates `expr` (an absl::Status) and returns it from the enclosing
 // function when it is not OK.
-#define QKV_RETURN_IF_ERROR(expr)                           \
-  do {                                                      \
-    ::absl::Status qkv_status_ = (expr);                    \
-    if (!qkv_status_.ok()) return qkv_status_;              \
+#define QKV_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::absl::Status qkv_status_ = (expr);       \
+    if (!qkv_status_.ok()) return qkv_status_; \
   } while (0)
 
 #define QKV_STATUS_CONCAT_INNER_(a, b) a##b
@@ -35,8 +35,8 @@
 #define QKV_ASSIGN_OR_RETURN(lhs, rexpr) \
   QKV_ASSIGN_OR_RETURN_IMPL_(QKV_STATUS_CONCAT_(qkv_statusor_, __LINE__), lhs, rexpr)
 
-#define QKV_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \
-  auto statusor = (rexpr);                               \
+#define QKV_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr)   \
+  auto statusor = (rexpr);                                 \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 
