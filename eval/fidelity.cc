@@ -47,6 +47,50 @@ absl::Status CheckCase(const GoldenCase& c, const FidelityOptions& o) {
 
 }  // namespace
 
+absl::StatusOr<GoldenCase> MakeGreedyCase(const agents::ModelHandle& model,
+                                          const std::string& prompt, int64_t total_tokens,
+                                          int index) {
+  if (model->tokenizer() == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("MakeGreedyCase: model ", model->dir(), " has no tokenizer"));
+  }
+  GoldenCase c;
+  c.index = index;
+  c.prompt = prompt;
+  QKV_ASSIGN_OR_RETURN(c.ids, model->tokenizer()->Encode(prompt));
+  c.prompt_tokens = static_cast<int64_t>(c.ids.size());
+  agents::SequenceOptions so;
+  so.initial_capacity = total_tokens;
+  QKV_ASSIGN_OR_RETURN(std::unique_ptr<agents::Sequence> seq, agents::Sequence::Create(model, so));
+  agents::GenerateOptions g;
+  g.max_new_tokens = static_cast<int>(std::max<int64_t>(0, total_tokens - c.prompt_tokens));
+  g.stop_token_ids = std::vector<int32_t>{};
+  QKV_ASSIGN_OR_RETURN(agents::GenerateResult r, agents::Generate(*seq, c.ids, g));
+  c.ids.insert(c.ids.end(), r.ids.begin(), r.ids.end());
+  return c;
+}
+
+absl::StatusOr<std::vector<float>> ConsumerImportance(const agents::ModelHandle& model,
+                                                      const GoldenCase& golden_case,
+                                                      const FidelityOptions& options,
+                                                      const quant::ImportanceOptions& importance) {
+  QKV_RETURN_IF_ERROR(CheckCase(golden_case, options));
+  QKV_ASSIGN_OR_RETURN(std::unique_ptr<agents::Sequence> seq, NewSequence(model, options));
+  const absl::Span<const int32_t> eval_ids = EvalIds(golden_case, options);
+  seq->EnableAttentionCapture(static_cast<int>(eval_ids.size()));
+  QKV_RETURN_IF_ERROR(
+      seq->Append(
+             absl::MakeConstSpan(golden_case.ids).first(options.context_tokens + eval_ids.size()),
+             agents::LogitsMode::kNone)
+          .status());
+  QKV_ASSIGN_OR_RETURN(agents::AttentionCapture cap, seq->GetAttentionCapture());
+  quant::ImportanceOptions all_rows = importance;
+  all_rows.window = static_cast<int>(cap.rows);
+  return quant::TokenImportance(
+      {cap.probs.data(), cap.num_layers, cap.num_kv_heads, static_cast<int>(cap.rows), cap.context},
+      all_rows);
+}
+
 absl::StatusOr<Reference> ComputeReference(const agents::ModelHandle& model,
                                            const GoldenCase& golden_case,
                                            const FidelityOptions& options) {
@@ -76,6 +120,7 @@ absl::StatusOr<FidelityResult> MeasureHandoff(const agents::ModelHandle& model,
       absl::MakeConstSpan(golden_case.ids).first(options.context_tokens);
   ChainOptions chain_options;
   chain_options.capture_window = options.capture_window;
+  chain_options.full_precision_prefix = options.full_precision_prefix;
   QKV_ASSIGN_OR_RETURN(HandoffChain chain,
                        RunHandoffChain(model, context, num_hops, chain_options, planner));
   QKV_ASSIGN_OR_RETURN(std::unique_ptr<agents::Sequence> seq, NewSequence(model, options));

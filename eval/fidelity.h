@@ -29,12 +29,14 @@
 #define QKVSHARE_EVAL_FIDELITY_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "agents/model.h"
 #include "eval/golden_cases.h"
 #include "eval/handoff_chain.h"
+#include "quant/importance.h"
 
 namespace qkvshare::eval {
 
@@ -48,6 +50,8 @@ struct FidelityOptions {
   int greedy_tokens = 200;
   // Attention rows each hop's agent records (>= the planner's window).
   int capture_window = 4;
+  // ChainOptions::full_precision_prefix (a diagnostic).
+  bool full_precision_prefix = false;
 };
 
 // The full-precision model's outputs for one case.
@@ -57,6 +61,28 @@ struct Reference {
   std::vector<float> logits;    // [rows][vocab]
   std::vector<int32_t> greedy;  // [greedy_tokens]
 };
+
+// A case that is not in a golden file: `prompt` encoded with the model's
+// tokenizer (BOS first), continued by the full-precision model's greedy
+// decoding (stop tokens ignored) up to `total_tokens` ids. Used as a
+// development set separate from the golden prompts. `index` is stored as the
+// case index. Errors: FailedPrecondition without a tokenizer; those of
+// Tokenizer::Encode, Sequence and Generate.
+absl::StatusOr<GoldenCase> MakeGreedyCase(const agents::ModelHandle& model,
+                                          const std::string& prompt, int64_t total_tokens,
+                                          int index);
+
+// Diagnostic "oracle" importance: the attention the full-precision model's
+// next (at most eval_tokens) golden positions pay to the context, reduced
+// by quant::TokenImportance over all of those rows with `importance`'s head
+// reduction ([context_tokens + rows] scores; only the context part is used).
+// No real hop can compute it (it needs the consumer's queries): it bounds
+// what better attention-based importance could achieve. Errors: as
+// ComputeReference.
+absl::StatusOr<std::vector<float>> ConsumerImportance(const agents::ModelHandle& model,
+                                                      const GoldenCase& golden_case,
+                                                      const FidelityOptions& options,
+                                                      const quant::ImportanceOptions& importance);
 
 // Errors: InvalidArgument when the case has no more than context_tokens ids
 // (nothing to teacher-force); the errors of Sequence and Generate.

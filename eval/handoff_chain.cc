@@ -79,7 +79,11 @@ absl::StatusOr<HandoffChain> RunHandoffChain(const agents::ModelHandle& model,
   int64_t first = 0;
   for (int h = 0; h < num_hops; ++h) {
     QKV_ASSIGN_OR_RETURN(std::unique_ptr<agents::Sequence> agent, NewAgent(model, total));
-    if (h > 0) QKV_RETURN_IF_ERROR(chain.InjectInto(*agent));
+    if (h > 0 && options.full_precision_prefix) {
+      QKV_RETURN_IF_ERROR(agent->Append(context.first(first), agents::LogitsMode::kNone).status());
+    } else if (h > 0) {
+      QKV_RETURN_IF_ERROR(chain.InjectInto(*agent));
+    }
     if (options.capture_window > 0) agent->EnableAttentionCapture(options.capture_window);
     QKV_RETURN_IF_ERROR(
         agent->Append(context.subspan(first, ends[h] - first), agents::LogitsMode::kNone).status());

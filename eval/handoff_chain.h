@@ -70,6 +70,12 @@ struct ChainOptions {
   // Query positions each hop's agent records (Sequence::EnableAttentionCapture);
   // the planner may use fewer. 0: no capture.
   int capture_window = 4;
+  // Diagnostic, not what the daemon does: each hop's agent prefills the whole
+  // context so far at full precision instead of injecting the upstream cards,
+  // so its new tokens' K/V carry no error from the quantized prefix. The
+  // difference to the default isolates that drift from the quantization error
+  // of the cards themselves (the consumer always injects the card chain).
+  bool full_precision_prefix = false;
 };
 
 // The cards of one simulated handoff and what they cost.

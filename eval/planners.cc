@@ -48,7 +48,17 @@ BitPlanner DaemonPlanner(const PlannerSettings& settings) {
     req.num_hops = state.num_hops;
     req.hop_transform = settings.hop_transform;
     std::vector<float> importance;
-    if (settings.policy == HandoffPolicy::kAdaptive) {
+    if (settings.policy == HandoffPolicy::kAdaptive && !settings.context_importance.empty()) {
+      if (static_cast<int64_t>(settings.context_importance.size()) < n) {
+        return absl::InvalidArgumentError(absl::StrCat("context_importance has ",
+                                                       settings.context_importance.size(),
+                                                       " scores for a context of ", n, " tokens"));
+      }
+      importance.assign(settings.context_importance.begin() + state.first,
+                        settings.context_importance.begin() + n);
+      req.policy = quant::AllocationPolicy::kAdaptive;
+      req.importance = importance;
+    } else if (settings.policy == HandoffPolicy::kAdaptive) {
       QKV_ASSIGN_OR_RETURN(agents::AttentionCapture cap, state.seq.GetAttentionCapture());
       QKV_ASSIGN_OR_RETURN(
           std::vector<float> all,

@@ -17,6 +17,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "eval/handoff_chain.h"
@@ -44,10 +45,14 @@ struct PlannerSettings {
   // quant::TokenImportance options (the daemon's importance_window and
   // head reduction). window must not exceed ChainOptions::capture_window.
   quant::ImportanceOptions importance;
-  // quant::AllocationRequest fields.
-  quant::HopTransform hop_transform = &quant::BlendTowardUniformByHop;
-  double key_weight = 2.0;
-  double value_weight = 1.0;
+  // quant::AllocationRequest fields; the defaults are quant's.
+  quant::HopTransform hop_transform = quant::AllocationRequest{}.hop_transform;
+  double key_weight = quant::AllocationRequest{}.key_weight;
+  double value_weight = quant::AllocationRequest{}.value_weight;
+  // Diagnostic, not available to a real hop: when non-empty, the importance
+  // of every context token (e.g. ConsumerImportance in eval/fidelity.h), used
+  // instead of the hop agent's attention capture.
+  std::vector<float> context_importance;
   // KIVI grouping of the card.
   quant::GroupSpec k_group{quant::GroupAxis::kPerChannel, 32};
   quant::GroupSpec v_group{quant::GroupAxis::kPerToken, 32};
