@@ -11,7 +11,9 @@
 // earlier rules for comparison, --importance=consumer and
 // --full_precision_prefix are diagnostics (docs/results.md).
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -62,6 +64,9 @@ ABSL_FLAG(bool, visible_rows_mean, qkvshare::quant::ImportanceOptions{}.visible_
           "Importance: average each token over the window rows that can see it.");
 ABSL_FLAG(std::string, hop_transform, "shrink",
           "shrink (quant::ShrinkTowardUniform) or blend (quant::BlendTowardUniformByHop).");
+ABSL_FLAG(double, shrink, -1,
+          "Sensitivity: with --hop_transform=shrink, the shrink weight in [0, 1], a multiple of "
+          "0.05 (default: quant::kImportanceShrink, i.e. quant::ShrinkTowardUniform).");
 ABSL_FLAG(double, key_weight, qkvshare::quant::AllocationRequest{}.key_weight,
           "w_K of the gain model.");
 ABSL_FLAG(std::string, importance, "attention",
@@ -132,6 +137,29 @@ constexpr const char* kDevPrompts[] = {
     "Grandma gave",
 };
 constexpr int kDevCaseBase = 100;  // dev case k has index kDevCaseBase + k
+
+// ShrinkTowardUniform with weight kTwentieths / 20 instead of
+// quant::kImportanceShrink (HopTransform is a plain function pointer).
+template <int kTwentieths>
+std::vector<double> ShrinkBy(absl::Span<const float> importance, int, int) {
+  constexpr double kAlpha = kTwentieths / 20.0;
+  std::vector<double> out(importance.size(), 1.0);
+  double sum = 0;
+  for (float s : importance) sum += s;
+  if (importance.empty() || !(sum > 0)) return out;
+  const double mean = sum / static_cast<double>(importance.size());
+  for (size_t i = 0; i < importance.size(); ++i) {
+    out[i] = (1.0 - kAlpha) * (importance[i] / mean) + kAlpha;
+  }
+  return out;
+}
+
+template <int... k>
+constexpr std::array<quant::HopTransform, sizeof...(k)> ShrinkTable(
+    std::integer_sequence<int, k...>) {
+  return {&ShrinkBy<k>...};
+}
+constexpr auto kShrinkBy = ShrinkTable(std::make_integer_sequence<int, 21>{});
 
 template <typename T>
 absl::StatusOr<std::vector<T>> ParseList(const std::string& s, const char* flag) {
@@ -218,7 +246,14 @@ absl::StatusOr<PlannerSettings> BaseSettings() {
   if (red != "max" && red != "mean") return absl::InvalidArgumentError("--reduction: max or mean");
   s.importance.reduction = red == "max" ? quant::HeadReduction::kMax : quant::HeadReduction::kMean;
   const std::string ht = absl::GetFlag(FLAGS_hop_transform);
-  if (ht == "shrink") {
+  const double shrink = absl::GetFlag(FLAGS_shrink);
+  if (ht == "shrink" && shrink >= 0) {
+    const double twentieths = shrink * 20;
+    if (shrink > 1 || std::fabs(twentieths - std::round(twentieths)) > 1e-9) {
+      return absl::InvalidArgumentError("--shrink: a multiple of 0.05 in [0, 1]");
+    }
+    s.hop_transform = kShrinkBy[static_cast<int>(std::lround(twentieths))];
+  } else if (ht == "shrink") {
     s.hop_transform = &quant::ShrinkTowardUniform;
   } else if (ht == "blend") {
     s.hop_transform = &quant::BlendTowardUniformByHop;
@@ -318,14 +353,17 @@ absl::Status Run() {
       "the next %lld golden tokens (teacher-forced), greedy tokens until the first divergence "
       "(cap %d)\n",
       static_cast<long long>(fo.eval_tokens), fo.greedy_tokens);
+  const std::string shrink_note =
+      absl::GetFlag(FLAGS_shrink) >= 0 ? absl::StrCat(" ", absl::GetFlag(FLAGS_shrink)) : "";
   std::printf(
       "# controller: importance %s (window %d, reduction %s, visible_rows_mean %d), hop "
-      "transform %s, w_K %g, w_V %g; groups: K per-channel G=%d, V per-token G=%d\n",
+      "transform %s%s, w_K %g, w_V %g; groups: K per-channel G=%d, V per-token G=%d\n",
       importance_source == "consumer" ? "= CONSUMER ATTENTION [DIAGNOSTIC ORACLE]"
                                       : "from each hop agent's attention capture",
       base.importance.window, absl::GetFlag(FLAGS_reduction).c_str(),
       base.importance.visible_rows_mean ? 1 : 0, absl::GetFlag(FLAGS_hop_transform).c_str(),
-      base.key_weight, base.value_weight, base.k_group.group_size, base.v_group.group_size);
+      shrink_note.c_str(), base.key_weight, base.value_weight, base.k_group.group_size,
+      base.v_group.group_size);
   std::fflush(stdout);
 
   const auto t0 = std::chrono::steady_clock::now();
