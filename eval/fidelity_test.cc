@@ -45,6 +45,10 @@ class FidelityTest : public ::testing::Test {
     delete model_;
   }
 
+  void SetUp() override {
+    ASSERT_NE(ref_, nullptr) << "model, golden case or reference failed to load";
+  }
+
   static FidelityResult Measure(HandoffPolicy policy, double bits) {
     PlannerSettings s;
     s.policy = policy;

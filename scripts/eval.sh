@@ -85,34 +85,7 @@ wait "$lane_b_pid"
 
 python3 scripts/eval_report.py "$out" docs/results.md
 
-gnuplot <<GNUPLOT
-set terminal pngcairo size 900,600 font "sans,11"
-set datafile separator ","
-set logscale y
-set grid
-set key top right
-set output "docs/fidelity_kl_vs_bits.png"
-set title "stories260K, 7 golden prompts: KL(full || handoff) over the next 64 tokens"
-set xlabel "budget (average code bits per element)"
-set ylabel "mean KL divergence (nats)"
-set logscale x 2
-set xtics (2, 2.5, 3, 4, 8, 16)
-plot "$out/plot_bits.csv" using 1:2 with linespoints lw 2 pt 7 title "uniform, 1 hop", \
-     "" using 1:3 with linespoints lw 2 pt 5 title "adaptive, 1 hop", \
-     "" using 1:4 with linespoints lw 2 pt 6 dt 2 title "uniform, 10 hops", \
-     "" using 1:5 with linespoints lw 2 pt 4 dt 2 title "adaptive, 10 hops"
-set output "docs/fidelity_kl_vs_hops.png"
-set title "stories260K, 7 golden prompts: KL after H hops (incremental cards)"
-set xlabel "hops (handoffs)"
-set logscale x 2
-set xtics (1, 2, 4, 10)
-set key outside right
-plot "$out/plot_hops.csv" using 1:2 with linespoints lw 2 pt 7 title "uniform 4 bits", \
-     "" using 1:3 with linespoints lw 2 pt 5 title "adaptive 4 bits", \
-     "" using 1:4 with linespoints lw 2 pt 6 dt 2 title "uniform 3 bits", \
-     "" using 1:5 with linespoints lw 2 pt 4 dt 2 title "adaptive 3 bits", \
-     "" using 1:6 with linespoints lw 2 pt 2 dt 3 title "adaptive 8 bits"
-GNUPLOT
+gnuplot -e "out='$out'" scripts/eval_plots.gnuplot
 
 echo "eval: wrote docs/results.md, docs/fidelity_kl_vs_bits.png, docs/fidelity_kl_vs_hops.png;" \
   "raw output in $out" >&2
