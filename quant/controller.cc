@@ -166,6 +166,19 @@ std::vector<double> BlendTowardUniformByHop(absl::Span<const float> importance, 
   return out;
 }
 
+std::vector<double> ShrinkTowardUniform(absl::Span<const float> importance, int /*hop*/,
+                                        int /*num_hops*/) {
+  std::vector<double> out(importance.size(), 1.0);
+  double sum = 0;
+  for (float s : importance) sum += s;
+  if (importance.empty() || !(sum > 0)) return out;
+  const double mean = sum / static_cast<double>(importance.size());
+  for (size_t i = 0; i < importance.size(); ++i) {
+    out[i] = (1.0 - kImportanceShrink) * (importance[i] / mean) + kImportanceShrink;
+  }
+  return out;
+}
+
 absl::StatusOr<BitPlan> AllocateBits(const AllocationRequest& request) {
   if (absl::Status s = CheckRequest(request); !s.ok()) return s;
   const int64_t n = request.num_tokens;

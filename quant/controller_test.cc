@@ -120,8 +120,9 @@ TEST(ControllerTest, KeysGetAtLeastValueBitsWhenKeyWeightIsLarger) {
 
 TEST(ControllerTest, EqualScoresGiveEqualWidthsUpToTheRemainder) {
   const std::vector<float> scores(100, 0.7f);
-  // 3.3 bits: 260 one-bit steps above 2. With w_K = 2 w_V the order is
-  // K 2->3 (100), V 2->3 (100), then K 3->4 for 60 tokens.
+  // 3.3 bits: 260 one-bit steps above 2. With w_K = 3 w_V the gains are
+  // K 2->3 3/16, V 2->3 1/16, K 3->4 3/64: K 2->3 (100), V 2->3 (100), then
+  // K 3->4 for 60 tokens.
   absl::StatusOr<BitPlan> plan = AllocateBits(Request(scores, 3.3));
   ASSERT_TRUE(plan.ok());
   EXPECT_EQ(std::count(plan->k_bits.begin(), plan->k_bits.end(), 4), 60);
@@ -172,9 +173,12 @@ double ExpectedError(const BitPlan& p, const std::vector<float>& s, double w_k, 
 }
 
 TEST(ControllerTest, GreedyIsOptimalForTheGainModel) {
-  const std::vector<float> scores = {0.05f, 1.0f, 0.3f};
+  const std::vector<float> importance = {0.05f, 1.0f, 0.3f};
+  // The greedy works on the transformed scores (the default shrink).
+  const std::vector<double> shrunk = ShrinkTowardUniform(importance, 0, 1);
+  const std::vector<float> scores(shrunk.begin(), shrunk.end());
   for (double budget : {2.5, 3.0, 4.0, 5.5}) {
-    absl::StatusOr<BitPlan> plan = AllocateBits(Request(scores, budget));
+    absl::StatusOr<BitPlan> plan = AllocateBits(Request(importance, budget));
     ASSERT_TRUE(plan.ok());
     // Brute force over every plan with the same total bits.
     const int total = static_cast<int>(std::lround(budget * 6));
@@ -191,9 +195,9 @@ TEST(ControllerTest, GreedyIsOptimalForTheGainModel) {
         c /= 7;
         sum += p.k_bits[i] + p.v_bits[i];
       }
-      if (sum == total) best = std::min(best, ExpectedError(p, scores, 2, 1));
+      if (sum == total) best = std::min(best, ExpectedError(p, scores, 3, 1));
     }
-    EXPECT_NEAR(ExpectedError(*plan, scores, 2, 1), best, 1e-15) << budget;
+    EXPECT_NEAR(ExpectedError(*plan, scores, 3, 1), best, 1e-15) << budget;
   }
 }
 
@@ -223,6 +227,7 @@ TEST(ControllerTest, HopBlendingMovesEarlyHopsTowardUniform) {
   std::vector<float> scores(512);
   for (size_t i = 0; i < scores.size(); ++i) scores[i] = 1.0f / (1 + (i * 37) % 512);
   AllocationRequest r = Request(scores, 3.0);
+  r.hop_transform = &BlendTowardUniformByHop;
   r.num_hops = 4;
   std::vector<double> variance;
   for (int hop = 0; hop < 4; ++hop) {
@@ -232,13 +237,47 @@ TEST(ControllerTest, HopBlendingMovesEarlyHopsTowardUniform) {
     EXPECT_NEAR(plan->avg_bits, 3.0, 1e-9);
     variance.push_back(BitsVariance(*plan));
     if (hop == 3) {
-      absl::StatusOr<BitPlan> single = AllocateBits(Request(scores, 3.0));
+      AllocationRequest one = Request(scores, 3.0);
+      one.hop_transform = &BlendTowardUniformByHop;
+      absl::StatusOr<BitPlan> single = AllocateBits(one);
       ASSERT_TRUE(single.ok());
       EXPECT_EQ(plan->k_bits, single->k_bits);
       EXPECT_EQ(plan->v_bits, single->v_bits);
     }
   }
   for (int hop = 1; hop < 4; ++hop) EXPECT_GT(variance[hop], variance[hop - 1]) << hop;
+}
+
+TEST(ControllerTest, ShrinkTowardUniformIsTheHopIndependentDefault) {
+  EXPECT_EQ(AllocationRequest{}.hop_transform, &ShrinkTowardUniform);
+  EXPECT_EQ(AllocationRequest{}.key_weight, 3.0);
+  EXPECT_EQ(AllocationRequest{}.value_weight, 1.0);
+  // Normalized (0.5, 1.5), then half-way to 1.
+  EXPECT_EQ(ShrinkTowardUniform(std::vector<float>{1, 3}, 0, 1), (std::vector<double>{0.75, 1.25}));
+  for (int hop = 0; hop < 5; ++hop) {
+    EXPECT_EQ(ShrinkTowardUniform(std::vector<float>{1, 3}, hop, 5),
+              (std::vector<double>{0.75, 1.25}));
+  }
+  EXPECT_EQ(ShrinkTowardUniform(std::vector<float>{0, 0, 0}, 0, 1),
+            (std::vector<double>{1.0, 1.0, 1.0}));
+  EXPECT_TRUE(ShrinkTowardUniform({}, 0, 1).empty());
+  // Every score is at least the shrink weight: no token is written off.
+  const std::vector<float> heavy = {0.0f, 0.0f, 0.0f, 100.0f};
+  for (double s : ShrinkTowardUniform(heavy, 0, 1)) EXPECT_GE(s, kImportanceShrink);
+
+  // A hop's plan does not depend on its position in the chain.
+  const std::vector<float> scores = RandomScores(200, 11);
+  AllocationRequest r = Request(scores, 3.0);
+  absl::StatusOr<BitPlan> single = AllocateBits(r);
+  ASSERT_TRUE(single.ok());
+  r.num_hops = 10;
+  for (int hop : {0, 4, 9}) {
+    r.hop = hop;
+    absl::StatusOr<BitPlan> plan = AllocateBits(r);
+    ASSERT_TRUE(plan.ok());
+    EXPECT_EQ(plan->k_bits, single->k_bits) << hop;
+    EXPECT_EQ(plan->v_bits, single->v_bits) << hop;
+  }
 }
 
 TEST(ControllerTest, EmptyRequestIsAnEmptyPlan) {

@@ -11,6 +11,19 @@
 #include "absl/strings/str_cat.h"
 
 namespace qkvshare::quant {
+namespace {
+
+// The divisor of token j's window sum: w, or (visible_rows_mean) the number
+// of the last w rows whose query can attend to j. Row r is query position
+// ctx - rows + r, so it sees j iff r >= j - (ctx - rows); never 0, since the
+// last row sees every token.
+int VisibleRows(const AttentionRows& a, int w, int64_t j, bool visible_rows_mean) {
+  if (!visible_rows_mean) return w;
+  const int64_t first_seeing = std::max<int64_t>(a.rows - w, j - (a.ctx - a.rows));
+  return static_cast<int>(a.rows - first_seeing);
+}
+
+}  // namespace
 
 absl::StatusOr<std::vector<float>> TokenImportance(const AttentionRows& a,
                                                    const ImportanceOptions& options) {
@@ -43,7 +56,7 @@ absl::StatusOr<std::vector<float>> TokenImportance(const AttentionRows& a,
       }
     }
     for (int64_t j = 0; j < ctx; ++j) {
-      const double s = head[j] / w;
+      const double s = head[j] / VisibleRows(a, w, j, options.visible_rows_mean);
       acc[j] = options.reduction == HeadReduction::kMean ? acc[j] + s : std::max(acc[j], s);
     }
   }

@@ -16,10 +16,18 @@
 // of an earlier query is causally shorter than ctx: it must be zero beyond its
 // own length.
 //
-// Definition (H = num_layers * num_kv_heads "heads", w = min(window, rows)):
-//   s_k[j]        = (1/w) * sum over the last w rows r of  a[k][r][j]
+// Definition (H = num_layers * num_kv_heads "heads", w = min(window, rows);
+// row r is query position ctx - rows + r, so it can attend to tokens
+// j <= ctx - rows + r):
+//   V_j           = the last w rows that can attend to j  (visible_rows_mean,
+//                   the default; |V_j| >= 1 since the last row sees all)
+//                 | all of the last w rows                  (otherwise)
+//   s_k[j]        = (1/|V_j|) * sum over r in V_j of  a[k][r][j]
 //   importance[j] = mean_k s_k[j]   (HeadReduction::kMean)
 //                 = max_k  s_k[j]   (HeadReduction::kMax, the default)
+// The rows a query cannot see are 0, so dividing by w instead of |V_j| would
+// under-weight the last w-1 tokens (token ctx-1 by a factor w), which are
+// exactly the ones the next agent's first queries attend to most.
 //
 // Thread safety: pure function.
 //
@@ -55,6 +63,10 @@ struct ImportanceOptions {
   // Last query positions averaged per head; more than `rows` uses all rows.
   int window = 4;
   HeadReduction reduction = HeadReduction::kMax;
+  // Average each token over the window rows that can attend to it (see the
+  // file comment); false: over all w rows (the rule before the fidelity
+  // evaluation, docs/results.md, kept for comparison).
+  bool visible_rows_mean = true;
 };
 
 // importance[ctx] as defined above; every value finite and >= 0.

@@ -31,8 +31,20 @@ void ExpectNear(const std::vector<float>& got, const std::vector<float>& want) {
 }
 
 TEST(ImportanceTest, MaxOverHeadsOfTheLastRows) {
-  // window 2: head 0 -> (0.15, 0.15, 0.5, 0.2); head 1 -> (0.35, 0.05, 0.5, 0.1).
+  // window 2 = rows 1, 2 (query positions 2, 3): token 3 is visible to row 2
+  // only, so its mean is over one row. head 0 -> (0.15, 0.15, 0.5, 0.4);
+  // head 1 -> (0.35, 0.05, 0.5, 0.2).
   auto imp = TokenImportance(Rows(), {2, HeadReduction::kMax});
+  ASSERT_TRUE(imp.ok()) << imp.status();
+  ExpectNear(*imp, {0.35f, 0.15f, 0.5f, 0.4f});
+}
+
+TEST(ImportanceTest, MeanOverAllWindowRowsWhenAsked) {
+  // The rule before visible_rows_mean: every token divided by w = 2, so
+  // token 3 (seen by one of the two rows) gets half its attention.
+  ImportanceOptions o{2, HeadReduction::kMax};
+  o.visible_rows_mean = false;
+  auto imp = TokenImportance(Rows(), o);
   ASSERT_TRUE(imp.ok()) << imp.status();
   ExpectNear(*imp, {0.35f, 0.15f, 0.5f, 0.2f});
 }
@@ -52,14 +64,17 @@ TEST(ImportanceTest, WindowBeyondRowsUsesAllRows) {
   auto three = TokenImportance(Rows(), {3, HeadReduction::kMean});
   ASSERT_TRUE(all.ok() && three.ok());
   EXPECT_EQ(*all, *three);
-  // head 0 mean rows: (0.8/3, 0.8/3, 1.0/3, 0.4/3); head 1: (1.7/3, 0.1/3, 1/3, 0.2/3).
-  ExpectNear(*all, {2.5f / 6, 0.9f / 6, 2.0f / 6, 0.6f / 6});
+  // Rows 0..2 are query positions 1..3: tokens 0, 1 are seen by 3 rows,
+  // token 2 by 2, token 3 by 1. head 0: (0.8/3, 0.8/3, 1.0/2, 0.4/1);
+  // head 1: (1.7/3, 0.1/3, 1.0/2, 0.2/1).
+  ExpectNear(*all, {2.5f / 6, 0.9f / 6, 0.5f, 0.3f});
 }
 
 TEST(ImportanceTest, DefaultIsMaxOverTheLastFour) {
   const ImportanceOptions defaults;
   EXPECT_EQ(defaults.window, 4);
   EXPECT_EQ(defaults.reduction, HeadReduction::kMax);
+  EXPECT_TRUE(defaults.visible_rows_mean);
 }
 
 TEST(ImportanceTest, RejectsBadInput) {
