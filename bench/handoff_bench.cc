@@ -62,7 +62,7 @@ ABSL_FLAG(int, warmup, 1, "untimed rounds per context before the timed ones");
 ABSL_FLAG(int, threads, 2, "runtime intra-op threads (SetComputeThreads)");
 ABSL_FLAG(int, group_size, 32, "card quantization group size (K per-channel, V per-token)");
 ABSL_FLAG(int, importance_window, 4, "attention capture / importance window (query rows)");
-ABSL_FLAG(std::string, instruction, " Tell me what happened next.",
+ABSL_FLAG(std::string, instruction, " What next?",
           "the receiver's instruction text (tokenized, appended after the context)");
 ABSL_FLAG(uint64_t, seed, 2605, "seed of the pseudo-random context ids");
 ABSL_FLAG(std::string, csv, "", "write the TTFT table here (CSV)");
