@@ -47,6 +47,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "agents/compute_threads.h"
 #include "agents/model.h"
 #include "agents/sequence.h"
@@ -131,8 +133,7 @@ Stat Summarize(std::vector<double> v) {
   return {n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]), v.front(), v.back()};
 }
 
-template <typename F>
-double Median(const std::vector<HandoffSample>& samples, F field) {
+double Median(const std::vector<HandoffSample>& samples, double (*field)(const HandoffSample&)) {
   std::vector<double> v;
   for (const HandoffSample& s : samples) v.push_back(field(s));
   return Summarize(v).median;
@@ -156,12 +157,18 @@ std::string BitsColumn(const Cell& c) {
   return "";
 }
 
+Stat TtftStat(const Cell& c) {
+  std::vector<double> t;
+  for (const HandoffSample& s : c.samples) t.push_back(s.ttft_ms);
+  return Summarize(t);
+}
+
 // Median TTFT of the re-prefill cell of the same dtype and context, or 0.
 double ReprefillMedian(const std::vector<Cell>& cells, const Cell& c) {
   for (const Cell& r : cells) {
     if (r.dtype == c.dtype && r.context == c.context &&
         r.mode.kind == HandoffMode::Kind::kReprefill) {
-      return Median(r.samples, [](const HandoffSample& s) { return s.ttft_ms; });
+      return TtftStat(r).median;
     }
   }
   return 0;
@@ -176,46 +183,98 @@ std::string FirstTokenAgreement(const Cell& c) {
   return absl::StrCat(same, "/", c.samples.size());
 }
 
+// A median stage column of the stage tables.
+struct StageColumn {
+  const char* csv;    // CSV header
+  const char* table;  // stdout header
+  double (*field)(const HandoffSample&);
+  bool cpu;  // shown in the CPU table, else in the wall table
+};
+
+const std::vector<StageColumn>& StageColumns() {
+  static const auto* columns = new std::vector<StageColumn>{
+      {"importance_ms", "importance", [](const HandoffSample& s) { return s.importance_ms; }},
+      {"alloc_ms", "alloc", [](const HandoffSample& s) { return s.alloc_ms; }},
+      {"encode_ms", "encode", [](const HandoffSample& s) { return s.encode_ms; }},
+      {"build_ms", "build", [](const HandoffSample& s) { return s.build_ms(); }},
+      {"map_ms", "map", [](const HandoffSample& s) { return s.map_ms; }},
+      {"inject_ms", "inject", [](const HandoffSample& s) { return s.inject_ms; }},
+      {"first_ms", "first", [](const HandoffSample& s) { return s.first_ms; }},
+      {"ttft_ms", "TTFT", [](const HandoffSample& s) { return s.ttft_ms; }},
+      {"importance_cpu_ms", "importance",
+       [](const HandoffSample& s) { return s.importance_cpu_ms; }, true},
+      {"alloc_cpu_ms", "alloc", [](const HandoffSample& s) { return s.alloc_cpu_ms; }, true},
+      {"encode_cpu_ms", "encode", [](const HandoffSample& s) { return s.encode_cpu_ms; }, true},
+      {"build_cpu_ms", "build", [](const HandoffSample& s) { return s.build_cpu_ms(); }, true},
+      {"map_cpu_ms", "map", [](const HandoffSample& s) { return s.map_cpu_ms; }, true},
+      {"inject_cpu_ms", "inject", [](const HandoffSample& s) { return s.inject_cpu_ms; }, true},
+      {"first_cpu_ms", "first (main thread)", [](const HandoffSample& s) { return s.first_cpu_ms; },
+       true},
+      {"ttft_cpu_ms", "TTFT (all threads)", [](const HandoffSample& s) { return s.ttft_cpu_ms; },
+       true},
+  };
+  return *columns;
+}
+
+std::string CellKey(const Cell& c) {
+  return absl::StrFormat("| %d | %s | %s | %s |", c.context, c.dtype, c.mode.Name(), BitsColumn(c));
+}
+
+void PrintStageTable(const std::vector<Cell>& cells, bool cpu) {
+  std::string header = "| context | dtype | mode | bits |";
+  std::string rule = "|---:|---|---|---:|";
+  if (!cpu) {
+    header += " card MB | avg bits |";
+    rule += "---:|---:|";
+  }
+  for (const StageColumn& col : StageColumns()) {
+    if (col.cpu != cpu) continue;
+    absl::StrAppend(&header, " ", col.table, " |");
+    rule += "---:|";
+  }
+  if (cpu) {
+    header += " minor faults | first token |";
+    rule += "---:|---|";
+  }
+  std::printf("%s\n%s\n", header.c_str(), rule.c_str());
+  for (const Cell& c : cells) {
+    std::string row = CellKey(c);
+    if (!cpu) {
+      absl::StrAppendFormat(&row, " %.2f | %.2f |", c.samples.front().card_bytes / 1e6,
+                            c.samples.front().avg_bits);
+    }
+    for (const StageColumn& col : StageColumns()) {
+      if (col.cpu == cpu) absl::StrAppendFormat(&row, " %.2f |", Median(c.samples, col.field));
+    }
+    if (cpu) {
+      absl::StrAppendFormat(
+          &row, " %.0f | %s |",
+          Median(c.samples, [](const HandoffSample& s) { return double(s.minor_faults); }),
+          FirstTokenAgreement(c));
+    }
+    std::printf("%s\n", row.c_str());
+  }
+}
+
 void Report(const std::vector<Cell>& cells) {
   std::printf(
       "\n| context | dtype | mode | bits | TTFT ms median | min | max | ratio vs re-prefill |\n");
   std::printf("|---:|---|---|---:|---:|---:|---:|---:|\n");
   for (const Cell& c : cells) {
-    std::vector<double> t;
-    for (const HandoffSample& s : c.samples) t.push_back(s.ttft_ms);
-    const Stat st = Summarize(t);
+    const Stat st = TtftStat(c);
     const double base = ReprefillMedian(cells, c);
-    std::printf("| %lld | %s | %s | %s | %.2f | %.2f | %.2f | %s |\n",
-                static_cast<long long>(c.context), c.dtype.c_str(), c.mode.Name().c_str(),
-                BitsColumn(c).c_str(), st.median, st.min, st.max,
+    std::printf("%s %.2f | %.2f | %.2f | %s |\n", CellKey(c).c_str(), st.median, st.min, st.max,
                 base > 0 ? absl::StrFormat("%.4f", st.median / base).c_str() : "-");
   }
   std::printf(
-      "\nStage medians (ms, wall): build = importance + alloc + encode; CPU = process CPU "
-      "time of all threads over the handoff; faults = minor page faults; first token = "
-      "rounds whose first token equals the same round's re-prefill's.\n\n");
+      "\nStage medians, wall ms (build = importance + alloc + encode; for re-prefill "
+      "`first` is the whole prefill):\n\n");
+  PrintStageTable(cells, /*cpu=*/false);
   std::printf(
-      "| context | dtype | mode | bits | card MB | avg bits | importance | alloc | encode | "
-      "build | map | inject | first | TTFT | CPU | faults | first token |\n");
-  std::printf(
-      "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-  for (const Cell& c : cells) {
-    const auto& v = c.samples;
-    std::printf(
-        "| %lld | %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | "
-        "%.2f | %.1f | %.0f | %s |\n",
-        static_cast<long long>(c.context), c.dtype.c_str(), c.mode.Name().c_str(),
-        BitsColumn(c).c_str(), v.front().card_bytes / 1e6, v.front().avg_bits,
-        Median(v, [](auto& s) { return s.importance_ms; }),
-        Median(v, [](auto& s) { return s.alloc_ms; }),
-        Median(v, [](auto& s) { return s.encode_ms; }),
-        Median(v, [](auto& s) { return s.build_ms(); }),
-        Median(v, [](auto& s) { return s.map_ms; }), Median(v, [](auto& s) { return s.inject_ms; }),
-        Median(v, [](auto& s) { return s.first_ms; }), Median(v, [](auto& s) { return s.ttft_ms; }),
-        Median(v, [](auto& s) { return s.ttft_cpu_ms; }),
-        Median(v, [](auto& s) { return static_cast<double>(s.minor_faults); }),
-        FirstTokenAgreement(c).c_str());
-  }
+      "\nStage medians, CPU ms of the handoff thread (the card stages are single-threaded); "
+      "TTFT (all threads) is process CPU time; first token = rounds whose first token equals "
+      "the same round's re-prefill's:\n\n");
+  PrintStageTable(cells, /*cpu=*/true);
 }
 
 void WriteCsvs(const std::vector<Cell>& cells, const std::string& csv, const std::string& stages) {
@@ -223,9 +282,7 @@ void WriteCsvs(const std::vector<Cell>& cells, const std::string& csv, const std
     std::ofstream f(csv);
     f << "context,dtype,mode,bits,ttft_ms_median,ttft_ms_min,ttft_ms_max,ratio_vs_reprefill\n";
     for (const Cell& c : cells) {
-      std::vector<double> t;
-      for (const HandoffSample& s : c.samples) t.push_back(s.ttft_ms);
-      const Stat st = Summarize(t);
+      const Stat st = TtftStat(c);
       const double base = ReprefillMedian(cells, c);
       f << absl::StrFormat("%d,%s,%s,%s,%.3f,%.3f,%.3f,%s\n", c.context, c.dtype, c.mode.Name(),
                            BitsColumn(c), st.median, st.min, st.max,
@@ -235,25 +292,19 @@ void WriteCsvs(const std::vector<Cell>& cells, const std::string& csv, const std
   }
   if (!stages.empty()) {
     std::ofstream f(stages);
-    f << "context,dtype,mode,bits,reps,card_bytes,avg_bits,importance_ms,alloc_ms,encode_ms,"
-         "build_ms,map_ms,inject_ms,first_ms,ttft_ms,ttft_cpu_ms,minor_faults,"
-         "first_token_agreement,load_average\n";
+    f << "context,dtype,mode,bits,reps,card_bytes,avg_bits";
+    for (const StageColumn& col : StageColumns()) f << "," << col.csv;
+    f << ",minor_faults,first_token_agreement,load_average\n";
     for (const Cell& c : cells) {
       const auto& v = c.samples;
-      f << absl::StrFormat(
-          "%d,%s,%s,%s,%d,%d,%.4f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.0f,%s,%s\n",
-          c.context, c.dtype, c.mode.Name(), BitsColumn(c), v.size(), v.front().card_bytes,
-          v.front().avg_bits, Median(v, [](auto& s) { return s.importance_ms; }),
-          Median(v, [](auto& s) { return s.alloc_ms; }),
-          Median(v, [](auto& s) { return s.encode_ms; }),
-          Median(v, [](auto& s) { return s.build_ms(); }),
-          Median(v, [](auto& s) { return s.map_ms; }),
-          Median(v, [](auto& s) { return s.inject_ms; }),
-          Median(v, [](auto& s) { return s.first_ms; }),
-          Median(v, [](auto& s) { return s.ttft_ms; }),
-          Median(v, [](auto& s) { return s.ttft_cpu_ms; }),
-          Median(v, [](auto& s) { return static_cast<double>(s.minor_faults); }),
-          FirstTokenAgreement(c), c.load);
+      f << absl::StrFormat("%d,%s,%s,%s,%d,%d,%.4f", c.context, c.dtype, c.mode.Name(),
+                           BitsColumn(c), v.size(), v.front().card_bytes, v.front().avg_bits);
+      for (const StageColumn& col : StageColumns()) {
+        f << absl::StrFormat(",%.3f", Median(v, col.field));
+      }
+      f << absl::StrFormat(",%.0f,%s,%s\n",
+                           Median(v, [](const HandoffSample& s) { return double(s.minor_faults); }),
+                           FirstTokenAgreement(c), c.load);
     }
     if (!f) Die(absl::InternalError("write failed"), stages);
   }
@@ -271,8 +322,11 @@ void RunContext(const agents::ModelHandle& model, const std::string& dtype, int6
   if (!sender.ok()) Die(sender.status(), "sender");
   (*sender)->EnableAttentionCapture(params.importance_window);
   const std::vector<int32_t> ids = ContextIds(model->config(), context, absl::GetFlag(FLAGS_seed));
+  const absl::Time t0 = absl::Now();
   absl::Status st = (*sender)->Append(ids, agents::LogitsMode::kNone).status();
   if (!st.ok()) Die(st, "sender prefill");
+  std::fprintf(stderr, "handoff_bench: %s context %lld: sender prefill %.0f ms\n", dtype.c_str(),
+               static_cast<long long>(context), absl::ToDoubleMilliseconds(absl::Now() - t0));
 
   const size_t first = cells.size();
   for (const HandoffMode& m : modes) cells.push_back({dtype, context, m, {}, {}, ""});

@@ -29,11 +29,13 @@ double MsBetween(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-double ProcessCpuMs() {
+double CpuMs(clockid_t clock) {
   timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  clock_gettime(clock, &ts);
   return 1e3 * static_cast<double>(ts.tv_sec) + 1e-6 * static_cast<double>(ts.tv_nsec);
 }
+double ProcessCpuMs() { return CpuMs(CLOCK_PROCESS_CPUTIME_ID); }
+double ThreadCpuMs() { return CpuMs(CLOCK_THREAD_CPUTIME_ID); }
 
 int64_t MinorFaults() {
   rusage ru;
@@ -41,14 +43,18 @@ int64_t MinorFaults() {
   return ru.ru_minflt;
 }
 
-// Wall-clock stage boundaries: Lap() returns ms since the previous one.
+// Stage boundaries: Lap() returns wall ms since the previous one and stores
+// the calling thread's CPU ms over the same interval in *thread_cpu_ms.
 class Laps {
  public:
-  Laps() : last_(Clock::now()), start_(last_) {}
-  double Lap() {
+  Laps() : last_(Clock::now()), start_(last_), last_cpu_(ThreadCpuMs()) {}
+  double Lap(double* thread_cpu_ms) {
     const Clock::time_point now = Clock::now();
+    const double cpu = ThreadCpuMs();
     const double ms = MsBetween(last_, now);
+    *thread_cpu_ms = cpu - last_cpu_;
     last_ = now;
+    last_cpu_ = cpu;
     return ms;
   }
   double Total() const { return MsBetween(start_, last_); }
@@ -56,6 +62,7 @@ class Laps {
  private:
   Clock::time_point last_;
   Clock::time_point start_;
+  double last_cpu_;
 };
 
 // The card's encoding as the daemon's BuildCard (daemon/hop_runner.cc) makes
@@ -82,9 +89,9 @@ absl::StatusOr<cachecard::CardEncoding> Encoding(const HandoffMode& mode, const 
     req.policy = quant::AllocationPolicy::kAdaptive;
     req.importance = importance;
   }
-  s.importance_ms = laps.Lap();
+  s.importance_ms = laps.Lap(&s.importance_cpu_ms);
   QKV_ASSIGN_OR_RETURN(quant::BitPlan plan, quant::AllocateBits(req));
-  s.alloc_ms = laps.Lap();
+  s.alloc_ms = laps.Lap(&s.alloc_cpu_ms);
   return cachecard::CardEncoding::Quantized(std::move(plan),
                                             {quant::GroupAxis::kPerChannel, params.group_size},
                                             {quant::GroupAxis::kPerToken, params.group_size});
@@ -120,25 +127,25 @@ absl::Status CardHandoff(const HandoffMode& mode, const CardParams& params,
   left.id = prov.card_id;
   QKV_ASSIGN_OR_RETURN(left.handle, store.Build(cache, sender.length(), sender.token_ids(), enc, fp,
                                                 prov, /*parent=*/nullptr));
-  s.encode_ms = laps.Lap();
+  s.encode_ms = laps.Lap(&s.encode_cpu_ms);
 
   // Receiver: map the segment by name, read-only, as another process would.
   QKV_ASSIGN_OR_RETURN(left.mapped,
                        cachecard::shm::OpenSharedCard(store.SegmentName(prov.card_id),
                                                       cachecard::Card::Verify::kMetadataOnly));
   const cachecard::Card& card = *left.mapped;
-  s.map_ms = laps.Lap();
+  s.map_ms = laps.Lap(&s.map_cpu_ms);
 
   const agents::Model& model = receiver.model();
   QKV_RETURN_IF_ERROR(
       cachecard::InjectCard(card, nullptr, model.fingerprint().bytes, &receiver.kv_cache()));
   QKV_RETURN_IF_ERROR(receiver.SetTokensAfterInjection(card.metadata().token_ids));
-  s.inject_ms = laps.Lap();
+  s.inject_ms = laps.Lap(&s.inject_cpu_ms);
 
   QKV_ASSIGN_OR_RETURN(agents::LogitsView lv,
                        receiver.Append(instruction, agents::LogitsMode::kLast));
   s.first_token = agents::ArgMax(lv.row(0));
-  s.first_ms = laps.Lap();
+  s.first_ms = laps.Lap(&s.first_cpu_ms);
 
   s.card_bytes = card.metadata().card_bytes;
   s.avg_bits = card.metadata().avg_bits;
@@ -191,7 +198,7 @@ absl::StatusOr<HandoffSample> RunHandoff(const HandoffMode& mode, const CardPara
     prompt.insert(prompt.end(), instruction.begin(), instruction.end());
     QKV_ASSIGN_OR_RETURN(agents::LogitsView lv, receiver.Append(prompt, agents::LogitsMode::kLast));
     s.first_token = agents::ArgMax(lv.row(0));
-    s.first_ms = laps.Lap();
+    s.first_ms = laps.Lap(&s.first_cpu_ms);
   } else {
     absl::Status st =
         CardHandoff(mode, params, sender, receiver, instruction, store, gen, laps, s, left);

@@ -64,14 +64,17 @@ struct CardParams {
   int importance_window = 4;  // last query rows averaged per head
 };
 
-// One handoff's measurements (ms are wall clock).
+// One handoff's measurements. Stage *_ms are wall clock; *_cpu_ms the CPU
+// time of the calling thread over the stage (the card stages are
+// single-threaded, so this is their work, robust to other load; the forward
+// pass in `first` also runs on the runtime's worker threads, see ttft_cpu_ms).
 struct HandoffSample {
-  double importance_ms = 0;
-  double alloc_ms = 0;
-  double encode_ms = 0;
-  double map_ms = 0;
-  double inject_ms = 0;
-  double first_ms = 0;  // for re-prefill: the whole prefill + first token
+  double importance_ms = 0, importance_cpu_ms = 0;
+  double alloc_ms = 0, alloc_cpu_ms = 0;
+  double encode_ms = 0, encode_cpu_ms = 0;
+  double map_ms = 0, map_cpu_ms = 0;
+  double inject_ms = 0, inject_cpu_ms = 0;
+  double first_ms = 0, first_cpu_ms = 0;  // re-prefill: the whole prefill + first token
   double ttft_ms = 0;
   double ttft_cpu_ms = 0;    // process CPU time (all threads) over the handoff
   int64_t minor_faults = 0;  // process minor page faults over the handoff
@@ -80,6 +83,7 @@ struct HandoffSample {
   double avg_bits = 0;      // the card's mean code bits per element
 
   double build_ms() const { return importance_ms + alloc_ms + encode_ms; }
+  double build_cpu_ms() const { return importance_cpu_ms + alloc_cpu_ms + encode_cpu_ms; }
 };
 
 // Runs one handoff of the sender's whole context (sender.length() tokens,
