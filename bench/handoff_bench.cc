@@ -29,6 +29,7 @@
 //   bazel build //bench:handoff_bench
 //   bazel-bin/bench/handoff_bench --models=/tmp/smollm-135m-bf16,/tmp/smollm-135m-f32
 //       --threads=2 --reps=7
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -94,6 +95,15 @@ std::vector<int32_t> ContextIds(const agents::ModelConfig& config, int64_t n, ui
     ids[i] = static_cast<int32_t>(3 + SplitMix64(seed + i) % static_cast<uint64_t>(hi - 3));
   }
   return ids;
+}
+
+// CLOCK_MONOTONIC seconds, for stderr progress lines: a profile recorded
+// with `perf record -k CLOCK_MONOTONIC` can be cut to the handoff rounds
+// (perf report --time START,END), leaving out model load and sender prefill.
+double MonotonicSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 std::string LoadAverage() {
@@ -325,8 +335,9 @@ void RunContext(const agents::ModelHandle& model, const std::string& dtype, int6
   const absl::Time t0 = absl::Now();
   absl::Status st = (*sender)->Append(ids, agents::LogitsMode::kNone).status();
   if (!st.ok()) Die(st, "sender prefill");
-  std::fprintf(stderr, "handoff_bench: %s context %lld: sender prefill %.0f ms\n", dtype.c_str(),
-               static_cast<long long>(context), absl::ToDoubleMilliseconds(absl::Now() - t0));
+  std::fprintf(stderr, "handoff_bench: %s context %lld: sender prefill %.0f ms (done at %.3f s)\n",
+               dtype.c_str(), static_cast<long long>(context),
+               absl::ToDoubleMilliseconds(absl::Now() - t0), MonotonicSeconds());
 
   const size_t first = cells.size();
   for (const HandoffMode& m : modes) cells.push_back({dtype, context, m, {}, {}, ""});
@@ -353,8 +364,8 @@ void RunContext(const agents::ModelHandle& model, const std::string& dtype, int6
   }
   const std::string load = LoadAverage();
   for (size_t k = first; k < cells.size(); ++k) cells[k].load = load;
-  std::fprintf(stderr, "handoff_bench: %s context %lld done, load average %s\n", dtype.c_str(),
-               static_cast<long long>(context), load.c_str());
+  std::fprintf(stderr, "handoff_bench: %s context %lld done at %.3f s, load average %s\n",
+               dtype.c_str(), static_cast<long long>(context), MonotonicSeconds(), load.c_str());
 }
 
 int Main(int argc, char** argv) {
