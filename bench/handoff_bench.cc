@@ -205,6 +205,7 @@ const std::vector<StageColumn>& StageColumns() {
   static const auto* columns = new std::vector<StageColumn>{
       {"importance_ms", "importance", [](const HandoffSample& s) { return s.importance_ms; }},
       {"alloc_ms", "alloc", [](const HandoffSample& s) { return s.alloc_ms; }},
+      {"size_ms", "size", [](const HandoffSample& s) { return s.size_ms; }},
       {"encode_ms", "encode", [](const HandoffSample& s) { return s.encode_ms; }},
       {"build_ms", "build", [](const HandoffSample& s) { return s.build_ms(); }},
       {"map_ms", "map", [](const HandoffSample& s) { return s.map_ms; }},
@@ -214,6 +215,7 @@ const std::vector<StageColumn>& StageColumns() {
       {"importance_cpu_ms", "importance",
        [](const HandoffSample& s) { return s.importance_cpu_ms; }, true},
       {"alloc_cpu_ms", "alloc", [](const HandoffSample& s) { return s.alloc_cpu_ms; }, true},
+      {"size_cpu_ms", "size", [](const HandoffSample& s) { return s.size_cpu_ms; }, true},
       {"encode_cpu_ms", "encode", [](const HandoffSample& s) { return s.encode_cpu_ms; }, true},
       {"build_cpu_ms", "build", [](const HandoffSample& s) { return s.build_cpu_ms(); }, true},
       {"map_cpu_ms", "map", [](const HandoffSample& s) { return s.map_cpu_ms; }, true},
@@ -277,7 +279,7 @@ void Report(const std::vector<Cell>& cells) {
                 base > 0 ? absl::StrFormat("%.4f", st.median / base).c_str() : "-");
   }
   std::printf(
-      "\nStage medians, wall ms (build = importance + alloc + encode; for re-prefill "
+      "\nStage medians, wall ms (build = importance + alloc + size + encode; for re-prefill "
       "`first` is the whole prefill):\n\n");
   PrintStageTable(cells, /*cpu=*/false);
   std::printf(

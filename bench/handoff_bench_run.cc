@@ -124,6 +124,7 @@ absl::Status CardHandoff(const HandoffMode& mode, const CardParams& params,
   QKV_RETURN_IF_ERROR(cachecard::WriteCard(cache, sender.length(), sender.token_ids(), enc, fp,
                                            prov, nullptr, counter)
                           .status());
+  s.size_ms = laps.Lap(&s.size_cpu_ms);
   left.id = prov.card_id;
   QKV_ASSIGN_OR_RETURN(left.handle, store.Build(cache, sender.length(), sender.token_ids(), enc, fp,
                                                 prov, /*parent=*/nullptr));

@@ -11,10 +11,11 @@
 //   importance  sender's attention capture export + quant::TokenImportance
 //               (adaptive widths only; 0 for full and 16-bit cards)
 //   alloc       quant::AllocateBits (0 for full cards)
-//   encode      the daemon's size check (WriteCard into a CountingSink) +
-//               CardStore::Build: validation, quantization, checksums, metadata
-//               written straight into a new shm segment (its page faults
-//               included), sealed read-only
+//   size        the daemon's size check before building: WriteCard into a
+//               CountingSink (layout only, no encoding)
+//   encode      CardStore::Build: validation, quantization, checksums, metadata
+//               written straight into a new shm segment (creation,
+//               posix_fallocate and page faults included), sealed read-only
 //   map         receiver: OpenSharedCard(segment name, Verify::kMetadataOnly):
 //               shm_open, fstat, mmap(PROT_READ), metadata parse (the section
 //               checksums are verified by InjectCard, once)
@@ -71,6 +72,7 @@ struct CardParams {
 struct HandoffSample {
   double importance_ms = 0, importance_cpu_ms = 0;
   double alloc_ms = 0, alloc_cpu_ms = 0;
+  double size_ms = 0, size_cpu_ms = 0;
   double encode_ms = 0, encode_cpu_ms = 0;
   double map_ms = 0, map_cpu_ms = 0;
   double inject_ms = 0, inject_cpu_ms = 0;
@@ -82,8 +84,10 @@ struct HandoffSample {
   uint64_t card_bytes = 0;  // 0 for re-prefill
   double avg_bits = 0;      // the card's mean code bits per element
 
-  double build_ms() const { return importance_ms + alloc_ms + encode_ms; }
-  double build_cpu_ms() const { return importance_cpu_ms + alloc_cpu_ms + encode_cpu_ms; }
+  double build_ms() const { return importance_ms + alloc_ms + size_ms + encode_ms; }
+  double build_cpu_ms() const {
+    return importance_cpu_ms + alloc_cpu_ms + size_cpu_ms + encode_cpu_ms;
+  }
 };
 
 // Runs one handoff of the sender's whole context (sender.length() tokens,
