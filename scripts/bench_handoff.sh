@@ -100,11 +100,11 @@ panel() {  # dtype full_bits
   local d=$1 fb=$2 p=$PLOT_DIR/$1
   cat <<EOF
 set title "$d: receiver TTFT after a handoff (median, min-max bars)"
-plot "${p}_reprefill.dat" using 1:2:3:4 with yerrorlines lw 2 pt 7 title "re-prefill", \\
-     "${p}_full_$fb.dat" using 1:2:3:4 with yerrorlines lw 2 pt 5 title "full card ($fb-bit)", \\
-     "${p}_card_16.dat" using 1:2:3:4 with yerrorlines lw 2 pt 9 title "card 16-bit", \\
-     "${p}_card_4.dat" using 1:2:3:4 with yerrorlines lw 2 pt 11 title "card 4-bit (adaptive)", \\
-     "${p}_card_3.dat" using 1:2:3:4 with yerrorlines lw 2 pt 13 title "card 3-bit (adaptive)"
+plot "${p}_reprefill.dat" using 1:2:3:4 with yerrorlines lw 2 pt 7 lc rgb "black" title "re-prefill", \\
+     "${p}_full_$fb.dat" using 1:2:3:4 with yerrorlines lw 2 pt 5 lc rgb "#1b9e77" title "full card ($fb-bit)", \\
+     "${p}_card_16.dat" using 1:2:3:4 with yerrorlines lw 2 pt 9 lc rgb "#7570b3" title "card 16-bit", \\
+     "${p}_card_4.dat" using 1:2:3:4 with yerrorlines lw 2 pt 11 lc rgb "#d95f02" title "card 4-bit (adaptive)", \\
+     "${p}_card_3.dat" using 1:2:3:4 with yerrorlines lw 2 pt 13 lc rgb "#e7298a" title "card 3-bit (adaptive)"
 EOF
 }
 XTICS=$(echo "$CONTEXTS" | sed 's/\([0-9][0-9]*\)/"\1" \1/g')
