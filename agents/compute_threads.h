@@ -19,6 +19,21 @@ void SetComputeThreads(int n);
 // The current intra-op thread count.
 int ComputeThreads();
 
+// Call first thing in main() of every binary that runs the model. libgomp
+// (libtorch's OpenMP pool) reads its wait policy once, when it loads. Its
+// default lets idle workers spin for a long time; on a 2-core box they then
+// steal the cores from OpenBLAS's pool (fp32 GEMMs) and from other agents or
+// processes. Fully passive waiting costs a futex wake per parallel region,
+// which slows bf16 prefill. A short spin (GOMP_SPINCOUNT=2000) keeps most of
+// both: measured on 2 cores (docs/performance.md "OpenMP waiting"),
+// small-100m bf16 prefill 512: 1987 tokens/s vs 1688 passive; two processes
+// at once: 852 vs 1011 passive and 341 with a 20000 spin; smollm-135m fp32
+// prefill of 1024 tokens: 1.8 s vs 7.8 s with libgomp's default.
+// If neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, sets
+// GOMP_SPINCOUNT=2000 and re-execs /proc/self/exe with the same argv; returns
+// without re-exec when the caller chose a policy or exec fails.
+void ReexecWithShortOpenMpSpin(char** argv);
+
 }  // namespace qkvshare::agents
 
 #endif  // QKVSHARE_AGENTS_COMPUTE_THREADS_H_

@@ -119,6 +119,7 @@ absl::Status Run() {
 }  // namespace qkvshare::agents
 
 int main(int argc, char** argv) {
+  qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
   absl::SetProgramUsageMessage(
       "Generates a completion: generate --model DIR --prompt TEXT [--max_new_tokens N] "
       "[--temperature T --top_k K --top_p P --seed S] [--dtype auto|f32|bf16] [--threads N] "

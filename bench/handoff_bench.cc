@@ -432,4 +432,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace qkvshare::bench
 
-int main(int argc, char** argv) { return qkvshare::bench::Main(argc, argv); }
+int main(int argc, char** argv) {
+  qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
+  return qkvshare::bench::Main(argc, argv);
+}

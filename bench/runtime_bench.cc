@@ -191,6 +191,7 @@ int Main() {
 }  // namespace qkvshare::agents
 
 int main(int argc, char** argv) {
+  qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
   absl::ParseCommandLine(argc, argv);
   return qkvshare::agents::Main();
 }

@@ -17,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "agents/compute_threads.h"
 #include "base/logging.h"
 #include "daemon/config/config.h"
 #include "daemon/metrics.h"
@@ -141,20 +142,8 @@ int Main() {
 }  // namespace
 }  // namespace qkvshare::daemon
 
-// libgomp (libtorch's OpenMP) reads OMP_WAIT_POLICY once, when it loads. Its
-// default spins idle threads, which collapses throughput when several agents
-// (or other processes) share the cores: measured 2-thread prefill fell to
-// 78-245 tok/s on a busy 2-core machine (docs/performance.md). Re-exec once
-// with the passive policy unless the caller chose one.
-void EnsurePassiveOpenMpWait(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  setenv("OMP_WAIT_POLICY", "passive", 1);
-  execv("/proc/self/exe", argv);
-  // exec failed (no /proc): run with the default policy.
-}
-
 int main(int argc, char** argv) {
-  EnsurePassiveOpenMpWait(argv);
+  qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
   absl::SetProgramUsageMessage(
       "qkvshared --config FILE [--listen unix:///path.sock] [--check_config]\n"
       "The qkvshare daemon: hosts LLM agents and hands KV caches between them as CacheCards.");

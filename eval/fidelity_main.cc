@@ -430,6 +430,7 @@ absl::Status Run() {
 }  // namespace qkvshare::eval
 
 int main(int argc, char** argv) {
+  qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
   absl::SetProgramUsageMessage("Fidelity of multi-hop KV card handoffs (docs/results.md).");
   absl::ParseCommandLine(argc, argv);
   const absl::Status s = qkvshare::eval::Run();
