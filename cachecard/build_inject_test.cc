@@ -161,7 +161,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(RoundTripCase{"stories_f32", kStoriesShape, DType::kF32, 37},
                       RoundTripCase{"stories_bf16", kStoriesShape, DType::kBF16, 37},
                       RoundTripCase{"large_f32", kLargeShape, DType::kF32, 70},
-                      RoundTripCase{"large_bf16", kLargeShape, DType::kBF16, 70}),
+                      RoundTripCase{"large_bf16", kLargeShape, DType::kBF16, 70},
+                      // Above cachecard/parallel.h's 4 MiB: built and injected
+                      // on several threads.
+                      RoundTripCase{"large_f32_parallel", kLargeShape, DType::kF32, 400},
+                      RoundTripCase{"large_bf16_parallel", kLargeShape, DType::kBF16, 400}),
     [](const auto& info) { return std::string(info.param.name); });
 
 struct QuantCase {
@@ -209,7 +213,10 @@ INSTANTIATE_TEST_SUITE_P(
             "stories_f32_mixed", kStoriesShape, DType::kF32, 53, {2, 3, 4, 5, 6, 7, 8, 16}, 8},
         QuantCase{"stories_bf16_mixed", kStoriesShape, DType::kBF16, 53, {2, 3, 4, 8, 16}, 16},
         QuantCase{"large_f32_4bit_g64", kLargeShape, DType::kF32, 70, {4}, 64},
-        QuantCase{"large_bf16_mixed", kLargeShape, DType::kBF16, 70, {2, 3, 4, 8, 16}, 32}),
+        QuantCase{"large_bf16_mixed", kLargeShape, DType::kBF16, 70, {2, 3, 4, 8, 16}, 32},
+        // ~7 MB of sections: built and injected on several threads.
+        QuantCase{
+            "large_f32_mixed_parallel", kLargeShape, DType::kF32, 600, {2, 3, 4, 8, 16}, 32}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(BuildInjectTest, SixteenBitWithinFp16Rounding) {
@@ -283,6 +290,46 @@ TEST(BuildInjectTest, BuildIsDeterministicAndCountingSinkGivesTheSize) {
           .ok());
   EXPECT_EQ(counter.card_bytes(), a->bytes().size());
   EXPECT_EQ(counter.bytes_written(), 0u);  // nothing encoded
+}
+
+// A sink without Window(): every section goes through WritePlannedCard's
+// staging path on the calling thread.
+class StagedOnlySink final : public CardSink {
+ public:
+  absl::Status Begin(uint64_t card_bytes) override {
+    bytes_.assign(card_bytes, 0xAB);
+    return absl::OkStatus();
+  }
+  absl::Status Write(uint64_t offset, absl::Span<const uint8_t> data) override {
+    if (offset > bytes_.size() || data.size() > bytes_.size() - offset) {
+      return absl::OutOfRangeError("write outside the card");
+    }
+    std::copy(data.begin(), data.end(), bytes_.begin() + offset);
+    return absl::OkStatus();
+  }
+  const std::vector<uint8_t>& bytes() const { return bytes_; }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+TEST(BuildInjectTest, ParallelInPlaceBuildEqualsStagedSequentialBuild) {
+  // 600 tokens of mixed widths: ~7 MB of sections, so BuildCard's in-place
+  // path runs on several threads; the staged sink runs them one by one.
+  constexpr int64_t kTokens = 600;
+  auto src = *MakeSyntheticCache(kLargeShape, DType::kBF16, kTokens, 9);
+  for (const CardEncoding& enc :
+       {CardEncoding::Full(), CardEncoding::Quantized(RandomPlan(kTokens, {2, 3, 4, 8, 16}, 4))}) {
+    auto parallel =
+        *BuildCard(*src, kTokens, TokenIds(kTokens), enc, Fingerprint(1), TestProvenance(1));
+    ASSERT_GT(parallel->bytes().size(), size_t{4} << 20);
+    StagedOnlySink staged;
+    ASSERT_TRUE(WriteCard(*src, kTokens, TokenIds(kTokens), enc, Fingerprint(1),
+                          TestProvenance(1), nullptr, staged)
+                    .ok());
+    EXPECT_TRUE(std::equal(parallel->bytes().begin(), parallel->bytes().end(),
+                           staged.bytes().begin(), staged.bytes().end()));
+  }
 }
 
 TEST(BuildInjectTest, BuildRejectsBadInputs) {
@@ -437,6 +484,33 @@ TEST_F(InjectFailureTest, CorruptSectionContentsRollBack) {
   EXPECT_EQ(InjectCard(**corrupt, nullptr, Fingerprint(1), empty.get()).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(empty->length(), 0);
+}
+
+TEST(InjectParallelFailureTest, CorruptSectionInALargeCardRollsBackEveryThread) {
+  // ~5.8 MB of sections: decoded on several threads. Layer 20's V section is
+  // corrupted (lo[0] = NaN, checksums resealed); the sections the other
+  // threads wrote meanwhile must be rolled back too.
+  constexpr int64_t kTokens = 800;
+  auto src = *MakeSyntheticCache(kLargeShape, DType::kBF16, kTokens, 5);
+  CardPtr card = *BuildCard(*src, kTokens, TokenIds(kTokens),
+                            CardEncoding::Quantized(UniformPlan(kTokens, 4)), Fingerprint(1),
+                            TestProvenance(1));
+  ASSERT_GT(card->bytes().size(), size_t{4} << 20);
+  std::vector<uint8_t> bytes(card->bytes().begin(), card->bytes().end());
+  const uint64_t at = card->metadata().segments[0].v_section(20).offset;
+  bytes[at] = 0x00;
+  bytes[at + 1] = 0x7e;
+  Reseal(&bytes);
+  absl::StatusOr<CardPtr> corrupt = Card::Copy(bytes);
+  ASSERT_TRUE(corrupt.ok()) << corrupt.status();
+
+  auto dst = *MakeSyntheticCache(kLargeShape, DType::kBF16, 300, 9, kTokens);
+  const std::vector<uint8_t> before = Snapshot(*dst, 300);
+  absl::Status s = InjectCard(**corrupt, nullptr, Fingerprint(1), dst.get());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("segment 0 layer 20 V section"));
+  EXPECT_EQ(dst->length(), 300);
+  EXPECT_EQ(Snapshot(*dst, 300), before);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "base/status_macros.h"
 #include "cachecard/format.h"
 #include "cachecard/metadata_codec.h"
+#include "cachecard/parallel.h"
 
 namespace qkvshare::cachecard {
 
@@ -13,6 +14,17 @@ absl::Status WritePlannedCard(CardMetadata* m, const MetadataLayout& layout,
   QKV_RETURN_IF_ERROR(sink.Begin(m->card_bytes));
   if (sink.counts_only()) return sink.Finish();
   static constexpr uint8_t kZeros[kSectionAlignment] = {};
+  // Pass 1, on this thread (a sink is single-threaded): the padding, and a
+  // window for every section the sink exposes; a section it cannot expose is
+  // encoded here through a staging buffer and written.
+  struct InPlace {
+    SectionRef* ref;
+    size_t segment;
+    size_t index;
+    absl::Span<uint8_t> out;
+  };
+  std::vector<InPlace> in_place;
+  uint64_t in_place_bytes = 0;
   std::vector<uint8_t> staging;
   uint64_t pos = m->metadata_bytes;
   for (size_t s = 0; s < m->segments.size(); ++s) {
@@ -21,18 +33,28 @@ absl::Status WritePlannedCard(CardMetadata* m, const MetadataLayout& layout,
       if (ref.offset > pos) {
         QKV_RETURN_IF_ERROR(sink.Write(pos, absl::MakeConstSpan(kZeros, ref.offset - pos)));
       }
+      pos = ref.offset + ref.bytes;
       absl::Span<uint8_t> out = sink.Window(ref.offset, ref.bytes);
-      const bool in_place = out.size() == ref.bytes;
-      if (!in_place) {
-        staging.resize(ref.bytes);
-        out = absl::MakeSpan(staging);
+      if (out.size() == ref.bytes) {
+        in_place.push_back({&ref, s, i, out});
+        in_place_bytes += ref.bytes;
+        continue;
       }
+      staging.resize(ref.bytes);
+      out = absl::MakeSpan(staging);
       QKV_RETURN_IF_ERROR(encode(s, i, out));
       ref.checksum = SectionChecksum(out);
-      if (!in_place) QKV_RETURN_IF_ERROR(sink.Write(ref.offset, out));
-      pos = ref.offset + ref.bytes;
+      QKV_RETURN_IF_ERROR(sink.Write(ref.offset, out));
     }
   }
+  // Pass 2: the windowed sections, encoded in place on a few threads.
+  QKV_RETURN_IF_ERROR(ParallelForSections(
+      in_place.size(), SectionThreads(in_place_bytes), [&](size_t j) -> absl::Status {
+        const InPlace& job = in_place[j];
+        QKV_RETURN_IF_ERROR(encode(job.segment, job.index, job.out));
+        job.ref->checksum = SectionChecksum(job.out);
+        return absl::OkStatus();
+      }));
   std::vector<uint8_t> metadata(m->metadata_bytes);
   QKV_RETURN_IF_ERROR(EncodeMetadata(*m, layout, absl::MakeSpan(metadata)));
   QKV_RETURN_IF_ERROR(sink.Write(0, metadata));

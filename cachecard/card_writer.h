@@ -6,7 +6,7 @@
 // (sections copied from existing cards). Every byte of the card, including
 // the zero padding between sections, is written exactly once.
 //
-// Thread safety: reentrant.
+// Thread safety: reentrant; see WritePlannedCard for the encoder.
 #ifndef QKVSHARE_CACHECARD_CARD_WRITER_H_
 #define QKVSHARE_CACHECARD_CARD_WRITER_H_
 
@@ -28,6 +28,10 @@ using SectionEncoder =
 // Writes the card described by `m` (planned by PlanLayout into `layout`) to
 // `sink`: Begin, every section via `encode` (setting m->...checksum), the
 // padding, the metadata, Finish. With a counts_only() sink nothing is encoded.
+// Sections the sink exposes as Window()s are encoded in place on up to
+// SectionThreads() threads (cachecard/parallel.h), so `encode` must be safe
+// to call concurrently for different sections; the sink itself is only
+// called from the calling thread.
 // Errors: from the sink or the encoder.
 absl::Status WritePlannedCard(CardMetadata* m, const MetadataLayout& layout,
                               const SectionEncoder& encode, CardSink& sink);

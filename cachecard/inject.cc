@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "cachecard/parallel.h"
 #include "cachecard/section_codec.h"
 
 namespace qkvshare::cachecard {
@@ -96,24 +97,43 @@ absl::Status InjectChain(absl::Span<const Card* const> chain, const ModelFingerp
   std::unique_ptr<Backup> backup;
   const int64_t held = std::min(cache->length(), total);
   if (held > 0) backup = std::make_unique<Backup>(*cache, held);
+  // Every section writes its own layer, K or V, and token range of the
+  // cache: disjoint, so they are decoded on a few threads.
+  struct Section {
+    const Card* card;
+    size_t segment;
+    int layer;
+    bool is_key;
+  };
+  std::vector<Section> sections;
+  uint64_t section_bytes = 0;
   for (const Card* card : chain) {
     const CardMetadata& m = card->metadata();
     for (size_t s = 0; s < m.segments.size(); ++s) {
-      const SegmentInfo& seg = m.segments[s];
       for (int layer = 0; layer < m.shape.num_layers; ++layer) {
         for (bool is_key : {true, false}) {
-          const SectionRef& ref = is_key ? seg.k_section(layer) : seg.v_section(layer);
-          absl::Status st = DecodeSection(card->section(ref), seg, layer, is_key, cache);
-          if (!st.ok()) {
-            if (backup != nullptr) backup->Restore(cache);
-            return absl::InvalidArgumentError(
-                absl::StrCat("inject card ", leaf.id().ToHex(), ": malformed card ",
-                             card->id().ToHex(), ": segment ", s, " layer ", layer,
-                             is_key ? " K" : " V", " section: ", st.message()));
-          }
+          sections.push_back({card, s, layer, is_key});
+          const SegmentInfo& seg = m.segments[s];
+          section_bytes += (is_key ? seg.k_section(layer) : seg.v_section(layer)).bytes;
         }
       }
     }
+  }
+  absl::Status decoded = ParallelForSections(
+      sections.size(), SectionThreads(section_bytes), [&](size_t j) -> absl::Status {
+        const auto& [card, s, layer, is_key] = sections[j];
+        const SegmentInfo& seg = card->metadata().segments[s];
+        const SectionRef& ref = is_key ? seg.k_section(layer) : seg.v_section(layer);
+        absl::Status st = DecodeSection(card->section(ref), seg, layer, is_key, cache);
+        if (st.ok()) return st;
+        return absl::InvalidArgumentError(
+            absl::StrCat("inject card ", leaf.id().ToHex(), ": malformed card ",
+                         card->id().ToHex(), ": segment ", s, " layer ", layer,
+                         is_key ? " K" : " V", " section: ", st.message()));
+      });
+  if (!decoded.ok()) {
+    if (backup != nullptr) backup->Restore(cache);
+    return decoded;
   }
   QKV_RETURN_IF_ERROR(Annotate(cache->SetLength(total), leaf));
   return absl::OkStatus();

@@ -46,7 +46,7 @@ LIB_SOURCES=(
   quant/kernels.cc quant/kernels_scalar.cc quant/kernels_avx512.cc
   cachecard/format.cc cachecard/ids.cc cachecard/metadata.cc cachecard/metadata_codec.cc
   cachecard/io.cc cachecard/file_io.cc cachecard/card.cc cachecard/chain.cc
-  cachecard/dtype_convert.cc cachecard/section_codec.cc cachecard/card_writer.cc
+  cachecard/dtype_convert.cc cachecard/section_codec.cc cachecard/parallel.cc cachecard/card_writer.cc
   cachecard/build.cc cachecard/inject.cc cachecard/flatten.cc cachecard/card_file.cc
   cachecard/inspect.cc cachecard/testing/synthetic_kv.cc
 )
