@@ -215,8 +215,7 @@ INSTANTIATE_TEST_SUITE_P(
         QuantCase{"large_f32_4bit_g64", kLargeShape, DType::kF32, 70, {4}, 64},
         QuantCase{"large_bf16_mixed", kLargeShape, DType::kBF16, 70, {2, 3, 4, 8, 16}, 32},
         // ~7 MB of sections: built and injected on several threads.
-        QuantCase{
-            "large_f32_mixed_parallel", kLargeShape, DType::kF32, 600, {2, 3, 4, 8, 16}, 32}),
+        QuantCase{"large_f32_mixed_parallel", kLargeShape, DType::kF32, 600, {2, 3, 4, 8, 16}, 32}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(BuildInjectTest, SixteenBitWithinFp16Rounding) {
@@ -324,8 +323,8 @@ TEST(BuildInjectTest, ParallelInPlaceBuildEqualsStagedSequentialBuild) {
         *BuildCard(*src, kTokens, TokenIds(kTokens), enc, Fingerprint(1), TestProvenance(1));
     ASSERT_GT(parallel->bytes().size(), size_t{4} << 20);
     StagedOnlySink staged;
-    ASSERT_TRUE(WriteCard(*src, kTokens, TokenIds(kTokens), enc, Fingerprint(1),
-                          TestProvenance(1), nullptr, staged)
+    ASSERT_TRUE(WriteCard(*src, kTokens, TokenIds(kTokens), enc, Fingerprint(1), TestProvenance(1),
+                          nullptr, staged)
                     .ok());
     EXPECT_TRUE(std::equal(parallel->bytes().begin(), parallel->bytes().end(),
                            staged.bytes().begin(), staged.bytes().end()));
@@ -460,15 +459,22 @@ void Reseal(std::vector<uint8_t>* bytes) {
   ASSERT_TRUE(EncodeMetadata(m, layout, absl::MakeSpan(*bytes).first(m.metadata_bytes)).ok());
 }
 
-TEST_F(InjectFailureTest, CorruptSectionContentsRollBack) {
-  // Layer 3's V section: per-token groups, token 0 coded, so the section
-  // starts with lo[0] (fp16). Make it NaN; earlier layers decode first.
-  std::vector<uint8_t> bytes(card_->bytes().begin(), card_->bytes().end());
-  const uint64_t at = card_->metadata().segments[0].v_section(3).offset;
+// A copy of `card` (4-bit, per-token V groups) whose layer `layer` V section
+// starts with lo[0] = NaN (fp16 0x7e00), resealed so that every checksum
+// matches: only decoding the section finds it.
+absl::StatusOr<CardPtr> WithNanInVSection(const Card& card, int layer) {
+  std::vector<uint8_t> bytes(card.bytes().begin(), card.bytes().end());
+  const uint64_t at = card.metadata().segments[0].v_section(layer).offset;
   bytes[at] = 0x00;
   bytes[at + 1] = 0x7e;
   Reseal(&bytes);
-  absl::StatusOr<CardPtr> corrupt = Card::Copy(bytes);
+  return Card::Copy(bytes);
+}
+
+TEST_F(InjectFailureTest, CorruptSectionContentsRollBack) {
+  // Layer 3's V section: per-token groups, token 0 coded, so the section
+  // starts with lo[0] (fp16). Make it NaN; earlier layers decode first.
+  absl::StatusOr<CardPtr> corrupt = WithNanInVSection(*card_, 3);
   ASSERT_TRUE(corrupt.ok()) << corrupt.status();  // checksums match
 
   auto dst = *MakeSyntheticCache(kStoriesShape, DType::kF32, 7, 9, 64);
@@ -492,16 +498,11 @@ TEST(InjectParallelFailureTest, CorruptSectionInALargeCardRollsBackEveryThread) 
   // threads wrote meanwhile must be rolled back too.
   constexpr int64_t kTokens = 800;
   auto src = *MakeSyntheticCache(kLargeShape, DType::kBF16, kTokens, 5);
-  CardPtr card = *BuildCard(*src, kTokens, TokenIds(kTokens),
-                            CardEncoding::Quantized(UniformPlan(kTokens, 4)), Fingerprint(1),
-                            TestProvenance(1));
+  CardPtr card =
+      *BuildCard(*src, kTokens, TokenIds(kTokens), CardEncoding::Quantized(UniformPlan(kTokens, 4)),
+                 Fingerprint(1), TestProvenance(1));
   ASSERT_GT(card->bytes().size(), size_t{4} << 20);
-  std::vector<uint8_t> bytes(card->bytes().begin(), card->bytes().end());
-  const uint64_t at = card->metadata().segments[0].v_section(20).offset;
-  bytes[at] = 0x00;
-  bytes[at + 1] = 0x7e;
-  Reseal(&bytes);
-  absl::StatusOr<CardPtr> corrupt = Card::Copy(bytes);
+  absl::StatusOr<CardPtr> corrupt = WithNanInVSection(*card, 20);
   ASSERT_TRUE(corrupt.ok()) << corrupt.status();
 
   auto dst = *MakeSyntheticCache(kLargeShape, DType::kBF16, 300, 9, kTokens);
