@@ -126,10 +126,9 @@ absl::Status InjectChain(absl::Span<const Card* const> chain, const ModelFingerp
         const SectionRef& ref = is_key ? seg.k_section(layer) : seg.v_section(layer);
         absl::Status st = DecodeSection(card->section(ref), seg, layer, is_key, cache);
         if (st.ok()) return st;
-        return absl::InvalidArgumentError(
-            absl::StrCat("inject card ", leaf.id().ToHex(), ": malformed card ",
-                         card->id().ToHex(), ": segment ", s, " layer ", layer,
-                         is_key ? " K" : " V", " section: ", st.message()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "inject card ", leaf.id().ToHex(), ": malformed card ", card->id().ToHex(),
+            ": segment ", s, " layer ", layer, is_key ? " K" : " V", " section: ", st.message()));
       });
   if (!decoded.ok()) {
     if (backup != nullptr) backup->Restore(cache);
