@@ -25,7 +25,10 @@
 //   x memcpy    inject time / time to memcpy the same cache bytes (baseline
 //               measured in the same run)
 // Times are thread CPU time (CLOCK_THREAD_CPUTIME_ID: per core, robust to
-// other load on the machine), best of --reps, one thread.
+// other load on the machine), best of --reps, one thread: build and inject
+// are pinned to the calling thread (cachecard::SetMaxSectionThreads(1)),
+// which would otherwise split large cards across cores; the multi-threaded
+// end-to-end effect is in bench/handoff_bench.
 //
 // Usage: bazel run -c opt //bench:card_bench -- [--tokens=1024,4096] [--reps=5] [--dtype=bf16]
 #include <sys/mman.h>
@@ -49,6 +52,7 @@
 #include "cachecard/build.h"
 #include "cachecard/card.h"
 #include "cachecard/inject.h"
+#include "cachecard/parallel.h"
 #include "cachecard/testing/synthetic_kv.h"
 #include "quant/controller.h"
 
@@ -171,6 +175,7 @@ double MemcpySeconds(const agents::KvCache& src, agents::KvCache* dst, int64_t t
 
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  SetMaxSectionThreads(1);  // per-core rates: see the file comment
   const int reps = absl::GetFlag(FLAGS_reps);
   const std::string dtype_name = absl::GetFlag(FLAGS_dtype);
   if (dtype_name != "f32" && dtype_name != "bf16") {

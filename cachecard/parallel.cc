@@ -8,12 +8,19 @@
 
 namespace qkvshare::cachecard {
 
+namespace {
+std::atomic<int> max_section_threads{0};
+}  // namespace
+
 int SectionThreads(uint64_t bytes) {
   constexpr uint64_t kMinParallelBytes = uint64_t{4} << 20;
   if (bytes < kMinParallelBytes) return 1;
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  return std::clamp(cores, 1, 4);
+  const int cap = max_section_threads.load(std::memory_order_relaxed);
+  return std::clamp(cores, 1, cap > 0 ? std::min(cap, 4) : 4);
 }
+
+void SetMaxSectionThreads(int n) { max_section_threads.store(n > 0 ? n : 0); }
 
 absl::Status ParallelForSections(size_t n, int threads,
                                  const std::function<absl::Status(size_t)>& fn) {

@@ -23,8 +23,13 @@ namespace qkvshare::cachecard {
 
 // Threads for work over `bytes` bytes of card sections: 1 below 4 MiB (a
 // thread start costs more than it saves there), else the number of cores,
-// capped at 4.
+// capped at 4 and at SetMaxSectionThreads().
 int SectionThreads(uint64_t bytes);
+
+// Process-wide cap on SectionThreads(); n <= 0 restores the default (no cap
+// beyond min(cores, 4)). bench/card_bench sets 1 to measure per-core rates.
+// Thread-safe.
+void SetMaxSectionThreads(int n);
 
 // Calls fn(i) for every i in [0, n) on up to `threads` threads (the calling
 // thread is one of them). Every index runs even after a failure; returns the

@@ -23,6 +23,14 @@ TEST(SectionThreadsTest, OneThreadBelowFourMiBThenCoresCappedAtFour) {
   EXPECT_EQ(SectionThreads(uint64_t{1} << 40), expected);
 }
 
+TEST(SectionThreadsTest, ProcessWideCap) {
+  SetMaxSectionThreads(1);
+  EXPECT_EQ(SectionThreads(uint64_t{1} << 30), 1);
+  SetMaxSectionThreads(0);
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  EXPECT_EQ(SectionThreads(uint64_t{1} << 30), cores < 1 ? 1 : (cores > 4 ? 4 : cores));
+}
+
 TEST(ParallelForSectionsTest, RunsEveryIndexExactlyOnce) {
   for (int threads : {0, 1, 2, 3, 8}) {
     for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{7}, size_t{60}}) {
