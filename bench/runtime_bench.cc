@@ -4,7 +4,7 @@
 //       --models=/tmp/small-100m-bfloat16,/tmp/smollm-135m-bfloat16 \
 //       --dtypes=bf16,f32 --threads=2
 //
-// (models from /work/shared/tools/make_random_llama.py, see docs/performance.md).
+// (models from scripts/make_random_llama.py, see docs/performance.md).
 // For each model and compute dtype: prefill tokens/s of one Append of N
 // random token ids on an empty sequence (logits of the last position, as in
 // a real prompt), N in --prefill; decode tokens/s of single-token steps at
