@@ -283,7 +283,8 @@ void Report(const std::vector<Cell>& cells) {
       "`first` is the whole prefill):\n\n");
   PrintStageTable(cells, /*cpu=*/false);
   std::printf(
-      "\nStage medians, CPU ms of the handoff thread (the card stages are single-threaded); "
+      "\nStage medians, CPU ms of the handoff thread (encode and inject of cards above 4 MiB "
+      "also use helper threads); "
       "TTFT (all threads) is process CPU time; first token = rounds whose first token equals "
       "the same round's re-prefill's:\n\n");
   PrintStageTable(cells, /*cpu=*/true);

@@ -66,9 +66,10 @@ struct CardParams {
 };
 
 // One handoff's measurements. Stage *_ms are wall clock; *_cpu_ms the CPU
-// time of the calling thread over the stage (the card stages are
-// single-threaded, so this is their work, robust to other load; the forward
-// pass in `first` also runs on the runtime's worker threads, see ttft_cpu_ms).
+// time of the calling thread over the stage (encode and inject of cards above
+// 4 MiB also run on helper threads, cachecard/parallel.h, and the forward
+// pass in `first` on the runtime's worker threads: ttft_cpu_ms is the
+// process's CPU time over the whole handoff).
 struct HandoffSample {
   double importance_ms = 0, importance_cpu_ms = 0;
   double alloc_ms = 0, alloc_cpu_ms = 0;
