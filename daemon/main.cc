@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -36,6 +37,17 @@ ABSL_FLAG(bool, version, false, "print the version and exit");
 namespace qkvshare::daemon {
 namespace {
 
+// SIGTERM, SIGINT and SIGHUP: taken synchronously by the main thread
+// (sigtimedwait), blocked everywhere else.
+sigset_t DaemonSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  return signals;
+}
+
 int Fail(const absl::Status& s) {
   spdlog::critical("{}", std::string(s.message()));
   SystemdNotifier::Status(absl::StrCat("failed: ", s.message()));
@@ -62,14 +74,7 @@ int Main() {
     return 0;
   }
 
-  // Signals are taken synchronously by this thread; block them before any
-  // other thread starts so they inherit the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = DaemonSignals();
   signal(SIGPIPE, SIG_IGN);
 
   spdlog::info("qkvshared {} starting: config {}", kVersion, config->file);
@@ -128,7 +133,13 @@ int Main() {
       });
       while (!drained) {
         if (watchdog > absl::ZeroDuration()) SystemdNotifier::Watchdog();
-        absl::SleepFor(absl::Milliseconds(100));
+        // Further signals while draining are taken here and ignored.
+        timespec poll = absl::ToTimespec(absl::Milliseconds(100));
+        const int again = sigtimedwait(&signals, nullptr, &poll);
+        if (again > 0) {
+          spdlog::warn("{}: already draining (grace {}), ignored", strsignal(again),
+                       absl::FormatDuration(grace));
+        }
       }
       drain.join();
       (*server)->Stop(absl::Milliseconds(500));
@@ -143,6 +154,12 @@ int Main() {
 }  // namespace qkvshare::daemon
 
 int main(int argc, char** argv) {
+  // Block the daemon's signals before anything can start a thread (libraries
+  // do at load or first use): every thread inherits the mask, so a signal is
+  // only ever taken by the main loop's sigtimedwait, never by the default
+  // action in some other thread. The mask survives the re-exec.
+  const sigset_t signals = qkvshare::daemon::DaemonSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
   absl::SetProgramUsageMessage(
       "qkvshared --config FILE [--listen unix:///path.sock] [--check_config]\n"

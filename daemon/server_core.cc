@@ -152,6 +152,9 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
   TaskSpec spec;
   spec.label = req.label();
   spec.input = req.input();
+  if (req.input().empty()) {
+    return absl::InvalidArgumentError("input is empty: give the text the first hop starts from");
+  }
   if (static_cast<int64_t>(req.input().size()) > config_.limits.max_input_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("input is ", req.input().size(),
                                                    " bytes; limits.max_input_bytes is ",
@@ -384,9 +387,17 @@ absl::StatusOr<v1::CardInfo> ServerCore::ImportCard(absl::Span<const uint8_t> by
                                                      " bytes; limits.max_card_bytes is ",
                                                      config_.limits.max_card_bytes));
   }
-  QKV_ASSIGN_OR_RETURN(cachecard::CardPtr card, cachecard::Card::Copy(bytes));
+  // The bytes are the client's: a card that fails validation (truncated,
+  // checksum, version, ...) is an invalid argument at the API, not data loss
+  // inside the daemon.
+  absl::StatusOr<cachecard::CardPtr> card = cachecard::Card::Copy(bytes);
+  if (!card.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("not a valid card (",
+                                                   absl::StatusCodeToString(card.status().code()),
+                                                   "): ", card.status().message()));
+  }
   {
-    absl::StatusOr<cachecard::shm::CardHandle> handle = store_->Add(*card);
+    absl::StatusOr<cachecard::shm::CardHandle> handle = store_->Add(**card);
     if (!handle.ok()) {
       if (handle.status().code() == absl::StatusCode::kNotFound) {
         return absl::FailedPreconditionError(handle.status().message());
@@ -394,7 +405,7 @@ absl::StatusOr<v1::CardInfo> ServerCore::ImportCard(absl::Span<const uint8_t> by
       return handle.status();
     }
   }  // the handle goes: the card stays stored, unreferenced
-  return GetCard(card->id().ToHex());
+  return GetCard((*card)->id().ToHex());
 }
 
 absl::Status ServerCore::DeleteCard(const std::string& id) {

@@ -67,9 +67,9 @@ class ServerCore {
   // (flattened) .qkvcard; stops early when `write` returns false (Cancelled).
   absl::Status ExportCard(const std::string& id,
                           const std::function<bool(absl::Span<const uint8_t>)>& write) const;
-  // Validates and stores a card file's bytes. Errors: InvalidArgument /
-  // DataLoss (corrupt), ResourceExhausted (limits or quota), AlreadyExists,
-  // FailedPrecondition (its parent is not stored).
+  // Validates and stores a card file's bytes. Errors: InvalidArgument
+  // (not a valid card: truncated, checksum, version, ...), ResourceExhausted (limits or quota),
+  // AlreadyExists, FailedPrecondition (its parent is not stored).
   absl::StatusOr<v1::CardInfo> ImportCard(absl::Span<const uint8_t> bytes);
   // Errors: NotFound, FailedPrecondition (in use).
   absl::Status DeleteCard(const std::string& id);

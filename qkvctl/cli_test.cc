@@ -247,6 +247,13 @@ TEST_F(CliTest, SubmitInputFile) {
   EXPECT_EQ(missing.err, "qkvctl: submit: cannot read " + dir.File("nope.txt") +
                              ": No such file or directory\n");
   EXPECT_EQ(daemon_->Snapshot().submitted.size(), 1u);
+
+  std::string latin1 = dir.File("latin1.txt");
+  std::ofstream(latin1) << "caf\xe9 au lait";
+  Result bad = Run({"submit", "story", "--input-file", latin1});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_EQ(bad.err, "qkvctl: submit: the input is not valid UTF-8 (byte offset 3)\n");
+  EXPECT_EQ(daemon_->Snapshot().submitted.size(), 1u);  // nothing sent
 }
 
 TEST_F(CliTest, SubmitErrorsMapToExitCodes) {

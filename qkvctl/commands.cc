@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "agents/tokenizer/utf8.h"
 #include "qkvctl/exit_codes.h"
 #include "qkvctl/format.h"
 #include "qkvctl/task_progress.h"
@@ -185,6 +186,13 @@ int RunSubmit(Session& s, const SubmitOptions& o) {
     absl::StatusOr<std::string> text = ReadInputFile(*o.input_file);
     if (!text.ok()) return s.LocalError(absl::StrCat("submit: ", text.status().message()));
     request.set_input(*std::move(text));
+  }
+  // The API's input is a proto3 string: invalid UTF-8 would fail in the
+  // serializer with an empty INTERNAL error, so say what and where here.
+  if (const size_t bad = agents::tokenizer_internal::FindInvalidUtf8(request.input());
+      bad != std::string_view::npos) {
+    return s.LocalError(
+        absl::StrCat("submit: the input is not valid UTF-8 (byte offset ", bad, ")"));
   }
   v1::Handoff* handoff = request.mutable_handoff_override();
   if (!o.mode.empty()) {

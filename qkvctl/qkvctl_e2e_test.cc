@@ -159,6 +159,16 @@ TEST_F(QkvctlE2eTest, CardExportRemoveImportIsByteIdentical) {
   EXPECT_TRUE(ReadFile(first) == ReadFile(second)) << "re-exported card differs";
   // Importing the same card again is refused (it is in the store).
   EXPECT_EQ(Run({"cards", "import", first}).code, 4);
+  // A truncated card is the client's bad input: INVALID_ARGUMENT, exit 4.
+  const std::string truncated = dir.File("truncated.qkvcard");
+  {
+    const std::string bytes = ReadFile(first);
+    std::ofstream(truncated, std::ios::binary) << bytes.substr(0, bytes.size() - 100);
+  }
+  Result bad = Run({"cards", "import", truncated});
+  EXPECT_EQ(bad.code, 4) << bad.err;
+  EXPECT_THAT(bad.err, HasSubstr("not a valid card"));
+  EXPECT_THAT(bad.err, HasSubstr("INVALID_ARGUMENT"));
 }
 
 TEST_F(QkvctlE2eTest, ErrorsMapToExitCodes) {

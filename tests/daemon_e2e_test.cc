@@ -137,6 +137,8 @@ TEST_F(StoryDaemonTest, StatusCodes) {
   EXPECT_EQ(SubmitCode(*daemon_, Submit("story_full", long_input), &msg),
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(msg, HasSubstr("context limit of 512 tokens"));
+  EXPECT_EQ(SubmitCode(*daemon_, Submit("story", ""), &msg), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(msg, HasSubstr("input is empty"));
   grpc::ClientContext ctx;
   v1::GetTaskRequest g;
   g.set_task_id("t-nope");
