@@ -65,6 +65,7 @@ int Main() {
   if (!config.ok()) return Fail(config.status());
   if (!absl::GetFlag(FLAGS_listen).empty()) config->listen = absl::GetFlag(FLAGS_listen);
   if (!absl::GetFlag(FLAGS_instance).empty()) config->instance = absl::GetFlag(FLAGS_instance);
+  if (absl::Status dirs = CheckModelDirectories(*config); !dirs.ok()) return Fail(dirs);
   if (absl::GetFlag(FLAGS_check_config)) {
     absl::StatusOr<std::vector<WorkflowConfig>> wfs =
         LoadWorkflowDir(config->workflows_dir, *config);

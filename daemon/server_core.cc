@@ -167,6 +167,9 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
       HopConfig hop;
       hop.agent = h.agent();
       hop.instruction = h.instruction();
+      if (absl::Status p = CheckPlaceholders(hop.instruction, kInstructionPlaceholders); !p.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("hop ", i, " instruction: ", p.message()));
+      }
       hop.generation = FromProto(h.generation());
       hop.handoff = Overlay(config_.handoff, h.handoff());
       hops.push_back(std::move(hop));

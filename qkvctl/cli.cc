@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "daemon/version.h"
@@ -27,6 +28,23 @@ std::string Footer() {
 }  // namespace
 
 int RunQkvctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  // CLI11's PositiveNumber / NonNegativeNumber print "not in range 0.000000
+  // to 1.79769e+308" (and the max in full); say what is wanted instead.
+  const CLI::Validator kPositive(
+      [](std::string& v) -> std::string {
+        double d;
+        if (absl::SimpleAtod(v, &d) && d > 0) return "";
+        return absl::StrCat("must be a number > 0, got '", v, "'");
+      },
+      "> 0");
+  const CLI::Validator kNonNegative(
+      [](std::string& v) -> std::string {
+        double d;
+        if (absl::SimpleAtod(v, &d) && d >= 0) return "";
+        return absl::StrCat("must be a number >= 0, got '", v, "'");
+      },
+      ">= 0");
+
   CLI::App app(kDescription, "qkvctl");
   app.footer(Footer());
   app.require_subcommand(1);
@@ -39,8 +57,7 @@ int RunQkvctl(const std::vector<std::string>& args, std::ostream& out, std::ostr
   app.add_option("--addr", addr, "Daemon address: unix:///path.sock, /path.sock or host:port")
       ->envname(kAddressEnv);
   app.add_flag("--json", json, "Print machine-readable JSON (JSON Lines for task streams)");
-  app.add_option("--timeout", timeout_s, "Deadline of each request, seconds")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--timeout", timeout_s, "Deadline of each request, seconds")->check(kPositive);
 
   CLI::App* status = app.add_subcommand("status", "Daemon version, uptime, agents, queue, store");
   CLI::App* agents = app.add_subcommand("agents", "List the hosted agents");
@@ -67,22 +84,22 @@ int RunQkvctl(const std::vector<std::string>& args, std::ostream& out, std::ostr
       ->check(CLI::IsMember({"adaptive", "uniform"}));
   CLI::Option* max_new_opt =
       submit->add_option("--max-new-tokens", max_new_tokens, "Tokens to generate per hop")
-          ->check(CLI::PositiveNumber);
+          ->check(kPositive);
   submit->add_option("--deadline-ms", submit_opts.deadline_ms, "Fail the task after N ms")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   submit->add_option("--label", submit_opts.label, "Free-form label shown in listings");
 
   WatchOptions watch_opts;
   CLI::App* watch = app.add_subcommand("watch", "Follow a task until it ends");
   watch->add_option("task", watch_opts.task_id, "Task id")->required();
   watch->add_option("--from-seq", watch_opts.from_seq, "First event to show (0: from the start)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   watch->add_flag("--no-tokens", watch_opts.skip_tokens, "Leave out the generated tokens");
 
   int limit = 0;
   CLI::App* tasks = app.add_subcommand("tasks", "List queued, running and recent tasks");
   tasks->add_option("--limit", limit, "At most N tasks, newest first (0: all kept)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
 
   std::string task_id;
   CLI::App* get = app.add_subcommand("get", "Show a task: state, per-hop statistics, output");

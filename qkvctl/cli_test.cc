@@ -256,6 +256,16 @@ TEST_F(CliTest, SubmitInputFile) {
   EXPECT_EQ(daemon_->Snapshot().submitted.size(), 1u);  // nothing sent
 }
 
+TEST_F(CliTest, NumericFlagsSayWhatTheyWant) {
+  Result zero = Run({"submit", "story", "--input", "x", "--max-new-tokens", "0"});
+  EXPECT_EQ(zero.code, 2);
+  EXPECT_THAT(zero.err, HasSubstr("--max-new-tokens: must be a number > 0, got '0'"));
+  Result negative = Run({"tasks", "--limit", "-1"});
+  EXPECT_EQ(negative.code, 2);
+  EXPECT_THAT(negative.err, HasSubstr("--limit: must be a number >= 0, got '-1'"));
+  EXPECT_TRUE(daemon_->Snapshot().submitted.empty());
+}
+
 TEST_F(CliTest, SubmitErrorsMapToExitCodes) {
   Result unknown = Run({"submit", "nope", "--input", "x"});
   EXPECT_EQ(unknown.code, 3);

@@ -7,8 +7,10 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 #include "daemon/config/yaml_reader.h"
 
@@ -53,6 +55,47 @@ const AgentEntry* DaemonConfig::FindAgent(const std::string& name) const {
   for (const AgentEntry& a : agents)
     if (a.name == name) return &a;
   return nullptr;
+}
+
+absl::Status CheckName(absl::string_view name) {
+  constexpr size_t kMaxName = 64;
+  const bool ok =
+      !name.empty() && name.size() <= kMaxName && std::all_of(name.begin(), name.end(), [](char c) {
+        return absl::ascii_isalnum(c) || c == '_' || c == '-' || c == '.';
+      });
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("name '", name, "' is not 1-", kMaxName,
+                                                 " characters of letters, digits, '_', '-', '.'"));
+}
+
+absl::Status CheckPlaceholders(absl::string_view text, absl::Span<const absl::string_view> known) {
+  for (size_t open = text.find('{'); open != absl::string_view::npos;
+       open = text.find('{', open + 1)) {
+    size_t end = open + 1;
+    while (end < text.size() && (absl::ascii_islower(text[end]) || text[end] == '_')) ++end;
+    if (end == open + 1 || end >= text.size() || text[end] != '}') continue;  // not {word}
+    const absl::string_view word = text.substr(open + 1, end - open - 1);
+    if (std::find(known.begin(), known.end(), word) != known.end()) continue;
+    std::vector<std::string> names;
+    for (absl::string_view k : known) names.push_back(absl::StrCat("{", k, "}"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown placeholder {", word, "} (known: ", absl::StrJoin(names, ", "), ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckModelDirectories(const DaemonConfig& config) {
+  for (const ModelEntry& m : config.models) {
+    std::error_code ec;
+    if (!fs::is_directory(m.path, ec)) {
+      return absl::NotFoundError(absl::StrCat(m.where, ": model directory not found: ", m.path));
+    }
+    if (!fs::is_regular_file(fs::path(m.path) / "config.json", ec)) {
+      return absl::NotFoundError(
+          absl::StrCat(m.where, ": no config.json in model directory ", m.path));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateHandoff(const HandoffConfig& h, const std::string& where) {
@@ -150,10 +193,14 @@ absl::Status ParseModels(YamlMap models, DaemonConfig* cfg) {
   for (const std::string& name : models.Keys()) {
     YamlMap m = models.Child(name);
     QKV_RETURN_IF_ERROR(m.Init());
+    if (absl::Status n = CheckName(name); !n.ok()) {
+      return models.Error(name, absl::StrCat("model ", n.message()));
+    }
     ModelEntry e;
     e.name = name;
     QKV_RETURN_IF_ERROR(m.GetString("path", &e.path, /*required=*/true));
     e.path = ResolvePath(cfg->file, e.path);
+    e.where = m.Where("path");
     std::string dtype = "f32";
     QKV_RETURN_IF_ERROR(m.GetEnum("dtype", {"f32", "bf16"}, &dtype));
     e.dtype = dtype == "bf16" ? DType::kBF16 : DType::kF32;
@@ -174,6 +221,9 @@ absl::Status ParseAgents(YamlMap agents, DaemonConfig* cfg) {
   for (const std::string& name : agents.Keys()) {
     YamlMap a = agents.Child(name);
     QKV_RETURN_IF_ERROR(a.Init());
+    if (absl::Status n = CheckName(name); !n.ok()) {
+      return agents.Error(name, absl::StrCat("agent ", n.message()));
+    }
     AgentEntry e;
     e.name = name;
     QKV_RETURN_IF_ERROR(a.GetString("model", &e.model, /*required=*/true));
@@ -184,6 +234,10 @@ absl::Status ParseAgents(YamlMap agents, DaemonConfig* cfg) {
     QKV_RETURN_IF_ERROR(a.GetString("prompt_template", &e.prompt_template));
     if (e.prompt_template.find("{instruction}") == std::string::npos) {
       return a.Error("prompt_template", "must contain {instruction}");
+    }
+    if (absl::Status p = CheckPlaceholders(e.prompt_template, {absl::string_view("instruction")});
+        !p.ok()) {
+      return a.Error("prompt_template", std::string(p.message()));
     }
     // Agent defaults: every field set.
     e.generation = {64, 0.0f, 0, 1.0f, 0, std::vector<std::string>{}};
@@ -278,6 +332,9 @@ absl::StatusOr<WorkflowConfig> ParseWorkflow(const std::string& text, const std:
   YamlMap top(root, file, "");
   QKV_RETURN_IF_ERROR(top.Init());
   QKV_RETURN_IF_ERROR(top.GetString("name", &wf.name));
+  if (absl::Status n = CheckName(wf.name); !n.ok()) {
+    return top.Error(top.Has("name") ? "name" : "", absl::StrCat("workflow ", n.message()));
+  }
   QKV_RETURN_IF_ERROR(top.GetString("description", &wf.description));
   HandoffConfig wf_handoff = daemon.handoff;
   const bool has_default_handoff = top.Has("handoff");
@@ -297,6 +354,10 @@ absl::StatusOr<WorkflowConfig> ParseWorkflow(const std::string& text, const std:
       return h.Error("agent", absl::StrCat("unknown agent '", hop.agent, "'"));
     }
     QKV_RETURN_IF_ERROR(h.GetString("instruction", &hop.instruction));
+    if (absl::Status p = CheckPlaceholders(hop.instruction, kInstructionPlaceholders); !p.ok()) {
+      return h.Error("instruction", std::string(p.message()));
+    }
+    h.Raw("handoff");  // a known key here even when absent (error messages list it)
     QKV_RETURN_IF_ERROR(ParseGeneration(h.Child("generation"), &hop.generation));
     if (h.Has("handoff") || has_default_handoff) {
       HandoffConfig hc = wf_handoff;

@@ -15,6 +15,7 @@
 #ifndef QKVSHARE_DAEMON_CONFIG_CONFIG_H_
 #define QKVSHARE_DAEMON_CONFIG_CONFIG_H_
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -22,6 +23,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "base/dtype.h"
 
 namespace qkvshare::daemon {
@@ -64,6 +67,7 @@ struct ModelEntry {
   DType dtype = DType::kF32;
   int threads = 0;          // intra-op threads; 0: all cores
   int prefill_chunk = 512;  // tokens per prefill chunk
+  std::string where;        // "file:line:col: models.NAME.path", for errors
 };
 
 struct AgentEntry {
@@ -133,6 +137,26 @@ struct WorkflowConfig {
   std::string file;
   std::vector<HopConfig> hops;
 };
+
+// Model, agent and workflow names: 1-64 characters of [A-Za-z0-9_.-] (they
+// appear in CLI arguments, logs and metric labels). Errors: InvalidArgument
+// "name '...' is not ...".
+absl::Status CheckName(absl::string_view name);
+
+// Placeholders a hop instruction may use: {input}, {previous}, {hop}.
+inline constexpr std::array<absl::string_view, 3> kInstructionPlaceholders = {"input", "previous",
+                                                                              "hop"};
+
+// Finds `{word}` (lowercase letters and '_' between braces) in `text` that is
+// not one of `known` (names without braces): a misspelled placeholder would
+// otherwise be sent to the model verbatim. Other braces are text. Errors:
+// InvalidArgument "unknown placeholder {word} (known: {a}, {b})".
+absl::Status CheckPlaceholders(absl::string_view text, absl::Span<const absl::string_view> known);
+
+// Checks that every model's path is a directory holding config.json (what
+// --check_config and start-up need; parsing alone does not touch the disk).
+// Errors: NotFound naming the config location and the directory.
+absl::Status CheckModelDirectories(const DaemonConfig& config);
 
 // Loads and validates daemon.yaml. Errors: NotFound (no file),
 // InvalidArgument (syntax, unknown key, bad value, an agent naming an unknown

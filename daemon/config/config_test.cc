@@ -132,6 +132,54 @@ TEST(ConfigTest, WorkflowErrors) {
   EXPECT_EQ(wf->hops[1].handoff->mode, HandoffMode::kCard);  // from the daemon default
 }
 
+TEST(ConfigTest, DuplicateKeysAreErrorsAtTheSecond) {
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "log_level: info\nlog_level: debug\n"),
+              HasSubstr("/etc/q/daemon.yaml:8:1: log_level: duplicate key (first at line 7)"));
+  EXPECT_THAT(ParseError("listen: unix:///x\nmodels: {m: {path: p}}\nagents:\n  a: {model: m}\n"
+                         "  a: {model: nosuch}\n"),
+              HasSubstr(":5:3: agents.a: duplicate key (first at line 4)"));
+  DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
+  EXPECT_THAT(Msg(ParseWorkflow("hops:\n  - {agent: a, agent: a}\n", "/w/x.yaml", cfg).status()),
+              HasSubstr("/w/x.yaml:2:16: hops[0].agent: duplicate key (first at line 2)"));
+}
+
+TEST(ConfigTest, NamesAndPlaceholdersAreChecked) {
+  EXPECT_THAT(
+      ParseError("listen: unix:///x\nmodels: {m: {path: p}}\nagents: {\"a b\": {model: m}}\n"),
+      HasSubstr("agent name 'a b' is not 1-64 characters of letters, digits"));
+  EXPECT_THAT(ParseError("models: {m: {path: p}}\nagents:\n  a:\n    model: m\n"
+                         "    prompt_template: \"<s>{instruction}{instrucion}\"\n"),
+              HasSubstr("unknown placeholder {instrucion} (known: {instruction})"));
+  DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
+  EXPECT_THAT(Msg(ParseWorkflow("name: \"a/b\"\nhops: [{agent: a}]\n", "/w/x.yaml", cfg).status()),
+              HasSubstr("/w/x.yaml:1:7: name: workflow name 'a/b' is not"));
+  EXPECT_THAT(
+      Msg(ParseWorkflow("hops:\n  - {agent: a, instruction: \"{inptu} next\"}\n", "/w/x.yaml", cfg)
+              .status()),
+      HasSubstr("hops[0].instruction: unknown placeholder {inptu} (known: {input}, "
+                "{previous}, {hop})"));
+  // Braces that are not {word} are text; known placeholders pass.
+  EXPECT_TRUE(
+      ParseWorkflow("hops:\n  - {agent: a, instruction: \"{input} as {\\\"k\\\": 1} {hop}\"}\n",
+                    "/w/x.yaml", cfg)
+          .ok());
+  // The unknown-key message lists every key a hop takes, handoff included.
+  EXPECT_THAT(
+      Msg(ParseWorkflow("hops:\n  - {agent: a, handof: {bits: 3}}\n", "/w/x.yaml", cfg).status()),
+      HasSubstr("allowed here: agent, generation, handoff, instruction"));
+}
+
+TEST(ConfigTest, CheckModelDirectoriesNamesTheConfigLocation) {
+  DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
+  absl::Status s = CheckModelDirectories(cfg);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(s), HasSubstr("/etc/q/daemon.yaml:4:13: models.m.path: model directory not "
+                                "found: /models/x"));
+  auto shipped = LoadDaemonConfig("configs/daemon.yaml");
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
+  EXPECT_TRUE(CheckModelDirectories(*shipped).ok());
+}
+
 TEST(ConfigTest, WorkflowDirRejectsDuplicateNames) {
   DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
   std::string dir = std::string(getenv("TEST_TMPDIR")) + "/wf";

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -32,8 +34,20 @@ YamlMap::YamlMap(const YAML::Node& node, std::string file, std::string path)
     : node_(node), file_(std::move(file)), path_(std::move(path)) {}
 
 absl::Status YamlMap::Init() const {
-  if (!node_.IsDefined() || node_.IsNull() || node_.IsMap()) return absl::OkStatus();
-  return YamlError(file_, node_, path_, "expected a mapping of keys");
+  if (!node_.IsDefined() || node_.IsNull()) return absl::OkStatus();
+  if (!node_.IsMap()) return YamlError(file_, node_, path_, "expected a mapping of keys");
+  // yaml-cpp keeps both entries of a repeated key and lookups see the first:
+  // a silent override of what the author wrote last. Refuse it.
+  std::map<std::string, YAML::Mark> seen;
+  for (const auto& kv : node_) {
+    const std::string key = kv.first.Scalar();
+    const auto [it, fresh] = seen.emplace(key, kv.first.Mark());
+    if (!fresh) {
+      return YamlError(file_, kv.first, KeyPath(key),
+                       absl::StrCat("duplicate key (first at line ", it->second.line + 1, ")"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string YamlMap::KeyPath(const std::string& key) const {
@@ -45,9 +59,18 @@ bool YamlMap::Has(const std::string& key) const {
 }
 
 absl::Status YamlMap::Error(const std::string& key, const std::string& message) const {
-  YAML::Node at = node_;
-  if (!key.empty() && node_.IsMap() && node_[key].IsDefined()) at = node_[key];
+  // Copy-construct, never assign: YAML::Node::operator= writes through to
+  // the node it aliases (here node_ itself).
+  const YAML::Node at =
+      !key.empty() && node_.IsMap() && node_[key].IsDefined() ? node_[key] : node_;
   return YamlError(file_, at, key.empty() ? path_ : KeyPath(key), message);
+}
+
+std::string YamlMap::Where(const std::string& key) const {
+  std::string message(Error(key, "").message());
+  // Error() formats "where: path: " + message; drop the trailing ": ".
+  if (absl::EndsWith(message, ": ")) message.resize(message.size() - 2);
+  return message;
 }
 
 absl::Status YamlMap::Lookup(const std::string& key, bool required, YAML::Node* value,

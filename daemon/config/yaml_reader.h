@@ -61,6 +61,9 @@ class YamlMap {
 
   // Error at this map's node or one of its keys.
   absl::Status Error(const std::string& key, const std::string& message) const;
+  // "file:line:col: key.path" of `key`'s value (or of this map), for errors
+  // found after parsing (e.g. a model directory that does not exist).
+  std::string Where(const std::string& key) const;
   // InvalidArgument naming the first key that no getter asked for.
   absl::Status Finish() const;
 
