@@ -58,8 +58,13 @@ absl::StatusOr<std::unique_ptr<AgentPool>> AgentPool::Create(const DaemonConfig&
     agent->model_name = m->name;
     agent->model = models[m->name];
     int64_t limit = agent->model->config().context_limit();
-    if (config.limits.max_context_tokens > 0) {
-      limit = std::min(limit, config.limits.max_context_tokens);
+    if (config.limits.max_context_tokens > limit) {
+      spdlog::warn(
+          "agent '{}': limits.max_context_tokens {} exceeds model '{}' max_position_embeddings "
+          "{}; using {}",
+          e.name, config.limits.max_context_tokens, m->name, limit, limit);
+    } else if (config.limits.max_context_tokens > 0) {
+      limit = config.limits.max_context_tokens;
     }
     agent->context_limit = limit;
     agents::SequenceOptions so;
