@@ -19,7 +19,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "agents/compute_threads.h"
 #include "agents/generator.h"
 #include "agents/model.h"
@@ -120,6 +122,12 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
+  // --help lists this file's flags (absl matches files named after the binary).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view f) {
+    return absl::EndsWith(f, "agents/generate_main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "Generates a completion: generate --model DIR --prompt TEXT [--max_new_tokens N] "
       "[--temperature T --top_k K --top_p P --seed S] [--dtype auto|f32|bf16] [--threads N] "

@@ -17,6 +17,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agents/compute_threads.h"
 #include "base/logging.h"
@@ -162,6 +164,12 @@ int main(int argc, char** argv) {
   const sigset_t signals = qkvshare::daemon::DaemonSignals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
+  // --help lists this file's flags (absl matches files named after the binary).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view f) {
+    return absl::EndsWith(f, "daemon/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "qkvshared --config FILE [--listen unix:///path.sock] [--check_config]\n"
       "The qkvshare daemon: hosts LLM agents and hands KV caches between them as CacheCards.");

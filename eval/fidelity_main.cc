@@ -28,6 +28,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -431,6 +432,12 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
+  // --help lists this file's flags (absl matches files named after the binary).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view f) {
+    return absl::EndsWith(f, "eval/fidelity_main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage("Fidelity of multi-hop KV card handoffs (docs/results.md).");
   absl::ParseCommandLine(argc, argv);
   const absl::Status s = qkvshare::eval::Run();

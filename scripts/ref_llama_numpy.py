@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Independent float64 numpy reference of a HF Llama-family forward pass.
 
 Reads only a model directory (config.json, model.safetensors or sharded) and
