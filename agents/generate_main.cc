@@ -1,6 +1,6 @@
 // generate: run a prompt through a model directory from the command line.
 //
-//   bazel run //agents:generate -- --model models/stories260K \
+//   bazel run //agents:generate -- --model models/stories260K
 //       --prompt "Once upon a time" --max_new_tokens 64 [--json]
 //
 // Plain mode prints the prompt, then streams the completion to stdout and a

@@ -393,7 +393,9 @@ TEST(SequenceTest, AttentionCapture) {
         for (int c = 0; c < 13; ++c) {
           const float p = cap->at(l, h, r, c);
           EXPECT_GE(p, 0.0f);
-          if (c > cap->query_positions[r]) EXPECT_EQ(p, 0.0f);  // causal
+          if (c > cap->query_positions[r]) {
+            EXPECT_EQ(p, 0.0f);  // causal
+          }
           sum += p;
         }
         EXPECT_NEAR(sum, 1.0, 1e-5);

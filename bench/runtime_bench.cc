@@ -1,7 +1,7 @@
 // runtime_bench: prefill and decode throughput of the agents/ runtime.
 //
-//   bazel run -c opt //bench:runtime_bench -- \
-//       --models=/tmp/small-100m-bfloat16,/tmp/smollm-135m-bfloat16 \
+//   bazel run -c opt //bench:runtime_bench --
+//       --models=/tmp/small-100m-bfloat16,/tmp/smollm-135m-bfloat16
 //       --dtypes=bf16,f32 --threads=2
 //
 // (models from scripts/make_random_llama.py, see docs/performance.md).

@@ -27,7 +27,9 @@ int BindSocket(const std::string& path, bool listen_too) {
   addr.sun_family = AF_UNIX;
   memcpy(addr.sun_path, path.data(), path.size());
   EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << strerror(errno);
-  if (listen_too) EXPECT_EQ(listen(fd, 4), 0);
+  if (listen_too) {
+    EXPECT_EQ(listen(fd, 4), 0);
+  }
   return fd;
 }
 

@@ -212,7 +212,9 @@ TEST_P(RoundTripBoundTest, EveryWidthBothAxesWithinBound) {
           }
         }
         // The bound is tight: some element lands near half a step away.
-        if (b <= 8 && bc.dst == DType::kF32) EXPECT_GT(max_ratio, 0.8) << b;
+        if (b <= 8 && bc.dst == DType::kF32) {
+          EXPECT_GT(max_ratio, 0.8) << b;
+        }
       }
     }
   }

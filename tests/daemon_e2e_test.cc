@@ -67,7 +67,9 @@ class StoryDaemonTest : public ::testing::Test {
     daemon_ = d->release();
   }
   static void TearDownTestSuite() {
-    if (daemon_ != nullptr) EXPECT_EQ(daemon_->SignalAndWait(SIGTERM), 0) << daemon_->Log();
+    if (daemon_ != nullptr) {
+      EXPECT_EQ(daemon_->SignalAndWait(SIGTERM), 0) << daemon_->Log();
+    }
     delete daemon_;
     daemon_ = nullptr;
   }
