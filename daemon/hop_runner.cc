@@ -93,8 +93,8 @@ class TaskRun {
             s.code() == absl::StatusCode::kDeadlineExceeded) {
           return s;
         }
-        return absl::Status(s.code(),
-                            absl::StrCat("hop ", k, " (", spec.hops[k].agent, "): ", s.message()));
+        return absl::Status(s.code(), absl::StrCat("hop ", k + 1, "/", spec.hops.size(), " (",
+                                                   spec.hops[k].agent, "): ", s.message()));
       }
       previous_output = last_output_;
       carry = std::move(*next);
@@ -159,7 +159,7 @@ class TaskRun {
     if (!fallback.empty()) {
       stats->set_fallback_reason(fallback);
       deps_.stats->Add(Stats::kReprefillFallbacks);
-      spdlog::warn("task {} hop {}: card handoff fell back to re-prefill: {}", ctx_.id(), k,
+      spdlog::warn("task {} hop {}: card handoff fell back to re-prefill: {}", ctx_.id(), k + 1,
                    fallback);
     }
     std::vector<int32_t> prompt;
@@ -206,7 +206,7 @@ class TaskRun {
           policy = "adaptive";
         } else {
           spdlog::warn("task {} hop {}: no attention importance ({}); using uniform bits",
-                       ctx_.id(), k, imp.ok() ? "size mismatch" : imp.status().ToString());
+                       ctx_.id(), k + 1, imp.ok() ? "size mismatch" : imp.status().ToString());
         }
       }
       if (policy != "adaptive") {
@@ -253,7 +253,7 @@ class TaskRun {
             : absl::StatusOr<CardHandle>(sized.status());
     if (!card.ok()) {
       out->card_fallback_reason = absl::StrCat("card build failed: ", card.status().ToString());
-      spdlog::warn("task {} hop {}: {}", ctx_.id(), k, out->card_fallback_reason);
+      spdlog::warn("task {} hop {}: {}", ctx_.id(), k + 1, out->card_fallback_reason);
       return;
     }
     out->card_build_ms = MsSince(t0);

@@ -168,7 +168,8 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
       hop.agent = h.agent();
       hop.instruction = h.instruction();
       if (absl::Status p = CheckPlaceholders(hop.instruction, kInstructionPlaceholders); !p.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("hop ", i, " instruction: ", p.message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("hop ", i + 1, " instruction: ", p.message()));
       }
       hop.generation = FromProto(h.generation());
       hop.handoff = Overlay(config_.handoff, h.handoff());
@@ -194,7 +195,7 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
   const GenerationConfig task_gen = FromProto(req.generation_override());
   QKV_RETURN_IF_ERROR(ValidateGeneration(task_gen, "generation_override"));
   for (size_t i = 0; i < hops.size(); ++i) {
-    const std::string where = absl::StrCat("hop ", i);
+    const std::string where = absl::StrCat("hop ", i + 1);  // 1-based, as in logs
     const Agent* agent = pool_->Find(hops[i].agent);
     if (agent == nullptr) {
       return absl::NotFoundError(absl::StrCat(where, ": unknown agent '", hops[i].agent, "'"));

@@ -383,8 +383,8 @@ TEST_F(CliTest, CardsListAndInspect) {
   std::vector<std::string> lines = absl::StrSplit(ls.out, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 4u) << ls.out;
   EXPECT_THAT(lines[0], StartsWith("ID  PARENT  HOP  AGENT      TOKENS  CONTEXT      BYTES"));
-  EXPECT_THAT(lines[1], StartsWith("c1  -         0  writer         18       18  293.0 KiB"));
-  EXPECT_THAT(lines[2], StartsWith("c2  c1        1  continuer      18       36    4.0 KiB"));
+  EXPECT_THAT(lines[1], StartsWith("c1  -         1  writer         18       18  293.0 KiB"));
+  EXPECT_THAT(lines[2], StartsWith("c2  c1        2  continuer      18       36    4.0 KiB"));
   EXPECT_EQ(lines[3], "2 cards, 3.0 MiB of 256.0 MiB (1.2%)");
 
   Result inspect = Run({"cards", "inspect", "c1"});

@@ -225,7 +225,7 @@ std::string FormatCards(const v1::ListCardsResponse& cards) {
            {"REFS", Table::kRight},
            {"AGE", Table::kRight}});
   for (const v1::CardInfo& c : cards.cards()) {
-    t.AddRow({c.id(), OrDash(ShortId(c.parent_id())), absl::StrCat(c.hop()), c.source_agent(),
+    t.AddRow({c.id(), OrDash(ShortId(c.parent_id())), absl::StrCat(c.hop() + 1), c.source_agent(),
               absl::StrCat(c.tokens()), absl::StrCat(c.context_tokens()), FormatBytes(c.bytes()),
               FormatBytes(c.chain_bytes()), FormatFixed(c.avg_bits(), 2), c.mode(),
               OrDash(c.policy()), absl::StrCat(c.refs()), FormatDuration(c.age_ms())});

@@ -164,9 +164,9 @@ TEST_F(StoryDaemonTest, HopOverContextLimitFailsTheTaskWithAReason) {
   auto t = daemon_->RunTask(r);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ(t->state(), v1::TASK_STATE_FAILED);
-  EXPECT_THAT(t->reason(), HasSubstr("hop 1 (continuer)"));
+  EXPECT_THAT(t->reason(), HasSubstr("hop 2/2 (continuer)"));
   EXPECT_THAT(t->reason(), HasSubstr("context limit of 512 tokens"));
-  EXPECT_EQ(t->hops_size(), 1);  // hop 0 finished and is reported
+  EXPECT_EQ(t->hops_size(), 1);  // the first hop finished and is reported
   auto ok = daemon_->RunTask(Submit("story_card4"));
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(ok->state(), v1::TASK_STATE_FINISHED);
