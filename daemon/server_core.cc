@@ -151,6 +151,14 @@ ServerCore::~ServerCore() { Shutdown(absl::ZeroDuration()); }
 absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) const {
   TaskSpec spec;
   spec.label = req.label();
+  if (req.label().size() > kMaxLabelBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("label is ", req.label().size(), " bytes; at most ", kMaxLabelBytes));
+  }
+  if (req.inline_().hops_size() > kMaxHops) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "inline pipeline has ", req.inline_().hops_size(), " hops; at most ", kMaxHops));
+  }
   spec.input = req.input();
   if (req.input().empty()) {
     return absl::InvalidArgumentError("input is empty: give the text the first hop starts from");

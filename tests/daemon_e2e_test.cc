@@ -141,6 +141,15 @@ TEST_F(StoryDaemonTest, StatusCodes) {
   EXPECT_THAT(msg, HasSubstr("context limit of 512 tokens"));
   EXPECT_EQ(SubmitCode(*daemon_, Submit("story", ""), &msg), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(msg, HasSubstr("input is empty"));
+  v1::SubmitTaskRequest labelled = Submit("story");
+  labelled.set_label(std::string(257, 'x'));
+  EXPECT_EQ(SubmitCode(*daemon_, labelled, &msg), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(msg, HasSubstr("label is 257 bytes; at most 256"));
+  v1::SubmitTaskRequest many;
+  many.set_input("x");
+  for (int i = 0; i < 257; ++i) many.mutable_inline_()->add_hops()->set_agent("writer");
+  EXPECT_EQ(SubmitCode(*daemon_, many, &msg), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(msg, HasSubstr("inline pipeline has 257 hops; at most 256"));
   grpc::ClientContext ctx;
   v1::GetTaskRequest g;
   g.set_task_id("t-nope");

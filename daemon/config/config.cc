@@ -344,6 +344,9 @@ absl::StatusOr<WorkflowConfig> ParseWorkflow(const std::string& text, const std:
   if (!hops.IsDefined() || !hops.IsSequence() || hops.size() == 0) {
     return top.Error("hops", "required: a non-empty list of hops");
   }
+  if (hops.size() > static_cast<size_t>(kMaxHops)) {
+    return top.Error("hops", absl::StrCat(hops.size(), " hops; at most ", kMaxHops));
+  }
   for (size_t i = 0; i < hops.size(); ++i) {
     YamlMap h(hops[i], file, absl::StrCat("hops[", i, "]"));
     QKV_RETURN_IF_ERROR(h.Init());

@@ -16,6 +16,7 @@
 #define QKVSHARE_DAEMON_CONFIG_CONFIG_H_
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -142,6 +143,12 @@ struct WorkflowConfig {
 // appear in CLI arguments, logs and metric labels). Errors: InvalidArgument
 // "name '...' is not ...".
 absl::Status CheckName(absl::string_view name);
+
+// Most hops in one workflow or inline pipeline, and the longest task label
+// (bytes). A pipeline is run hop by hop, so a runaway file or request would
+// otherwise occupy a task slot for as long as it lasts.
+inline constexpr int kMaxHops = 256;
+inline constexpr size_t kMaxLabelBytes = 256;
 
 // Placeholders a hop instruction may use: {input}, {previous}, {hop}.
 inline constexpr std::array<absl::string_view, 3> kInstructionPlaceholders = {"input", "previous",

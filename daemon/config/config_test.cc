@@ -169,6 +169,16 @@ TEST(ConfigTest, NamesAndPlaceholdersAreChecked) {
       HasSubstr("allowed here: agent, generation, handoff, instruction"));
 }
 
+TEST(ConfigTest, WorkflowHopCountIsBounded) {
+  DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
+  std::string hops = "hops:\n";
+  for (int i = 0; i < kMaxHops; ++i) hops += "  - {agent: a}\n";
+  EXPECT_TRUE(ParseWorkflow(hops, "/w/x.yaml", cfg).ok());
+  hops += "  - {agent: a}\n";
+  EXPECT_THAT(Msg(ParseWorkflow(hops, "/w/x.yaml", cfg).status()),
+              HasSubstr("hops: 257 hops; at most 256"));
+}
+
 TEST(ConfigTest, CheckModelDirectoriesNamesTheConfigLocation) {
   DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
   absl::Status s = CheckModelDirectories(cfg);
