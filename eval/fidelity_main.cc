@@ -9,7 +9,10 @@
 // The controller flags default to quant's defaults (what the daemon uses);
 // --hop_transform, --novisible_rows_mean and --key_weight reproduce the
 // earlier rules for comparison, --importance=consumer and
-// --full_precision_prefix are diagnostics (docs/results.md).
+// --full_precision_prefix are diagnostics (docs/results.md); --chain_schedule
+// and --chain_strength move budget between the hops of a chain (an evaluation
+// option, not the daemon's behaviour; docs/results.md, "Chain-level budget
+// schedule").
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -77,6 +80,15 @@ ABSL_FLAG(int, group_size, 32, "KIVI group size (keys per-channel, values per-to
 ABSL_FLAG(bool, full_precision_prefix, false,
           "Diagnostic: hop agents prefill the context so far at full precision instead of "
           "injecting the upstream cards (isolates the drift of computing on a dequantized cache).");
+ABSL_FLAG(std::string, chain_schedule, "flat",
+          "Chain-level budget schedule (eval/planners.h ChainHopBits): flat (every hop the "
+          "budget, the daemon's), ramp (early hops less, later more, linear) or bank (hops before "
+          "the last spend --chain_strength less, the last hop the saved bits). The chain's average "
+          "over all its tokens stays <= the budget. Not applied to budget 16.");
+ABSL_FLAG(double, chain_strength, 0,
+          "The schedule's strength s in bits per element: ramp from B - s/2 (first hop) to "
+          "B + s/2 (last), bank -s per early hop; re-centred so that clamping to [2, 8] and "
+          "unequal hop sizes keep the chain's average.");
 ABSL_FLAG(std::string, label, "default", "Name of this configuration (first CSV column).");
 ABSL_FLAG(int, threads, 1, "Compute threads (the model is tiny: 1 is fastest).");
 ABSL_FLAG(std::string, csv, "", "Also write the per-case CSV here.");
@@ -263,6 +275,11 @@ absl::StatusOr<PlannerSettings> BaseSettings() {
   }
   s.key_weight = absl::GetFlag(FLAGS_key_weight);
   s.k_group.group_size = s.v_group.group_size = absl::GetFlag(FLAGS_group_size);
+  QKV_ASSIGN_OR_RETURN(s.chain_schedule, ParseChainSchedule(absl::GetFlag(FLAGS_chain_schedule)));
+  s.chain_strength = absl::GetFlag(FLAGS_chain_strength);
+  if (!(s.chain_strength >= 0 && std::isfinite(s.chain_strength))) {
+    return absl::InvalidArgumentError("--chain_strength: finite and >= 0");
+  }
   return s;
 }
 
@@ -358,13 +375,15 @@ absl::Status Run() {
       absl::GetFlag(FLAGS_shrink) >= 0 ? absl::StrCat(" ", absl::GetFlag(FLAGS_shrink)) : "";
   std::printf(
       "# controller: importance %s (window %d, reduction %s, visible_rows_mean %d), hop "
-      "transform %s%s, w_K %g, w_V %g; groups: K per-channel G=%d, V per-token G=%d\n",
+      "transform %s%s, w_K %g, w_V %g; groups: K per-channel G=%d, V per-token G=%d; chain "
+      "schedule %s (strength %g)\n",
       importance_source == "consumer" ? "= CONSUMER ATTENTION [DIAGNOSTIC ORACLE]"
                                       : "from each hop agent's attention capture",
       base.importance.window, absl::GetFlag(FLAGS_reduction).c_str(),
       base.importance.visible_rows_mean ? 1 : 0, absl::GetFlag(FLAGS_hop_transform).c_str(),
       shrink_note.c_str(), base.key_weight, base.value_weight, base.k_group.group_size,
-      base.v_group.group_size);
+      base.v_group.group_size, std::string(ChainScheduleName(base.chain_schedule)).c_str(),
+      base.chain_strength);
   std::fflush(stdout);
 
   const auto t0 = std::chrono::steady_clock::now();

@@ -87,7 +87,8 @@ absl::StatusOr<HandoffChain> RunHandoffChain(const agents::ModelHandle& model,
     if (options.capture_window > 0) agent->EnableAttentionCapture(options.capture_window);
     QKV_RETURN_IF_ERROR(
         agent->Append(context.subspan(first, ends[h] - first), agents::LogitsMode::kNone).status());
-    absl::StatusOr<cachecard::CardEncoding> enc = planner(HopState{*agent, first, h, num_hops});
+    absl::StatusOr<cachecard::CardEncoding> enc =
+        planner(HopState{*agent, first, h, num_hops, total});
     if (!enc.ok()) {
       return absl::Status(enc.status().code(),
                           absl::StrCat("hop ", h, " planner: ", enc.status().message()));

@@ -55,6 +55,9 @@ struct HopState {
   int64_t first = 0;
   int hop = 0;       // 0-based
   int num_hops = 1;  // handoffs in the chain
+  // Tokens of the whole handed-off context; hop h's chunk is
+  // SplitIntoHops(context_tokens, num_hops) (known in advance, like num_hops).
+  int64_t context_tokens = 0;
 };
 
 // Chooses the encoding of a hop's new tokens (mode, per-token widths and
