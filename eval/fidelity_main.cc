@@ -155,16 +155,7 @@ constexpr int kDevCaseBase = 100;  // dev case k has index kDevCaseBase + k
 // quant::kImportanceShrink (HopTransform is a plain function pointer).
 template <int kTwentieths>
 std::vector<double> ShrinkBy(absl::Span<const float> importance, int, int) {
-  constexpr double kAlpha = kTwentieths / 20.0;
-  std::vector<double> out(importance.size(), 1.0);
-  double sum = 0;
-  for (float s : importance) sum += s;
-  if (importance.empty() || !(sum > 0)) return out;
-  const double mean = sum / static_cast<double>(importance.size());
-  for (size_t i = 0; i < importance.size(); ++i) {
-    out[i] = (1.0 - kAlpha) * (importance[i] / mean) + kAlpha;
-  }
-  return out;
+  return quant::ShrinkImportance(importance, kTwentieths / 20.0);
 }
 
 template <int... k>

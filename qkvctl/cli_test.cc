@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -18,37 +17,18 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "qkvctl/testing/fake_daemon.h"
+#include "qkvctl/testing/run_qkvctl.h"
 #include "qkvctl/testing/short_temp_dir.h"
 
 namespace qkvshare::qkvctl {
 namespace {
 
 using ::qkvshare::qkvctl::testing::FakeDaemon;
+using ::qkvshare::qkvctl::testing::ReadFile;
+using ::qkvshare::qkvctl::testing::Result;
 using ::qkvshare::qkvctl::testing::ShortTempDir;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-Result RunArgs(std::vector<std::string> args) {
-  args.insert(args.begin(), "qkvctl");
-  std::ostringstream out, err;
-  Result r;
-  r.code = RunQkvctl(args, out, err);
-  r.out = out.str();
-  r.err = err.str();
-  return r;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 bool Exists(const std::string& path) {
   struct stat st;
@@ -71,7 +51,7 @@ class CliTest : public ::testing::Test {
   // qkvctl --addr <fake> args...
   Result Run(std::vector<std::string> args) {
     args.insert(args.begin(), {"--addr", daemon_->address()});
-    return RunArgs(std::move(args));
+    return testing::Run(std::move(args));
   }
 
   std::unique_ptr<FakeDaemon> daemon_;
@@ -310,17 +290,17 @@ TEST_F(CliTest, UsageErrorsExitTwoWithoutContactingTheDaemon) {
 }
 
 TEST_F(CliTest, HelpListsCommandsAndExitCodes) {
-  Result r = RunArgs({"--help"});
+  Result r = testing::Run({"--help"});
   EXPECT_EQ(r.code, 0);
   for (const char* s :
        {"status", "agents", "workflows", "submit", "watch", "tasks", "get", "cancel", "cards",
         "stats", "reload", "QKVSHARE_ADDR", "Exit codes:", "  3  not found"}) {
     EXPECT_THAT(r.out, HasSubstr(s));
   }
-  Result version = RunArgs({"--version"});
+  Result version = testing::Run({"--version"});
   EXPECT_EQ(version.code, 0);
   EXPECT_THAT(version.out, StartsWith("qkvctl 0."));
-  Result sub = RunArgs({"submit", "--help"});
+  Result sub = testing::Run({"submit", "--help"});
   EXPECT_EQ(sub.code, 0);
   EXPECT_THAT(sub.out, HasSubstr("--max-new-tokens"));
 }
@@ -497,7 +477,7 @@ TEST_F(CliTest, DaemonDownIsOneLineAndExitTwo) {
 TEST_F(CliTest, AddressFromEnvironmentUnlessFlagGiven) {
   ShortTempDir dir;
   setenv("QKVSHARE_ADDR", ("unix://" + dir.File("env.sock")).c_str(), 1);
-  Result env = RunArgs({"status"});
+  Result env = testing::Run({"status"});
   EXPECT_EQ(env.code, 2);
   EXPECT_THAT(env.err, HasSubstr("cannot connect to unix://" + dir.File("env.sock")));
   Result flag = Run({"status"});  // --addr wins over the environment

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -15,43 +14,27 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "qkvctl/cli.h"
+#include "qkvctl/testing/run_qkvctl.h"
 #include "qkvctl/testing/short_temp_dir.h"
 #include "tests/daemon_fixture.h"
 
 namespace qkvshare::qkvctl {
 namespace {
 
+using ::qkvshare::qkvctl::testing::ReadFile;
+using ::qkvshare::qkvctl::testing::Result;
 using ::qkvshare::qkvctl::testing::ShortTempDir;
 using ::qkvshare::testing::DaemonProcess;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 class QkvctlE2eTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto d = DaemonProcess::Start(DaemonProcess::StoriesConfig(12), {{"story.yaml", R"(name: story
-handoff: {mode: card, bits: 4, policy: adaptive}
-hops:
-  - agent: writer
-    instruction: "{input}"
-  - agent: continuer
-    instruction: "The next day,"
-  - agent: ender
-    instruction: "In the end,"
-)"}});
+    auto d = DaemonProcess::Start(
+        DaemonProcess::StoriesConfig(12),
+        {{"story.yaml",
+          DaemonProcess::StoryWorkflow("story", "{mode: card, bits: 4, policy: adaptive}")}});
     ASSERT_TRUE(d.ok()) << d.status();
     daemon_ = d->release();
   }
@@ -62,13 +45,8 @@ hops:
   }
 
   static Result Run(std::vector<std::string> args) {
-    args.insert(args.begin(), {"qkvctl", "--addr", daemon_->address()});
-    std::ostringstream out, err;
-    Result r;
-    r.code = RunQkvctl(args, out, err);
-    r.out = out.str();
-    r.err = err.str();
-    return r;
+    args.insert(args.begin(), {"--addr", daemon_->address()});
+    return testing::Run(std::move(args));
   }
 
   static DaemonProcess* daemon_;

@@ -151,32 +151,28 @@ BitPlan Adaptive(const std::vector<double>& score, double budget, double w_k, do
 
 }  // namespace
 
-std::vector<double> BlendTowardUniformByHop(absl::Span<const float> importance, int hop,
-                                            int num_hops) {
+std::vector<double> ShrinkImportance(absl::Span<const float> importance, double alpha) {
   std::vector<double> out(importance.size(), 1.0);
   double sum = 0;
   for (float s : importance) sum += s;
   if (importance.empty() || !(sum > 0)) return out;
   const double mean = sum / static_cast<double>(importance.size());
-  const double alpha =
-      num_hops > hop ? static_cast<double>(num_hops - 1 - hop) / (num_hops - hop) : 0.0;
   for (size_t i = 0; i < importance.size(); ++i) {
     out[i] = (1.0 - alpha) * (importance[i] / mean) + alpha;
   }
   return out;
 }
 
+std::vector<double> BlendTowardUniformByHop(absl::Span<const float> importance, int hop,
+                                            int num_hops) {
+  const double alpha =
+      num_hops > hop ? static_cast<double>(num_hops - 1 - hop) / (num_hops - hop) : 0.0;
+  return ShrinkImportance(importance, alpha);
+}
+
 std::vector<double> ShrinkTowardUniform(absl::Span<const float> importance, int /*hop*/,
                                         int /*num_hops*/) {
-  std::vector<double> out(importance.size(), 1.0);
-  double sum = 0;
-  for (float s : importance) sum += s;
-  if (importance.empty() || !(sum > 0)) return out;
-  const double mean = sum / static_cast<double>(importance.size());
-  for (size_t i = 0; i < importance.size(); ++i) {
-    out[i] = (1.0 - kImportanceShrink) * (importance[i] / mean) + kImportanceShrink;
-  }
-  return out;
+  return ShrinkImportance(importance, kImportanceShrink);
 }
 
 absl::StatusOr<BitPlan> AllocateBits(const AllocationRequest& request) {

@@ -69,6 +69,12 @@ enum class AllocationPolicy : uint8_t {
 using HopTransform = std::vector<double> (*)(absl::Span<const float> importance, int hop,
                                              int num_hops);
 
+// Normalizes importance to mean 1 (empty or all-zero -> all 1), then shrinks
+// it toward uniform: out_i = (1 - alpha) * imp_i / mean(imp) + alpha, alpha in
+// [0, 1] the weight of the uniform prior. The hop transforms below are this
+// with a fixed or hop-dependent alpha.
+std::vector<double> ShrinkImportance(absl::Span<const float> importance, double alpha);
+
 // The shrink of ShrinkTowardUniform: the weight of the uniform prior.
 inline constexpr double kImportanceShrink = 0.5;
 

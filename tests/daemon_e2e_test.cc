@@ -25,19 +25,6 @@ using ::testing::HasSubstr;
 
 constexpr char kInput[] = "Once upon a time, there was a little girl named Lily.";
 
-// A 3-hop story workflow whose two handoffs use `mode` (and `bits`).
-std::string StoryWorkflow(const std::string& name, const std::string& handoff) {
-  return absl::StrCat("name: ", name, "\nhandoff: ", handoff, R"(
-hops:
-  - agent: writer
-    instruction: "{input}"
-  - agent: continuer
-    instruction: "The next day,"
-  - agent: ender
-    instruction: "In the end,"
-)");
-}
-
 v1::SubmitTaskRequest Submit(const std::string& workflow, const std::string& input = kInput) {
   v1::SubmitTaskRequest r;
   r.set_workflow(workflow);
@@ -59,10 +46,10 @@ class StoryDaemonTest : public ::testing::Test {
   static void SetUpTestSuite() {
     auto d = DaemonProcess::Start(
         DaemonProcess::StoriesConfig(40, "limits: {max_concurrent_tasks: 2, queue_length: 4}\n"),
-        {{"full.yaml", StoryWorkflow("story_full", "{mode: full}")},
-         {"reprefill.yaml", StoryWorkflow("story_reprefill", "{mode: reprefill}")},
-         {"card4.yaml", StoryWorkflow("story_card4", "{mode: card, bits: 4}")},
-         {"card16.yaml", StoryWorkflow("story_card16", "{mode: card, bits: 16}")}});
+        {{"full.yaml", DaemonProcess::StoryWorkflow("story_full", "{mode: full}")},
+         {"reprefill.yaml", DaemonProcess::StoryWorkflow("story_reprefill", "{mode: reprefill}")},
+         {"card4.yaml", DaemonProcess::StoryWorkflow("story_card4", "{mode: card, bits: 4}")},
+         {"card16.yaml", DaemonProcess::StoryWorkflow("story_card16", "{mode: card, bits: 16}")}});
     ASSERT_TRUE(d.ok()) << d.status();
     daemon_ = d->release();
   }
@@ -194,7 +181,7 @@ std::vector<std::string> WorkflowNames(DaemonProcess& d) {
 // the old set and the error names the file and key.
 TEST_F(StoryDaemonTest, ReloadWorkflows) {
   const std::string extra = daemon_->workflows_dir() + "/zz_extra.yaml";
-  std::ofstream(extra) << StoryWorkflow("extra", "{mode: full}");
+  std::ofstream(extra) << DaemonProcess::StoryWorkflow("extra", "{mode: full}");
   kill(daemon_->pid(), SIGHUP);
   bool seen = false;
   for (int i = 0; i < 100 && !seen; ++i) {
@@ -224,7 +211,7 @@ TEST_F(StoryDaemonTest, ReloadWorkflows) {
 TEST(DaemonSchedulingTest, QueueFullAndCancel) {
   auto d = DaemonProcess::Start(
       DaemonProcess::StoriesConfig(200, "limits: {max_concurrent_tasks: 1, queue_length: 1}\n"),
-      {{"long.yaml", StoryWorkflow("long", "{mode: reprefill}")}});
+      {{"long.yaml", DaemonProcess::StoryWorkflow("long", "{mode: reprefill}")}});
   ASSERT_TRUE(d.ok()) << d.status();
   std::vector<std::string> ids;
   for (int i = 0; i < 2; ++i) {

@@ -22,6 +22,18 @@ std::string Runfile(const std::string& path) {
   return std::filesystem::absolute(path).lexically_normal().string();
 }
 
+std::string DaemonProcess::StoryWorkflow(const std::string& name, const std::string& handoff) {
+  return absl::StrCat("name: ", name, "\nhandoff: ", handoff, R"(
+hops:
+  - agent: writer
+    instruction: "{input}"
+  - agent: continuer
+    instruction: "The next day,"
+  - agent: ender
+    instruction: "In the end,"
+)");
+}
+
 std::string DaemonProcess::StoriesConfig(int max_new_tokens, const std::string& extra) {
   return absl::StrCat(R"(
 log_level: info

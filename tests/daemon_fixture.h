@@ -41,6 +41,10 @@ class DaemonProcess {
   // `writer`, `continuer` and `ender` (greedy, `max_new_tokens` each), and
   // the given limits block appended.
   static std::string StoriesConfig(int max_new_tokens, const std::string& extra = "");
+  // A workflow file body: the 3-hop story (writer {input} -> continuer "The
+  // next day," -> ender "In the end,") named `name`, with the workflow-level
+  // `handoff` given as a YAML flow map, e.g. "{mode: card, bits: 4}".
+  static std::string StoryWorkflow(const std::string& name, const std::string& handoff);
 
   const std::string& address() const { return address_; }
   const std::string& socket_path() const { return socket_path_; }
