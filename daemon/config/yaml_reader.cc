@@ -5,20 +5,29 @@
 #include <map>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace qkvshare::daemon::config_internal {
 
-absl::Status YamlError(const std::string& file, const YAML::Node& node, const std::string& path,
-                       const std::string& message) {
+namespace {
+
+// "file:line:col: path" ("file" alone for a node without a position; no
+// ": path" when the path is empty).
+std::string Location(const std::string& file, const YAML::Node& node, const std::string& path) {
   YAML::Mark m = node.IsDefined() ? node.Mark() : YAML::Mark::null_mark();
   std::string where = file;
   if (m.line >= 0) absl::StrAppend(&where, ":", m.line + 1, ":", m.column + 1);
-  return absl::InvalidArgumentError(
-      absl::StrCat(where, ": ", path.empty() ? "" : path + ": ", message));
+  if (!path.empty()) absl::StrAppend(&where, ": ", path);
+  return where;
+}
+
+}  // namespace
+
+absl::Status YamlError(const std::string& file, const YAML::Node& node, const std::string& path,
+                       const std::string& message) {
+  return absl::InvalidArgumentError(absl::StrCat(Location(file, node, path), ": ", message));
 }
 
 absl::StatusOr<YAML::Node> ParseYaml(const std::string& text, const std::string& file) {
@@ -58,19 +67,18 @@ bool YamlMap::Has(const std::string& key) const {
   return node_.IsMap() && node_[key].IsDefined() && !node_[key].IsNull();
 }
 
-absl::Status YamlMap::Error(const std::string& key, const std::string& message) const {
+YAML::Node YamlMap::NodeOf(const std::string& key) const {
   // Copy-construct, never assign: YAML::Node::operator= writes through to
   // the node it aliases (here node_ itself).
-  const YAML::Node at =
-      !key.empty() && node_.IsMap() && node_[key].IsDefined() ? node_[key] : node_;
-  return YamlError(file_, at, key.empty() ? path_ : KeyPath(key), message);
+  return !key.empty() && node_.IsMap() && node_[key].IsDefined() ? node_[key] : node_;
+}
+
+absl::Status YamlMap::Error(const std::string& key, const std::string& message) const {
+  return YamlError(file_, NodeOf(key), key.empty() ? path_ : KeyPath(key), message);
 }
 
 std::string YamlMap::Where(const std::string& key) const {
-  std::string message(Error(key, "").message());
-  // Error() formats "where: path: " + message; drop the trailing ": ".
-  if (absl::EndsWith(message, ": ")) message.resize(message.size() - 2);
-  return message;
+  return Location(file_, NodeOf(key), key.empty() ? path_ : KeyPath(key));
 }
 
 absl::Status YamlMap::Lookup(const std::string& key, bool required, YAML::Node* value,

@@ -72,6 +72,8 @@ class YamlMap {
 
  private:
   absl::Status Lookup(const std::string& key, bool required, YAML::Node* value, bool* found);
+  // `key`'s value node, or this map's node when `key` is empty or absent.
+  YAML::Node NodeOf(const std::string& key) const;
 
   YAML::Node node_;
   std::string file_;
