@@ -11,10 +11,16 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev libspdlog-dev libfmt-dev libabsl-dev libtorch-dev
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   libpcre2-dev libicu-dev libxxhash-dev libssl-dev libsystemd-dev prometheus-cpp-dev libcli11-dev
+  # portable SIMD kernels (run-time dispatch over SSE4/AVX2/AVX-512/NEON/SVE)
+  libhwy-dev
+  # workflow route regexes (linear-time matching on model output)
+  libre2-dev
   # optimized BLAS for libtorch: without it fp32 matmuls use the reference BLAS (40x slower)
   libopenblas0-pthread
   # fuzzing (libFuzzer + ASan), unit verification, plots, model generator
   clang-14 libclang-rt-14-dev libfuzzer-14-dev systemd gnuplot-nox python3-numpy
+  # Python SDK (python/): gRPC client, tests, Hugging Face cache adapters, offline pip install
+  python3-grpcio python3-protobuf python3-pytest python3-torch python3-pip python3-setuptools
 )
 
 missing=()
