@@ -40,8 +40,8 @@ ABSL_FLAG(int, top_k, 0, "Top-k filter; 0 = off.");
 ABSL_FLAG(double, top_p, 1.0, "Nucleus (top-p) filter in (0, 1]; 1 = off.");
 ABSL_FLAG(uint64_t, seed, 0, "Sampling seed (same seed -> same tokens).");
 ABSL_FLAG(std::string, dtype, "auto",
-          "Compute dtype: auto (f32 for F32 weights, else bf16), "
-          "f32 or bf16.");
+          "Compute dtype: auto (f32 for F32 weights; for 16-bit weights bf16 where the CPU "
+          "has bf16 dot products, else f32 over the 16-bit weights), f32 or bf16.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = all cores.");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of streaming text.");
 
@@ -92,7 +92,7 @@ absl::Status Run() {
     std::fprintf(stderr,
                  "[%s, %s, %d threads] prompt %lld tokens, prefill %.1f ms, TTFT %.1f ms; "
                  "%lld tokens, decode %.1f tokens/s; stop: %s\n",
-                 dir.c_str(), std::string(DTypeName(model->compute_dtype())).c_str(),
+                 dir.c_str(), model->runtime_summary().c_str(),
                  ComputeThreads(), static_cast<long long>(t.tokens_in), t.prefill_ms, t.ttft_ms,
                  static_cast<long long>(t.tokens_out), t.decode_tokens_per_s,
                  std::string(StopReasonName(result.stop_reason)).c_str());

@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "base/cpu_info.h"
 #include "gtest/gtest.h"
+#include "hwy/targets.h"
 #include "nlohmann/json.hpp"
 
 namespace qkvshare::agents {
@@ -87,6 +89,27 @@ TEST_F(GeneratorTest, GreedyMatchesRunC) {
     EXPECT_EQ(seq->length(),
               static_cast<int64_t>(all.size()) - (r->stop_token.has_value() ? 0 : 1));
   }
+}
+
+// The decode kernels dispatch per SIMD target; sums differ in rounding
+// between vector widths, but the greedy ids must not.
+TEST_F(GeneratorTest, GreedyIdsIdenticalOnEverySimdTarget) {
+  nlohmann::json golden = Golden();
+  const int steps = golden["steps"];
+  for (int64_t target : UsableSimdTargets()) {
+    ASSERT_TRUE(ForceSimdTarget(hwy::TargetName(target)).ok());
+    SCOPED_TRACE(hwy::TargetName(target));
+    for (const nlohmann::json& c : golden["cases"]) {
+      const std::vector<int32_t> prompt_ids = c["prompt_ids"];
+      GenerateOptions opts;
+      opts.max_new_tokens = steps - (static_cast<int>(prompt_ids.size()) - 1);
+      auto seq = NewSequence();
+      auto r = Generate(*seq, prompt_ids, opts);
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_EQ(r->ids, c["generated_ids"].get<std::vector<int32_t>>()) << c["prompt"];
+    }
+  }
+  ASSERT_TRUE(ForceSimdTarget("best").ok());
 }
 
 TEST_F(GeneratorTest, StopStringEndsTextBeforeIt) {

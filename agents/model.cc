@@ -2,14 +2,46 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "agents/file_util.h"
 #include "agents/safetensors.h"
 #include "agents/torch/llama_engine.h"
+#include "base/cpu_info.h"
 #include "base/status_macros.h"
 
 namespace qkvshare::agents {
 
+RuntimeDTypes ResolveRuntimeDTypes(std::optional<DType> requested, DType stored, bool native_bf16) {
+  RuntimeDTypes r;
+  const bool stored16 = stored != DType::kF32;
+  if (requested == DType::kF32 || (!requested.has_value() && !stored16)) return r;
+  if (native_bf16) {
+    r.compute = r.weights = DType::kBF16;
+    return r;
+  }
+  // No bf16 products on this CPU: f32 compute over 16-bit weights.
+  r.weights = stored16 ? stored : DType::kBF16;
+  if (requested == DType::kBF16) {
+    r.note =
+        absl::StrCat("bf16 requested, but this CPU has no bf16 dot products: computing f32 over ",
+                     std::string(DTypeName(r.weights)), " weights");
+  }
+  return r;
+}
+
+DType DefaultComputeDType(DType stored) {
+  return ResolveRuntimeDTypes(std::nullopt, stored, CpuHasNativeBf16()).compute;
+}
+
 Model::~Model() = default;
+
+std::string Model::runtime_summary() const {
+  std::string s = absl::StrCat("compute ", std::string(DTypeName(compute_dtype_)), ", weights ",
+                               std::string(DTypeName(memory_weights_dtype_)), ", kernels ",
+                               BestSimdTargetName());
+  if (!runtime_note_.empty()) absl::StrAppend(&s, " (", runtime_note_, ")");
+  return s;
+}
 
 size_t Model::mapped_weight_bytes() const { return engine_->mapped_weight_bytes(); }
 size_t Model::copied_weight_bytes() const { return engine_->copied_weight_bytes(); }
@@ -31,11 +63,22 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   QKV_ASSIGN_OR_RETURN(const TensorInfo* embed,
                        model->weights_->Get("model.embed_tokens.weight", {vocab, hidden}));
   model->weights_dtype_ = *embed->dtype;
-  model->compute_dtype_ = options.compute_dtype.value_or(DefaultComputeDType(*embed->dtype));
+  if (options.compute_dtype.has_value() && *options.compute_dtype != DType::kF32 &&
+      *options.compute_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("compute dtype ",
+                                                   std::string(DTypeName(*options.compute_dtype)),
+                                                   " is not supported (f32, bf16)"));
+  }
+  const RuntimeDTypes dtypes =
+      ResolveRuntimeDTypes(options.compute_dtype, *embed->dtype, CpuHasNativeBf16());
+  model->compute_dtype_ = dtypes.compute;
+  model->memory_weights_dtype_ = dtypes.weights;
+  model->runtime_note_ = dtypes.note;
   QKV_ASSIGN_OR_RETURN(model->fingerprint_,
                        ComputeModelFingerprint(model->config_, tokenizer_json, *model->weights_));
   internal::EngineOptions engine_options;
   engine_options.compute_dtype = model->compute_dtype_;
+  engine_options.weight_dtype = model->memory_weights_dtype_;
   engine_options.decode_kernels = options.decode_kernels;
   engine_options.copy_weights_to_huge_pages = options.copy_weights_to_huge_pages;
   QKV_ASSIGN_OR_RETURN(model->engine_, internal::LlamaEngine::Create(

@@ -42,14 +42,17 @@ class LlamaEngine;
 class WeightFiles;
 
 struct ModelOptions {
-  // Dtype of the matrix products and of the KV cache: kF32 or kBF16.
-  // Default (nullopt): kF32 when the embedding is stored as F32, else kBF16
-  // (the fast path on CPUs with AVX512-BF16). Weights stored in the compute
-  // dtype are used in place from the mapping; others are converted once.
+  // Dtype of the matrix products and of the KV cache: kF32 or kBF16, or
+  // nullopt ("auto", the default). What actually runs (RuntimeDTypes) also
+  // depends on the CPU: bf16 products only where it multiplies bf16 natively
+  // (CpuHasNativeBf16(): AVX512_BF16, AMX, Arm BF16); elsewhere a 16-bit
+  // checkpoint keeps its 16-bit weights in memory (decode widens them in the
+  // kernels, half the bytes to stream) and computes in f32 (prefill converts
+  // each matrix to f32 when it uses it). See ResolveRuntimeDTypes().
   std::optional<DType> compute_dtype;
-  // Single-token decode through the runtime's own matrix-vector kernels
-  // (AVX-512 when the CPU has it, else scalar). false: the plain libtorch
-  // path, kept as the baseline for benchmarks and tests.
+  // Single-token decode through the runtime's own Highway kernels
+  // (agents/kernels). false: the plain libtorch path, kept as the baseline
+  // for benchmarks and tests.
   bool decode_kernels = true;
   // Copy all weights into anonymous memory backed by transparent huge pages
   // (madvise MADV_HUGEPAGE) instead of using the file mapping in place.
@@ -60,11 +63,30 @@ struct ModelOptions {
   bool copy_weights_to_huge_pages = false;
 };
 
-// The compute dtype chosen when ModelOptions::compute_dtype is unset, for
-// weights stored as `stored`: kF32 for kF32, else kBF16.
-constexpr DType DefaultComputeDType(DType stored) {
-  return stored == DType::kF32 ? DType::kF32 : DType::kBF16;
-}
+// What a model runs with, resolved from the request, the stored dtype and
+// the CPU.
+struct RuntimeDTypes {
+  DType compute = DType::kF32;  // matrix products and KV cache: kF32 or kBF16
+  DType weights = DType::kF32;  // the matrices in memory: kF32, kBF16 or kF16
+  // Why this differs from the request ("" when it does not), for logs.
+  std::string note;
+};
+
+// The rules of ModelOptions::compute_dtype, for weights stored as `stored`
+// on a CPU with (`native_bf16`) or without native bf16 products:
+//   auto, stored f32                -> compute f32, weights f32;
+//   auto, stored bf16/f16, native   -> compute bf16, weights bf16;
+//   auto, stored bf16/f16, no native-> compute f32, weights as stored;
+//   f32                             -> compute f32, weights f32;
+//   bf16, native                    -> compute bf16, weights bf16;
+//   bf16, no native                 -> compute f32, weights bf16 (as stored
+//                                      when f16), with a note: bf16 GEMMs
+//                                      without bf16 instructions run ~50x
+//                                      slower than f32 ones.
+RuntimeDTypes ResolveRuntimeDTypes(std::optional<DType> requested, DType stored, bool native_bf16);
+
+// The compute dtype "auto" picks on this CPU for weights stored as `stored`.
+DType DefaultComputeDType(DType stored);
 
 class Model {
  public:
@@ -87,7 +109,15 @@ class Model {
   // The directory as given to Load().
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
+  // Dtype of the matrix products and of the KV cache (what runs, after the
+  // CPU rules of ModelOptions::compute_dtype).
   DType compute_dtype() const { return compute_dtype_; }
+  // Dtype of the weight matrices in memory (bf16/f16 with f32 compute: widened
+  // in the decode kernels, converted per matrix in prefill).
+  DType memory_weights_dtype() const { return memory_weights_dtype_; }
+  // One line for logs and `qkvctl agents`, e.g. "compute f32, weights bf16,
+  // kernels AVX2" plus the note of RuntimeDTypes when the request was changed.
+  std::string runtime_summary() const;
   const ModelOptions& options() const { return options_; }
   // Dtype of model.embed_tokens.weight on disk.
   DType weights_dtype() const { return weights_dtype_; }
@@ -108,6 +138,8 @@ class Model {
   std::string dir_;
   ModelConfig config_;
   DType compute_dtype_ = DType::kF32;
+  DType memory_weights_dtype_ = DType::kF32;
+  std::string runtime_note_;
   ModelOptions options_;
   DType weights_dtype_ = DType::kF32;
   ModelFingerprint fingerprint_;

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "base/cpu_info.h"
 
 namespace qkvshare::agents {
 namespace {
@@ -43,8 +44,10 @@ absl::StatusOr<ModelHandle> ModelRegistry::Acquire(const std::string& dir,
     for (auto e = models_.lower_bound(Key{resolved, ""});
          e != models_.end() && e->first.first == resolved; ++e) {
       ModelHandle live = e->second.lock();
-      if (live != nullptr && SameFlags(live->options(), options) &&
-          live->compute_dtype() == DefaultComputeDType(live->weights_dtype())) {
+      if (live == nullptr || !SameFlags(live->options(), options)) continue;
+      const RuntimeDTypes want =
+          ResolveRuntimeDTypes(std::nullopt, live->weights_dtype(), CpuHasNativeBf16());
+      if (live->compute_dtype() == want.compute && live->memory_weights_dtype() == want.weights) {
         models_[key] = live;
         return live;
       }
@@ -54,8 +57,12 @@ absl::StatusOr<ModelHandle> ModelRegistry::Acquire(const std::string& dir,
   if (!loaded.ok()) return loaded.status();
   ModelHandle handle(std::move(*loaded));
   models_[key] = handle;
-  models_[Key{resolved, OptionsKey(std::string(DTypeName(handle->compute_dtype())), options)}] =
-      handle;
+  // An explicit request for what this model runs finds it too (not when the
+  // CPU rules changed a request: f32 over bf16 weights is not "f32").
+  if (handle->memory_weights_dtype() == handle->compute_dtype()) {
+    models_[Key{resolved, OptionsKey(std::string(DTypeName(handle->compute_dtype())), options)}] =
+        handle;
+  }
   // Drop entries of unloaded models.
   for (auto e = models_.begin(); e != models_.end();) {
     e = e->second.expired() ? models_.erase(e) : std::next(e);

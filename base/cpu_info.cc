@@ -3,6 +3,12 @@
 #include <fstream>
 #include <string>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -134,6 +140,28 @@ absl::Status ForceSimdTarget(absl::string_view name) {
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown SIMD target '", name, "' (e.g. avx3, avx2, sse4, neon, sve, emu128)"));
+}
+
+bool CpuHasNativeBf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  const bool amx_bf16 = (edx >> 22) & 1u;
+  // AVX512_BF16 (CPUID.(7,1):EAX[5]) needs the OS to save AVX-512 state,
+  // which Highway's AVX3 detection checks (every AMX CPU has AVX-512).
+  const bool avx3 = (hwy::SupportedTargets() & HWY_AVX3) != 0;
+  unsigned eax1 = 0, ebx1 = 0, ecx1 = 0, edx1 = 0;
+  const bool avx512_bf16 =
+      __get_cpuid_count(7, 1, &eax1, &ebx1, &ecx1, &edx1) != 0 && ((eax1 >> 5) & 1u) != 0;
+  return avx3 && (amx_bf16 || avx512_bf16);
+#elif defined(__aarch64__) && defined(__linux__)
+#ifndef HWCAP2_BF16
+#define HWCAP2_BF16 (1 << 14)
+#endif
+  return (getauxval(AT_HWCAP2) & HWCAP2_BF16) != 0;
+#else
+  return false;
+#endif
 }
 
 }  // namespace qkvshare

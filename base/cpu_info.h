@@ -46,6 +46,13 @@ std::string CpuSummary();
 // this CPU.
 absl::Status ForceSimdTarget(absl::string_view name);
 
+// True when the CPU multiplies bf16 natively (x86: AVX512_BF16 with usable
+// AVX-512 state, or AMX-BF16; aarch64: the BF16 extension, HWCAP2_BF16), so
+// that bf16 GEMMs beat fp32 ones. On x86 it also requires the AVX3 target
+// to be usable, so ForceSimdTarget("avx2") on such a CPU emulates an
+// AVX2-only CPU here too (call it before loading models).
+bool CpuHasNativeBf16();
+
 }  // namespace qkvshare
 
 #endif  // QKVSHARE_BASE_CPU_INFO_H_

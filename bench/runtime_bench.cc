@@ -2,22 +2,26 @@
 //
 //   bazel run -c opt //bench:runtime_bench --
 //       --models=/tmp/small-100m-bfloat16,/tmp/smollm-135m-bfloat16
-//       --dtypes=bf16,f32 --threads=2
+//       --dtypes=auto,bf16,f32 --threads=2 [--simd=avx2] [--csv]
 //
 // (models from scripts/make_random_llama.py, see docs/performance.md).
-// For each model and compute dtype: prefill tokens/s of one Append of N
-// random token ids on an empty sequence (logits of the last position, as in
-// a real prompt), N in --prefill; decode tokens/s of single-token steps at
-// context --decode_context. Each number is the best of --repeats runs after
-// one warm-up (the machine is shared: the fastest run is the least
-// disturbed). "torch decode" runs the same steps through the plain libtorch
-// path (ModelOptions::decode_kernels = false), interleaved with the kernel
-// runs, as the same-run baseline of the "kernels/torch" ratio; the llama.cpp
-// figures in docs/performance.md are quoted from a separate run.
+// For each model and requested dtype (the row shows compute/weights that
+// actually run on this CPU): prefill tokens/s of one Append of N random token
+// ids on an empty sequence (logits of the last position, as in a real
+// prompt), N in --prefill; decode tokens/s of single-token steps at context
+// --decode_context; the milliseconds of a --chunk token Append at depth
+// --chunk_depth (a receiver's instruction after an inject). Each number is
+// the MEDIAN of --repeats runs after one warm-up. The header prints the CPU
+// model and the SIMD target the kernels ran (--simd forces a weaker one).
+// "torch decode" runs the same steps through the plain libtorch path
+// (ModelOptions::decode_kernels = false), interleaved with the kernel runs,
+// as the same-run baseline of the "kernels/torch" ratio.
+// scripts/bench_vs_llamacpp.sh runs it beside llama.cpp (--csv).
 #include <time.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -25,14 +29,22 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agents/compute_threads.h"
 #include "agents/model.h"
 #include "agents/sequence.h"
+#include "base/cpu_info.h"
 
 ABSL_FLAG(std::vector<std::string>, models, {}, "Model directories (comma-separated).");
-ABSL_FLAG(std::vector<std::string>, dtypes, std::vector<std::string>({"bf16", "f32"}),
-          "Compute dtypes: bf16, f32.");
+ABSL_FLAG(std::vector<std::string>, dtypes, std::vector<std::string>({"auto", "bf16", "f32"}),
+          "Requested compute dtypes: auto, bf16, f32 (ModelOptions::compute_dtype; the row "
+          "shows what runs on this CPU).");
+ABSL_FLAG(int, chunk, 9,
+          "Tokens of the short-chunk step (a receiver's instruction after an inject); 0: skip.");
+ABSL_FLAG(int, chunk_depth, 1024, "Context length before the timed short chunk.");
+ABSL_FLAG(bool, csv, false,
+          "Print one CSV line per model and dtype instead of the table (for scripts).");
 ABSL_FLAG(int, threads, 2, "Intra-op threads.");
 ABSL_FLAG(std::vector<std::string>, prefill, std::vector<std::string>({"128", "512", "2048"}),
           "Prefill lengths in tokens.");
@@ -43,6 +55,9 @@ ABSL_FLAG(bool, baseline, true, "Also time the plain libtorch decode path.");
 ABSL_FLAG(bool, huge_pages, false,
           "Load with ModelOptions::copy_weights_to_huge_pages (weights copied into "
           "huge-page-backed memory instead of used from the file mapping).");
+ABSL_FLAG(std::string, simd, "",
+          "Force the kernels' SIMD target (Highway name: avx3, avx2, sse4, neon, emu128, "
+          "scalar...; empty: the best this CPU supports).");
 ABSL_FLAG(std::string, clock, "wall",
           "wall: elapsed time; thread_cpu: CPU time of the calling thread (only meaningful "
           "with --threads=1, where all work runs on it; robust on a busy machine).");
@@ -78,10 +93,10 @@ void Check(const absl::Status& s) {
   }
 }
 
-// Best-of-N statistics: the machine is shared (see docs/performance.md); the
-// fastest run is the least disturbed one.
-double Best(const std::vector<double>& rates) {
-  return *std::max_element(rates.begin(), rates.end());
+// Median of the runs (the upper one of the middle pair for an even count).
+double Median(std::vector<double> rates) {
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
 }
 
 // Prefill tokens/s of `n` tokens (one Append, logits of the last position).
@@ -98,7 +113,28 @@ double PrefillRate(const ModelHandle& model, int n) {
     auto t1 = Clock::now();
     if (r > 0) rates.push_back(n / Seconds(t0, t1));  // r == 0: warm-up
   }
-  return Best(rates);
+  return Median(rates);
+}
+
+// Milliseconds of one Append of `n` tokens at context `depth` (logits of the
+// last position), the receiver's instruction step after a card inject.
+double ChunkMs(const ModelHandle& model, int n, int depth) {
+  const int vocab = model->config().vocab_size;
+  auto seq = Sequence::Create(model, {.initial_capacity = depth + n});
+  Check(seq.status());
+  std::vector<int32_t> prompt = RandomIds(depth, vocab, 5);
+  std::vector<double> ms;
+  for (int r = 0; r <= absl::GetFlag(FLAGS_repeats); ++r) {
+    (*seq)->Reset();
+    Check((*seq)->Append(prompt, LogitsMode::kNone).status());
+    std::vector<int32_t> ids = RandomIds(n, vocab, 200 + r);
+    auto t0 = Clock::now();
+    Check((*seq)->Append(ids).status());
+    auto t1 = Clock::now();
+    if (r > 0) ms.push_back(1e3 * Seconds(t0, t1));
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
 }
 
 // Decode tokens/s at context `ctx` for each model, runs interleaved so that
@@ -126,11 +162,11 @@ std::vector<double> DecodeRates(const std::vector<ModelHandle>& models, int ctx)
     }
   }
   std::vector<double> out;
-  for (const auto& v : rates) out.push_back(Best(v));
+  for (const auto& v : rates) out.push_back(Median(v));
   return out;
 }
 
-ModelHandle Load(const std::string& dir, DType dtype, bool decode_kernels) {
+ModelHandle Load(const std::string& dir, std::optional<DType> dtype, bool decode_kernels) {
   ModelOptions options;
   options.compute_dtype = dtype;
   options.decode_kernels = decode_kernels;
@@ -142,6 +178,14 @@ ModelHandle Load(const std::string& dir, DType dtype, bool decode_kernels) {
 
 int Main() {
   SetComputeThreads(absl::GetFlag(FLAGS_threads));
+  if (absl::GetFlag(FLAGS_repeats) < 1) {
+    std::fprintf(stderr, "--repeats must be >= 1\n");
+    return 2;
+  }
+  if (absl::Status s = ForceSimdTarget(absl::GetFlag(FLAGS_simd)); !s.ok()) {
+    std::fprintf(stderr, "--simd: %s\n", s.ToString().c_str());
+    return 2;
+  }
   std::vector<int> lengths;
   for (const std::string& s : absl::GetFlag(FLAGS_prefill)) {
     int n;
@@ -158,29 +202,66 @@ int Main() {
     std::fprintf(stderr, "--clock must be wall or thread_cpu\n");
     return 2;
   }
-  std::printf("threads %d, %s clock, best of %d runs (after 1 warm-up), weights %s; tokens/s\n",
-              ComputeThreads(), clock.c_str(), absl::GetFlag(FLAGS_repeats),
+  const int chunk = absl::GetFlag(FLAGS_chunk), chunk_depth = absl::GetFlag(FLAGS_chunk_depth);
+  const bool csv = absl::GetFlag(FLAGS_csv);
+  std::printf("%s%s\n", csv ? "# " : "", CpuSummary().c_str());
+  std::printf("%sthreads %d, %s clock, median of %d runs (after 1 warm-up), weights %s; tokens/s\n",
+              csv ? "# " : "", ComputeThreads(), clock.c_str(), absl::GetFlag(FLAGS_repeats),
               absl::GetFlag(FLAGS_huge_pages) ? "copied to huge pages" : "mapped");
-  std::printf("%-24s %-5s", "model", "dtype");
-  for (int n : lengths) std::printf("  prefill %-5d", n);
-  std::printf("  decode@%-5d", ctx);
-  if (baseline) std::printf("  torch decode  kernels/torch");
-  std::printf("\n");
+  if (csv) {
+    std::printf("model,dtype,compute,weights");
+    for (int n : lengths) std::printf(",prefill%d", n);
+    std::printf(",decode%d", ctx);
+    if (chunk > 0) std::printf(",chunk%d_at%d_ms", chunk, chunk_depth);
+    std::printf("\n");
+  } else {
+    std::printf("%-24s %-5s %-14s", "model", "dtype", "runs");
+    for (int n : lengths) std::printf("  prefill %-5d", n);
+    std::printf("  decode@%-5d", ctx);
+    if (chunk > 0) std::printf("  %d tok@%d ms", chunk, chunk_depth);
+    if (baseline) std::printf("  torch decode  kernels/torch");
+    std::printf("\n");
+  }
   for (const std::string& dir : absl::GetFlag(FLAGS_models)) {
     for (const std::string& name : absl::GetFlag(FLAGS_dtypes)) {
-      const DType dtype = name == "f32" ? DType::kF32 : DType::kBF16;
+      std::optional<DType> dtype;
+      if (name == "f32") {
+        dtype = DType::kF32;
+      } else if (name == "bf16") {
+        dtype = DType::kBF16;
+      } else if (name != "auto") {
+        std::fprintf(stderr, "bad --dtypes value '%s' (auto, bf16, f32)\n", name.c_str());
+        return 2;
+      }
       std::vector<ModelHandle> models = {Load(dir, dtype, true)};
       if (baseline) models.push_back(Load(dir, dtype, false));
       const std::string label = dir.substr(dir.find_last_of('/') + 1);
-      std::printf("%-24s %-5s", label.c_str(), name.c_str());
+      const std::string runs =
+          absl::StrCat(std::string(DTypeName(models[0]->compute_dtype())), "/",
+                       std::string(DTypeName(models[0]->memory_weights_dtype())));
+      if (!csv)
+        std::fprintf(stderr, "%s %s: %s\n", label.c_str(), name.c_str(),
+                     models[0]->runtime_summary().c_str());
+      if (csv) {
+        std::printf("%s,%s,%s,%s", label.c_str(), name.c_str(),
+                    std::string(DTypeName(models[0]->compute_dtype())).c_str(),
+                    std::string(DTypeName(models[0]->memory_weights_dtype())).c_str());
+      } else {
+        std::printf("%-24s %-5s %-14s", label.c_str(), name.c_str(), runs.c_str());
+      }
       std::fflush(stdout);
       for (int n : lengths) {
-        std::printf("  %-13.0f", PrefillRate(models[0], n));
+        std::printf(csv ? ",%.1f" : "  %-13.0f", PrefillRate(models[0], n));
         std::fflush(stdout);
       }
       std::vector<double> d = DecodeRates(models, ctx);
-      std::printf("  %-12.1f", d[0]);
-      if (baseline) std::printf("  %-12.1f  %.2f", d[1], d[0] / d[1]);
+      std::printf(csv ? ",%.2f" : "  %-12.1f", d[0]);
+      if (chunk > 0)
+        std::printf(csv ? ",%.1f" : "  %-12.1f", ChunkMs(models[0], chunk, chunk_depth));
+      if (baseline && !csv) {
+        std::printf("  %-12.1f  %.2f", d[1], d[0] / d[1]);
+        if (chunk > 0) std::printf("  torch chunk %.1f ms", ChunkMs(models[1], chunk, chunk_depth));
+      }
       std::printf("\n");
     }
   }

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agents/compute_threads.h"
+#include "base/cpu_info.h"
 #include "base/status_macros.h"
 
 namespace qkvshare::daemon {
@@ -45,9 +46,9 @@ absl::StatusOr<std::unique_ptr<AgentPool>> AgentPool::Create(const DaemonConfig&
       return absl::Status(handle.status().code(), absl::StrCat("model '", m.name, "' (", m.path,
                                                                "): ", handle.status().message()));
     }
-    spdlog::info("model '{}': {} ({} layers, {} kv heads, head_dim {}, {}), fingerprint {}", m.name,
+    spdlog::info("model '{}': {} ({} layers, {} kv heads, head_dim {}; {}), fingerprint {}", m.name,
                  m.path, (*handle)->config().num_layers, (*handle)->config().num_kv_heads,
-                 (*handle)->config().head_dim, DTypeName((*handle)->compute_dtype()),
+                 (*handle)->config().head_dim, (*handle)->runtime_summary(),
                  (*handle)->fingerprint().Hex().substr(0, 16));
     models[m.name] = *handle;
   }
@@ -132,6 +133,8 @@ std::vector<v1::AgentInfo> AgentPool::List() const {
     info.set_model(agent->model_name);
     info.set_model_dir(agent->model->dir());
     info.set_dtype(std::string(DTypeName(agent->model->compute_dtype())));
+    info.set_weights_dtype(std::string(DTypeName(agent->model->memory_weights_dtype())));
+    info.set_simd_target(BestSimdTargetName());
     info.set_state(busy_.at(agent.get()) ? "busy" : "idle");
     info.set_kv_cache_bytes(kv_bytes_.at(agent.get()));
     info.set_weight_bytes(static_cast<int64_t>(agent->model->mapped_weight_bytes() +

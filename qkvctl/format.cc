@@ -94,7 +94,13 @@ std::string FormatAgents(const v1::ListAgentsResponse& agents) {
            {"HOPS", Table::kRight},
            {"FINGERPRINT"}});
   for (const v1::AgentInfo& a : agents.agents()) {
-    t.AddRow({a.name(), a.model(), a.dtype(), a.state(), FormatBytes(a.kv_cache_bytes()),
+    // "f32 (bf16 weights, AVX2)" when the weights are narrower than the compute.
+    std::string dtype = a.dtype();
+    if (!a.weights_dtype().empty() && a.weights_dtype() != a.dtype()) {
+      absl::StrAppend(&dtype, " (", a.weights_dtype(), " weights",
+                      a.simd_target().empty() ? "" : ", ", a.simd_target(), ")");
+    }
+    t.AddRow({a.name(), a.model(), dtype, a.state(), FormatBytes(a.kv_cache_bytes()),
               FormatBytes(a.weight_bytes()), absl::StrCat(a.context_limit()),
               absl::StrCat(a.hops_run()), ShortId(a.fingerprint())});
   }

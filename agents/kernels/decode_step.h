@@ -93,6 +93,18 @@ using ParallelFor =
 void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScratch& scratch,
                 float* logits, AttentionRecorder* recorder, const ParallelFor& parallel_for);
 
+// A short chunk (a few to a few dozen tokens, e.g. a receiver's instruction
+// after a card inject) through the same kernels: tokens[0 .. n) at positions
+// cache.length() .. + n - 1, causal; every weight row is read once for all n
+// tokens (MatMulRows). Logits: none when `logits` is null, else of the last
+// token ([vocab]) or, with all_logits, of every token ([n, vocab]). Same
+// contract as DecodeStep otherwise (which is n == 1).
+// REQUIRES: n >= 1, cache.capacity() >= cache.length() + n,
+// cache.length() + n <= w.rope_positions.
+void DecodeChunk(const DecodeWeights& w, const int32_t* tokens, int64_t n, KvCache& cache,
+                 DecodeScratch& scratch, float* logits, bool all_logits,
+                 AttentionRecorder* recorder, const ParallelFor& parallel_for);
+
 }  // namespace qkvshare::agents::kernels
 
 #endif  // QKVSHARE_AGENTS_KERNELS_DECODE_STEP_H_

@@ -26,28 +26,39 @@ using DF = hn::ScalableTag<float>;
 constexpr int64_t kRowsPerPass = 4;
 
 template <typename T>
-void MatVecT(const T* HWY_RESTRICT w, int64_t cols, const float* HWY_RESTRICT x,
-             const float* HWY_RESTRICT bias, float* HWY_RESTRICT y, int64_t r0, int64_t r1) {
+void MatMulT(const T* HWY_RESTRICT w, int64_t cols, const float* HWY_RESTRICT x, int64_t x_stride,
+             int64_t n, const float* HWY_RESTRICT bias, float* HWY_RESTRICT y, int64_t y_stride,
+             int64_t r0, int64_t r1) {
   const size_t c = static_cast<size_t>(cols);
   int64_t r = r0;
   for (; r + kRowsPerPass <= r1; r += kRowsPerPass) {
-    DotRows<kRowsPerPass>(w + r * cols, c, x, c, y + r);
+    for (int64_t t = 0; t < n; ++t) {
+      DotRows<kRowsPerPass>(w + r * cols, c, x + t * x_stride, c, y + t * y_stride + r);
+    }
   }
-  for (; r < r1; ++r) DotRows<1>(w + r * cols, c, x, c, y + r);
+  for (; r < r1; ++r) {
+    for (int64_t t = 0; t < n; ++t)
+      DotRows<1>(w + r * cols, c, x + t * x_stride, c, y + t * y_stride + r);
+  }
   if (bias != nullptr) {
-    for (int64_t i = r0; i < r1; ++i) y[i] += bias[i];
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = r0; i < r1; ++i) y[t * y_stride + i] += bias[i];
+    }
   }
 }
 
-void MatVecRowsImpl(const void* w, DType w_dtype, int64_t cols, const float* x, const float* bias,
-                    float* y, int64_t r0, int64_t r1) {
+void MatMulRowsImpl(const void* w, DType w_dtype, int64_t cols, const float* x, int64_t x_stride,
+                    int64_t n, const float* bias, float* y, int64_t y_stride, int64_t r0,
+                    int64_t r1) {
   switch (w_dtype) {
     case DType::kF32:
-      return MatVecT(static_cast<const float*>(w), cols, x, bias, y, r0, r1);
+      return MatMulT(static_cast<const float*>(w), cols, x, x_stride, n, bias, y, y_stride, r0, r1);
     case DType::kBF16:
-      return MatVecT(static_cast<const hwy::bfloat16_t*>(w), cols, x, bias, y, r0, r1);
+      return MatMulT(static_cast<const hwy::bfloat16_t*>(w), cols, x, x_stride, n, bias, y,
+                     y_stride, r0, r1);
     case DType::kF16:
-      return MatVecT(static_cast<const hwy::float16_t*>(w), cols, x, bias, y, r0, r1);
+      return MatMulT(static_cast<const hwy::float16_t*>(w), cols, x, x_stride, n, bias, y, y_stride,
+                     r0, r1);
   }
 }
 
@@ -385,7 +396,7 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace qkvshare::agents::kernels {
 
-HWY_EXPORT(MatVecRowsImpl);
+HWY_EXPORT(MatMulRowsImpl);
 HWY_EXPORT(RmsNormImpl);
 HWY_EXPORT(RopeImpl);
 HWY_EXPORT(SwiGluImpl);
@@ -397,7 +408,15 @@ HWY_EXPORT(WidenToF32Impl);
 
 void MatVecRows(const void* w, DType w_dtype, int64_t cols, const float* x, const float* bias,
                 float* y, int64_t row_begin, int64_t row_end) {
-  HWY_DYNAMIC_DISPATCH(MatVecRowsImpl)(w, w_dtype, cols, x, bias, y, row_begin, row_end);
+  HWY_DYNAMIC_DISPATCH(MatMulRowsImpl)
+  (w, w_dtype, cols, x, cols, 1, bias, y, 0, row_begin, row_end);
+}
+
+void MatMulRows(const void* w, DType w_dtype, int64_t cols, const float* x, int64_t x_stride,
+                int64_t n, const float* bias, float* y, int64_t y_stride, int64_t row_begin,
+                int64_t row_end) {
+  HWY_DYNAMIC_DISPATCH(MatMulRowsImpl)
+  (w, w_dtype, cols, x, x_stride, n, bias, y, y_stride, row_begin, row_end);
 }
 
 void RmsNorm(const float* x, const float* weight, double eps, int64_t n, float* out) {

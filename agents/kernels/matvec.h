@@ -37,6 +37,13 @@ namespace qkvshare::agents::kernels {
 void MatVecRows(const void* w, DType w_dtype, int64_t cols, const float* x, const float* bias,
                 float* y, int64_t row_begin, int64_t row_end);
 
+// The same for `n` input vectors at once (a short prefill chunk): for t < n,
+// y[t * y_stride + r] = sum_c w[r, c] * x[t * x_stride + c] (+ bias[r]).
+// Each weight row is read from memory once for all n vectors (then from L1).
+void MatMulRows(const void* w, DType w_dtype, int64_t cols, const float* x, int64_t x_stride,
+                int64_t n, const float* bias, float* y, int64_t y_stride, int64_t row_begin,
+                int64_t row_end);
+
 // out[i] = x[i] * rsqrt(mean(x^2) + eps) * weight[i], i < n (RMSNorm, fp32).
 // out may alias x.
 void RmsNorm(const float* x, const float* weight, double eps, int64_t n, float* out);

@@ -97,6 +97,34 @@ TEST_P(KernelsTest, MatVecMatchesFloat64Reference) {
   }
 }
 
+TEST_P(KernelsTest, MatMulRowsMatchesFloat64Reference) {
+  std::mt19937 rng(17);
+  for (DType t : kDTypes) {
+    for (int64_t n : {1, 2, 9}) {
+      const int64_t rows = 13, cols = 70, x_stride = 75, y_stride = 20;
+      Matrix w = RandomMatrix(rows * cols, rng), x = RandomMatrix(n * x_stride, rng);
+      Matrix b = RandomMatrix(rows, rng);
+      std::vector<float> y(n * y_stride, -7.0f);
+      MatMulRows(w.data(t), t, cols, x.f32.data(), x_stride, n, b.f32.data(), y.data(), y_stride, 0,
+                 6);
+      MatMulRows(w.data(t), t, cols, x.f32.data(), x_stride, n, b.f32.data(), y.data(), y_stride, 6,
+                 rows);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t r = 0; r < y_stride; ++r) {
+          if (r >= rows) {
+            ASSERT_EQ(y[i * y_stride + r], -7.0f);  // outside the rows: untouched
+            continue;
+          }
+          double want = b.f32[r];
+          for (int64_t c = 0; c < cols; ++c)
+            want += w.at(t, r * cols + c) * x.f32[i * x_stride + c];
+          ASSERT_NEAR(y[i * y_stride + r], want, 1e-4) << DTypeName(t) << " n " << n;
+        }
+      }
+    }
+  }
+}
+
 TEST_P(KernelsTest, RmsNormMatchesFloat64Reference) {
   std::vector<float> x = {3, -4, 0, 0}, w = {1, 2, 1, 1}, y(4);
   RmsNorm(x.data(), w.data(), 0.0, 4, y.data());  // rms = sqrt(25 / 4) = 2.5

@@ -15,6 +15,8 @@
 //   logits = RMSNorm(x) W_lm^T (W_lm = embed when tied)
 // Matrix products run in the compute dtype (fp32, or bf16 with fp32
 // accumulation); norms, RoPE, softmax and the residual stream in fp32.
+// Weights may be stored in a narrower dtype than the compute dtype (bf16 or
+// f16 weights, f32 compute: CPUs without bf16 products).
 //
 // Thread safety: a LlamaEngine is immutable after Create() and may be used
 // by many sequences on many threads at once; each State and KvCache belongs
@@ -38,8 +40,12 @@
 namespace qkvshare::agents::internal {
 
 struct EngineOptions {
-  // kF32 or kBF16.
+  // Matrix products and KV cache: kF32 or kBF16.
   DType compute_dtype = DType::kF32;
+  // The weight matrices (and embedding) in memory: the compute dtype, or
+  // kBF16 / kF16 under f32 compute (decode widens them in the kernels;
+  // prefill converts each matrix to f32 when it uses it).
+  DType weight_dtype = DType::kF32;
   // Single-token steps through the runtime's matrix-vector kernels (else the
   // plain libtorch path).
   bool decode_kernels = true;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "agents/kernels/matvec.h"
 #include "agents/torch/llama_engine.h"
 #include "agents/torch/llama_impl.h"
 
@@ -20,9 +21,22 @@ class TorchState : public LlamaEngine::State {
   kernels::DecodeScratch scratch;
 };
 
+// Chunks of at most this many tokens (single-token decode, and short prefill
+// chunks such as a receiver's instruction after a card inject) run through
+// the Highway kernels (kernels::DecodeChunk, every weight row read once for
+// the chunk); longer ones through libtorch's GEMMs.
+constexpr int64_t kKernelChunkTokens = 16;
+
 // kernels::ParallelFor over libtorch's intra-op pool.
 void TorchParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   at::parallel_for(0, n, grain, fn);
+}
+
+// `w` in the compute dtype: itself, or (16-bit weights under f32 compute) a
+// temporary f32 copy, converted when the matrix is used and freed after it
+// (per matrix, so the f32 copy of one layer at most is alive).
+torch::Tensor InCompute(const torch::Tensor& w, torch::ScalarType cdt) {
+  return w.scalar_type() == cdt ? w : w.to(cdt);
 }
 
 // RMSNorm in fp32: x / sqrt(mean(x^2) + eps) * weight. x: [T, D] fp32.
@@ -102,9 +116,11 @@ absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const
                                   LogitsMode mode, float* logits,
                                   AttentionRecorder* recorder) const {
   const Impl& m = *impl_;
-  if (m.decode_kernels && ids.size() == 1) {
-    kernels::DecodeStep(m.decode, ids[0], cache, static_cast<TorchState&>(state).scratch,
-                        mode == LogitsMode::kNone ? nullptr : logits, recorder, TorchParallelFor);
+  if (m.decode_kernels && static_cast<int64_t>(ids.size()) <= kKernelChunkTokens) {
+    kernels::DecodeChunk(m.decode, ids.data(), static_cast<int64_t>(ids.size()), cache,
+                         static_cast<TorchState&>(state).scratch,
+                         mode == LogitsMode::kNone ? nullptr : logits, mode == LogitsMode::kAll,
+                         recorder, TorchParallelFor);
     return absl::OkStatus();
   }
   const ModelConfig& c = m.config;
@@ -127,9 +143,11 @@ absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const
     for (int l = 0; l < c.num_layers; ++l) {
       const LayerWeights& L = m.layers[l];
       torch::Tensor h = RmsNorm(x, L.input_norm, c.rms_norm_eps).to(cdt);
-      torch::Tensor q = torch::linear(h, L.q, L.q_bias).view({T, H, hd}).to(torch::kFloat);
-      torch::Tensor k = torch::linear(h, L.k, L.k_bias).view({T, KV, hd}).to(torch::kFloat);
-      torch::Tensor v = torch::linear(h, L.v, L.v_bias).view({T, KV, hd});
+      torch::Tensor q =
+          torch::linear(h, InCompute(L.q, cdt), L.q_bias).view({T, H, hd}).to(torch::kFloat);
+      torch::Tensor k =
+          torch::linear(h, InCompute(L.k, cdt), L.k_bias).view({T, KV, hd}).to(torch::kFloat);
+      torch::Tensor v = torch::linear(h, InCompute(L.v, cdt), L.v_bias).view({T, KV, hd});
       q = ApplyRope(q, cos_q, sin_q);  // includes the 1/sqrt(head_dim) scale
       k = ApplyRope(k, cos, sin);
 
@@ -141,19 +159,28 @@ absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const
       torch::Tensor values = vc.narrow(1, 0, ctx);  // [KV, ctx, hd]
 
       torch::Tensor attn = Attend(q, keys, values, p0, G, cdt, l, recorder);
-      x.add_(torch::linear(attn, L.o, L.o_bias));
+      x.add_(torch::linear(attn, InCompute(L.o, cdt), L.o_bias));
 
       h = RmsNorm(x, L.post_norm, c.rms_norm_eps).to(cdt);
-      torch::Tensor g = torch::linear(h, L.gate, L.gate_bias);
-      torch::silu_(g).mul_(torch::linear(h, L.up, L.up_bias));
-      x.add_(torch::linear(g, L.down, L.down_bias));
+      torch::Tensor g = torch::linear(h, InCompute(L.gate, cdt), L.gate_bias);
+      torch::silu_(g).mul_(torch::linear(h, InCompute(L.up, cdt), L.up_bias));
+      x.add_(torch::linear(g, InCompute(L.down, cdt), L.down_bias));
     }
     if (mode == LogitsMode::kNone) return absl::OkStatus();
     torch::Tensor rows = mode == LogitsMode::kLast ? x.narrow(0, T - 1, 1) : x;
     torch::Tensor hf = RmsNorm(rows, m.final_norm, c.rms_norm_eps).to(cdt);
     torch::Tensor out = torch::from_blob(logits, {rows.size(0), c.vocab_size}, torch::kFloat);
-    if (cdt == torch::kFloat) {
-      torch::mm_out(out, hf, m.lm_head.t());
+    if (rows.size(0) == 1 && cdt == torch::kFloat) {
+      // One row (a prompt's last position): the decode kernels' matrix-vector
+      // product, which reads 16-bit weights in place.
+      const torch::Tensor hc = hf.contiguous();
+      const float* hrow = hc.data_ptr<float>();
+      const void* w = m.lm_head.data_ptr();
+      at::parallel_for(0, c.vocab_size, 32, [&](int64_t b, int64_t e) {
+        kernels::MatVecRows(w, m.weight_dtype, c.hidden_size, hrow, nullptr, logits, b, e);
+      });
+    } else if (cdt == torch::kFloat) {
+      torch::mm_out(out, hf, InCompute(m.lm_head, cdt).t());
     } else {
       out.copy_(torch::mm(hf, m.lm_head.t()));
     }

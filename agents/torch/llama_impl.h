@@ -15,7 +15,7 @@
 
 namespace qkvshare::agents::internal {
 
-// One decoder layer. Matrices are [out_features, in_features] in the compute
+// One decoder layer. Matrices are [out_features, in_features] in the weight
 // dtype (nn.Linear layout); biases (undefined when absent) in the compute
 // dtype; norm weights fp32.
 struct LayerWeights {
@@ -35,10 +35,12 @@ class WeightArena {
 
 struct LlamaEngine::Impl {
   ModelConfig config;
-  DType dtype = DType::kF32;
+  DType dtype = DType::kF32;  // compute (and KV cache)
   torch::ScalarType scalar = torch::kFloat;
-  torch::Tensor embed;       // [vocab, hidden], compute dtype
-  torch::Tensor lm_head;     // [vocab, hidden], compute dtype (embed when tied)
+  DType weight_dtype = DType::kF32;  // matrices and embedding in memory
+  torch::ScalarType weight_scalar = torch::kFloat;
+  torch::Tensor embed;       // [vocab, hidden], weight dtype
+  torch::Tensor lm_head;     // [vocab, hidden], weight dtype (embed when tied)
   torch::Tensor final_norm;  // [hidden] fp32
   std::vector<LayerWeights> layers;
   // RoPE tables over positions [0, context_limit): [positions, head_dim / 2]

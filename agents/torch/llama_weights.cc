@@ -132,35 +132,36 @@ class WeightLoader {
 absl::Status LoadWeights(const WeightFiles& files, bool copy_all, LlamaEngine::Impl& impl) {
   const ModelConfig& c = impl.config;
   const torch::ScalarType cdt = impl.scalar;
+  const torch::ScalarType wdt = impl.weight_scalar;
   const torch::ScalarType f32 = torch::kFloat;
   const int64_t D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t QD = int64_t{c.num_heads} * c.head_dim, KVD = int64_t{c.num_kv_heads} * c.head_dim;
   WeightLoader w(files, impl, copy_all);
-  w.Add("model.embed_tokens.weight", {V, D}, cdt, &impl.embed);
+  w.Add("model.embed_tokens.weight", {V, D}, wdt, &impl.embed);
   impl.layers.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     const std::string a = p + "self_attn.", m = p + "mlp.";
     LayerWeights& L = impl.layers[l];
     w.Add(p + "input_layernorm.weight", {D}, f32, &L.input_norm);
-    w.Add(a + "q_proj.weight", {QD, D}, cdt, &L.q);
-    w.Add(a + "k_proj.weight", {KVD, D}, cdt, &L.k);
-    w.Add(a + "v_proj.weight", {KVD, D}, cdt, &L.v);
-    w.Add(a + "o_proj.weight", {D, QD}, cdt, &L.o);
+    w.Add(a + "q_proj.weight", {QD, D}, wdt, &L.q);
+    w.Add(a + "k_proj.weight", {KVD, D}, wdt, &L.k);
+    w.Add(a + "v_proj.weight", {KVD, D}, wdt, &L.v);
+    w.Add(a + "o_proj.weight", {D, QD}, wdt, &L.o);
     w.Add(a + "q_proj.bias", {QD}, cdt, &L.q_bias, c.qkv_bias);
     w.Add(a + "k_proj.bias", {KVD}, cdt, &L.k_bias, c.qkv_bias);
     w.Add(a + "v_proj.bias", {KVD}, cdt, &L.v_bias, c.qkv_bias);
     w.Add(a + "o_proj.bias", {D}, cdt, &L.o_bias, c.o_bias);
     w.Add(p + "post_attention_layernorm.weight", {D}, f32, &L.post_norm);
-    w.Add(m + "gate_proj.weight", {I, D}, cdt, &L.gate);
-    w.Add(m + "up_proj.weight", {I, D}, cdt, &L.up);
-    w.Add(m + "down_proj.weight", {D, I}, cdt, &L.down);
+    w.Add(m + "gate_proj.weight", {I, D}, wdt, &L.gate);
+    w.Add(m + "up_proj.weight", {I, D}, wdt, &L.up);
+    w.Add(m + "down_proj.weight", {D, I}, wdt, &L.down);
     w.Add(m + "gate_proj.bias", {I}, cdt, &L.gate_bias, c.mlp_bias);
     w.Add(m + "up_proj.bias", {I}, cdt, &L.up_bias, c.mlp_bias);
     w.Add(m + "down_proj.bias", {D}, cdt, &L.down_bias, c.mlp_bias);
   }
   w.Add("model.norm.weight", {D}, f32, &impl.final_norm);
-  if (!c.tie_word_embeddings) w.Add("lm_head.weight", {V, D}, cdt, &impl.lm_head);
+  if (!c.tie_word_embeddings) w.Add("lm_head.weight", {V, D}, wdt, &impl.lm_head);
   QKV_RETURN_IF_ERROR(w.Load());
   if (c.tie_word_embeddings) impl.lm_head = impl.embed;
   return absl::OkStatus();
@@ -170,7 +171,7 @@ absl::Status LoadWeights(const WeightFiles& files, bool copy_all, LlamaEngine::I
 void BuildDecodeWeights(LlamaEngine::Impl& impl) {
   const ModelConfig& c = impl.config;
   kernels::DecodeWeights& d = impl.decode;
-  d.weight_dtype = impl.dtype;
+  d.weight_dtype = impl.weight_dtype;
   d.kv_dtype = impl.dtype;
   d.hidden = c.hidden_size;
   d.intermediate = c.intermediate_size;
@@ -291,11 +292,18 @@ absl::StatusOr<std::unique_ptr<LlamaEngine>> LlamaEngine::Create(const ModelConf
     return absl::InvalidArgumentError(absl::StrCat(
         "compute dtype ", std::string(DTypeName(compute_dtype)), " is not supported (f32, bf16)"));
   }
+  if (options.weight_dtype != compute_dtype && compute_dtype != DType::kF32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weights in ", std::string(DTypeName(options.weight_dtype)),
+                     " need f32 compute, not ", std::string(DTypeName(compute_dtype))));
+  }
   KeepActivationMemory();
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   impl->dtype = compute_dtype;
   impl->scalar = ToScalarType(compute_dtype);
+  impl->weight_dtype = options.weight_dtype;
+  impl->weight_scalar = ToScalarType(options.weight_dtype);
   impl->decode_kernels = options.decode_kernels;
   try {
     torch::NoGradGuard no_grad;

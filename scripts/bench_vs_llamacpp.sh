@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# qkvshare's runtime side by side with llama.cpp on the same machine, in the same run, on the
+# same random weights (small-100m shape): prefill 512 tokens and decode at depth 512, tokens/s,
+# medians of ROUNDS interleaved rounds, and our/llama.cpp ratios, as one Markdown table.
+#
+# Usage: scripts/bench_vs_llamacpp.sh            (from the repository root or anywhere)
+# Environment:
+#   LLAMA_BENCH_DIR  folder with llama-bench and llama-quantize (default: build them once with
+#                    ../shared/bench/build_llama_bench.sh into LLAMA_BUILD_CACHE, ~14 min)
+#   LLAMA_BUILD_CACHE  where build_llama_bench.sh builds (default: its own default)
+#   SHARED_BENCH     the shared bench folder (default: <repo>/../shared/bench)
+#   WORK             scratch folder for the HF directories and GGUF files (default /tmp/qkv-vs-llamacpp)
+#   GGUF_DIR         use these NAME-{F32,F16,Q8_0,Q4_0}.gguf files instead of making them
+#   ROUNDS (3)  THREADS (2)  PRESET (small-100m)  DECODE_TOKENS (64)
+#   QKV_WEIGHTS      extra weight formats of OUR engine, e.g. "q8_0 q4_0": each row runs
+#                    runtime_bench --weights=FORMAT when the binary has that flag (the weight
+#                    quantization work adds it), else the row says "n/a".
+# Neither llama.cpp's source nor its binaries go into this repository.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+shared=${SHARED_BENCH:-$repo/../shared/bench}
+work=${WORK:-/tmp/qkv-vs-llamacpp}
+rounds=${ROUNDS:-3}
+threads=${THREADS:-2}
+preset=${PRESET:-small-100m}
+steps=${DECODE_TOKENS:-64}
+qkv_weights=${QKV_WEIGHTS:-q8_0 q4_0}
+mkdir -p "$work"
+
+if [[ -n ${LLAMA_BENCH_DIR:-} ]]; then
+  bin=$LLAMA_BENCH_DIR
+else
+  bin=$("$shared/build_llama_bench.sh" ${LLAMA_BUILD_CACHE:+"$LLAMA_BUILD_CACHE"} | tail -1)
+fi
+[[ -x $bin/llama-bench ]] || { echo "no llama-bench in $bin" >&2; exit 1; }
+
+# The same draws as float32 and rounded to bfloat16 (same seed).
+for dt in float32 bfloat16; do
+  [[ -f $work/hf-$dt/model.safetensors ]] ||
+    /usr/bin/python3 "$repo/scripts/make_random_llama.py" "$work/hf-$dt" --preset "$preset" \
+      --dtype "$dt" >/dev/null
+done
+gguf=${GGUF_DIR:-$work/gguf}
+if [[ -z ${GGUF_DIR:-} ]]; then
+  "$shared/make_gguf.sh" "$work/hf-float32" "$gguf" "$preset" "$bin" >/dev/null
+fi
+
+cd "$repo"
+bazel build -c opt //bench:runtime_bench >/dev/null 2>&1 || bazel build -c opt //bench:runtime_bench
+ours=$repo/bazel-bin/bench/runtime_bench
+has_weights_flag=0
+"$ours" --helpfull 2>/dev/null | grep -q -- "--weights" && has_weights_flag=1
+
+raw=$work/raw.csv
+: >"$raw"
+# One measurement of our engine: ENGINE-ROW-LABEL, HF dir, dtype, extra flags.
+run_ours() {
+  local label=$1 dir=$2 dtype=$3
+  shift 3
+  local line
+  line=$("$ours" --models="$dir" --dtypes="$dtype" --threads="$threads" --prefill=512 \
+    --decode_context=512 --decode_tokens="$steps" --repeats=1 --baseline=false --chunk=0 \
+    --csv "$@" | grep -v '^#' | tail -1)
+  # model,dtype,compute,weights,prefill512,decode512
+  IFS=, read -r _ _ compute weights pp tg <<<"$line"
+  echo "$label ($compute compute, $weights weights),$pp,$tg" >>"$raw"
+}
+run_llama() {
+  local fmt=$1 f=$gguf/$preset-$1.gguf pp tg
+  pp=$("$bin/llama-bench" -m "$f" -t "$threads" -p 512 -n 0 -r 1 -o csv 2>/dev/null |
+    /usr/bin/python3 -c 'import csv,sys; print([r for r in csv.DictReader(sys.stdin)][-1]["avg_ts"])')
+  tg=$("$bin/llama-bench" -m "$f" -t "$threads" -p 0 -n "$steps" -d 512 -r 1 -o csv 2>/dev/null |
+    /usr/bin/python3 -c 'import csv,sys; print([r for r in csv.DictReader(sys.stdin)][-1]["avg_ts"])')
+  echo "llama.cpp $fmt,$pp,$tg" >>"$raw"
+}
+
+for ((r = 1; r <= rounds; r++)); do
+  echo "round $r/$rounds" >&2
+  run_llama F32
+  run_ours "qkvshare f32" "$work/hf-float32" f32
+  run_llama F16
+  run_ours "qkvshare bf16 checkpoint, dtype auto" "$work/hf-bfloat16" auto
+  run_ours "qkvshare bf16 checkpoint, dtype bf16" "$work/hf-bfloat16" bf16
+  for w in $qkv_weights; do
+    fmt=${w^^}
+    run_llama "$fmt"
+    if ((has_weights_flag)); then
+      run_ours "qkvshare $w" "$work/hf-float32" auto --weights="$w"
+    else
+      echo "qkvshare $w (n/a: runtime_bench has no --weights),," >>"$raw"
+    fi
+  done
+done
+
+simd=$("$ours" --models= --chunk=0 2>/dev/null | head -1)
+flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' |
+  grep -E '^(sse4_2|avx|avx2|fma|f16c|avx512f|avx512bw|avx512vl|avx512_bf16|avx512_vnni|amx_bf16|amx_tile)$' |
+  tr '\n' ' ' || true)
+[[ -z $flags ]] && flags=$(grep -m1 '^Features' /proc/cpuinfo | cut -d: -f2 || true)
+echo "## qkvshare vs llama.cpp ($preset, $threads threads, medians of $rounds interleaved rounds, tokens/s)"
+echo
+echo "- $simd"
+echo "- cpu flags: $flags"
+echo "- llama.cpp: $(basename "$(cd "$bin/../.." && pwd)") built with -march=native (${bin})"
+echo
+/usr/bin/python3 - "$raw" <<'EOF'
+import collections, csv, statistics, sys
+rows = collections.OrderedDict()
+for label, pp, tg in csv.reader(open(sys.argv[1])):
+    r = rows.setdefault(label, ([], []))
+    if pp: r[0].append(float(pp))
+    if tg: r[1].append(float(tg))
+med = {k: (statistics.median(v[0]) if v[0] else None, statistics.median(v[1]) if v[1] else None)
+       for k, v in rows.items()}
+ref = {"F32": med.get("llama.cpp F32"), "F16": med.get("llama.cpp F16"),
+       "Q8_0": med.get("llama.cpp Q8_0"), "Q4_0": med.get("llama.cpp Q4_0")}
+def baseline(label):
+    if label.startswith("llama.cpp"): return None
+    if "q8_0" in label: return "Q8_0"
+    if "q4_0" in label: return "Q4_0"
+    if "bf16" in label: return "F16"
+    return "F32"
+def fmt(x, d=1): return "–" if x is None else f"{x:.{d}f}"
+print("| engine, weights | prefill 512 | decode @512 | prefill / llama.cpp F16 | decode / llama.cpp (same width) |")
+print("| --- | --- | --- | --- | --- |")
+for label, (pp, tg) in med.items():
+    b = baseline(label)
+    pr = tr = "–"
+    if b is not None:
+        f16 = ref["F16"]
+        if pp is not None and f16 and f16[0]: pr = f"{pp / f16[0]:.2f}"
+        rb = ref[b]
+        if tg is not None and rb and rb[1]: tr = f"{tg / rb[1]:.2f} (vs {b})"
+    print(f"| {label} | {fmt(pp, 0)} | {fmt(tg)} | {pr} | {tr} |")
+EOF
