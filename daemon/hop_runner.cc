@@ -16,6 +16,8 @@
 #include "cachecard/build.h"
 #include "cachecard/inject.h"
 #include "cachecard/io.h"
+#include "daemon/card_budget.h"
+#include "daemon/stop_reason.h"
 #include "quant/controller.h"
 #include "quant/importance.h"
 
@@ -45,6 +47,7 @@ struct Carry {
   CardHandle card;  // card/full (unless the card fell back)
   double card_build_ms = 0;
   std::string card_fallback_reason;  // why no card was built
+  std::string budget_reason;         // why the card's bits differ from the request
   std::vector<int32_t> ids;          // the whole context
   std::string text;                  // its text (for another model's re-prefill)
   agents::ModelFingerprint fingerprint;
@@ -123,6 +126,7 @@ class TaskRun {
     stats->set_requested_mode(ToProto(carry.handoff.mode));
     stats->set_context_tokens(static_cast<int64_t>(carry.ids.size()));
     stats->set_fp16_bytes(Fp16Bytes(seq.kv_cache().shape(), carry.ids.size()));
+    stats->set_budget_reason(carry.budget_reason);
     std::string fallback;
     if (wants_card && !carry.card) {
       fallback = carry.card_fallback_reason;
@@ -184,14 +188,19 @@ class TaskRun {
 
     cachecard::CardEncoding enc = cachecard::CardEncoding::Full();
     std::string policy = "full";
+    const CardBudget budget = ApplyMinCardBits(h.bits, agent.min_card_bits, agent.model_name);
     if (h.mode == HandoffMode::kCard) {
+      if (!budget.raised_reason.empty()) {
+        out->budget_reason = budget.raised_reason;
+        spdlog::warn("task {} hop {}: card budget {}", ctx_.id(), k + 1, budget.raised_reason);
+      }
       quant::AllocationRequest req;
       req.num_tokens = n - first;
-      req.avg_bits = h.bits;
+      req.avg_bits = budget.bits;
       req.hop = k;
       req.num_hops = std::max(1, static_cast<int>(ctx_.spec().hops.size()) - 1);
       std::vector<float> importance;
-      if (h.policy == BitPolicy::kAdaptive && h.bits != 16) {
+      if (h.policy == BitPolicy::kAdaptive && budget.bits != 16) {
         absl::StatusOr<agents::AttentionCapture> cap = seq.GetAttentionCapture();
         absl::StatusOr<std::vector<float>> imp =
             cap.ok()
@@ -234,7 +243,7 @@ class TaskRun {
     prov.hop_index = static_cast<uint32_t>(k);
     prov.created_unix_ms = absl::ToUnixMillis(absl::Now());
     prov.quant_policy = policy;
-    prov.budget_bits = h.mode == HandoffMode::kCard ? h.bits : 0;
+    prov.budget_bits = h.mode == HandoffMode::kCard ? budget.bits : 0;
 
     const agents::ModelFingerprint& fp = agent.model->fingerprint();
     // Size first (no encoding): refuse over-limit cards before any work.
@@ -362,7 +371,7 @@ class TaskRun {
     r.set_ttft_ms(absl::ToDoubleMilliseconds(gen_start - hop_start) + result.timings.ttft_ms);
     r.set_prefill_ms(result.timings.prefill_ms);
     r.set_decode_tokens_per_s(result.timings.decode_tokens_per_s);
-    r.set_stop_reason(std::string(agents::StopReasonName(result.stop_reason)));
+    SetStopReason(result.stop_reason, &r);
 
     Carry out;
     if (!last) {
