@@ -4,7 +4,7 @@ Llama forward of the same HF checkpoint (HF conventions: legacy cache of
 (k, v) [1, kv_heads, T, head_dim], post-RoPE keys in rotate_half order).
 
     python/examples/hf_inject.py --addr unix:///tmp/q.sock --model models/stories260K \
-        [--workflow story] [--input TEXT] [--card CARD_ID] [--steps 32]
+        [--workflow story] [--input TEXT] [--mode full|card] [--bits B] [--card ID] [--steps 32]
 
 Without --card it runs the workflow and takes the card hop 1 built. It then
 feeds a cue (" The next day,") after the card and prints the next-token
@@ -61,13 +61,16 @@ def main():
     ap.add_argument("--model", required=True, help="the HF checkpoint directory the daemon serves")
     ap.add_argument("--workflow", default="story")
     ap.add_argument("--input", default="Once upon a time, there was a little girl named Lily.")
+    ap.add_argument("--mode", choices=["card", "full"], help="override the workflow's handoff mode")
+    ap.add_argument("--bits", type=float, help="override the workflow's card bits (2..8, 16)")
     ap.add_argument("--card", help="a card id in the daemon's store (default: run the workflow)")
     ap.add_argument("--steps", type=int, default=32)
     args = ap.parse_args()
     with Client(args.addr) as c:
+        c.wait_ready()
         card_id = args.card
         if not card_id:
-            tid = c.submit(args.workflow, args.input)
+            tid = c.submit(args.workflow, args.input, mode=args.mode, bits=args.bits)
             card_id = next(e.card_id for e in c.watch(tid) if isinstance(e, CardBuilt))
         card = c.cards.export(card_id)
     print(card)

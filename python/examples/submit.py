@@ -24,6 +24,7 @@ def main():
     ap.add_argument("--bits", type=float, help="override every hop's card bits")
     args = ap.parse_args()
     with Client(args.addr) as c:
+        c.wait_ready()
         tid = c.submit(args.workflow, args.input, bits=args.bits)
         print("task", tid)
         for ev in c.watch(tid):

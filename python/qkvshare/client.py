@@ -20,7 +20,7 @@ import typing
 import grpc
 
 from . import _proto
-from .errors import rpc_error
+from .errors import RpcError, rpc_error
 
 _pb = None
 
@@ -248,6 +248,19 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+    def wait_ready(self, timeout=30.0):
+        """Polls GetStatus until the daemon answers (e.g. right after starting
+        it); returns its Status. Raises Unavailable after `timeout` seconds."""
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.status()
+            except RpcError as e:
+                if e.code != "UNAVAILABLE" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     # --- tasks --------------------------------------------------------------
     def submit(self, workflow=None, input="", *, steps=None, mode=None, bits=None, policy=None,

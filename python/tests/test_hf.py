@@ -95,3 +95,36 @@ def test_dynamic_cache_when_transformers_is_installed(client, story_runs):
     card, _, _ = handoff(client, story_runs, "story_full")
     cache = card.to_dynamic_cache()
     assert cache.get_seq_length() == card.total_tokens
+
+
+def test_torch_forward_matches_golden_logits(model):
+    """The HF-convention forward against run.c's logits (the reference the
+    daemon's runtime is tested against too)."""
+    import json
+    import os
+    gold = os.path.join(MODEL_DIR, "golden")
+    with open(os.path.join(gold, "greedy.json")) as f:
+        case = json.load(f)["cases"][0]
+    seq = (case["prompt_ids"] + case["generated_ids"])[:64]
+    ref = np.fromfile(os.path.join(gold, "logits_full_once_upon_a_time.f32"), "<f4")
+    ref = ref.reshape(200, -1)[:64]
+    logits, _ = model.forward(seq)
+    assert float(np.abs(logits.numpy() - ref).max()) <= 1e-4
+
+
+@pytest.mark.parametrize("name,kw", [("story_full", {"mode": "full"}), ("story_u8", {"bits": 8}),
+                                     ("story_u4", {"bits": 4})])
+def test_python_written_card_continues_like_the_daemons(client, story_runs, model, name, kw):
+    """A card written in Python from the full cache (and imported into the
+    daemon) gives the same greedy tokens as the daemon's own card of that
+    mode did in the daemon's next hop."""
+    from qkvshare.codec import write_card
+    full, prompt, _ = handoff(client, story_runs, "story_full")
+    _, _, daemon_tokens = handoff(client, story_runs, name)
+    kv = full.kv()
+    mine = write_card(kv[:, 0], kv[:, 1], full.token_ids, model_fingerprint_hex(MODEL_DIR), **kw)
+    client.cards.import_(mine)
+    back = client.cards.export(mine.card_id)
+    toks, _ = continue_from(model, back.to_legacy_cache(), prompt, len(daemon_tokens))
+    assert toks == daemon_tokens
+    client.cards.delete(mine.card_id)
