@@ -504,6 +504,15 @@ class Card:
                                  self.avg_bits, self.num_layers, self.num_kv_heads, self.head_dim)
 
 
+def float_to_bf16(x):
+    """float32 array -> bf16 bit patterns (uint16), round to nearest even,
+    NaN kept quiet (base/dtype.h FloatToBf16)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    r = ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(nan, ((u >> 16) | 0x40).astype(np.uint16), r)
+
+
 def _as_fingerprint(fp):
     if isinstance(fp, str):
         fp = bytes.fromhex(fp)
@@ -517,14 +526,15 @@ def _as_fingerprint(fp):
 def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=None, v_bits=None,
                group_size=32, k_axis=quant.PER_CHANNEL, v_axis=quant.PER_TOKEN,
                source_agent="python", quant_policy=None, budget_bits=None, hop_index=0,
-               card_id=None, created_unix_ms=None, source_dtype="f32"):
+               card_id=None, created_unix_ms=None, source_dtype="f32", raw_dtype=None):
     """Builds a self-contained card (positions 0..T-1) from arrays.
 
     k, v: [num_layers, num_kv_heads, T, head_dim] (float32; float16 too for
     mode="full"), keys post-RoPE in HF rotate_half order.
     token_ids: T ints. fingerprint: 32 bytes or 64 hex digits of the model
     (qkvshare.fingerprint.model_fingerprint(model_dir)).
-    mode: "full" (sections in the arrays' dtype, f32 or f16) or "quantized".
+    mode: "full" (sections in `raw_dtype`: "f32", "f16" or "bf16", rounded to
+    nearest even; default the arrays' dtype) or "quantized".
     Quantized widths: k_bits/v_bits (T ints in 2..8 or 16, e.g. an adaptive
     plan) if given, else the `uniform` policy at `bits` average bits
     (2..8 or 16, fractional allowed: quant/controller.cc Uniform).
@@ -556,13 +566,10 @@ def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=No
     seg.origin_hop_index, seg.origin_card_id = hop_index, cid.hex()
     sections = []
     if mode == "full":
-        if k.dtype == np.float16:
-            raw = "f16"
-        elif k.dtype == np.float32:
-            raw = "f32"
-        else:
-            raise CardError("full cards take float32 or float16 arrays, got %s" % k.dtype,
-                            "INVALID_ARGUMENT")
+        raw = raw_dtype or {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32"}.get(k.dtype)
+        if raw not in DTYPE_CODES or k.dtype not in (np.float16, np.float32):
+            raise CardError("full cards take float32 or float16 arrays (raw_dtype f32, f16 or "
+                            "bf16), got %s / %r" % (k.dtype, raw_dtype), "INVALID_ARGUMENT")
         seg.mode, seg.raw_dtype, seg.raw_dtype_code = "full", raw, DTYPE_CODES[raw]
         seg.k_axis = seg.v_axis = seg.k_group_size = seg.v_group_size = 0
         width = 8 * DTYPE_SIZE[seg.raw_dtype_code]
@@ -570,7 +577,12 @@ def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=No
         seg.v_bits = seg.k_bits.copy()
         for layer in range(layers):
             for arr in (k, v):
-                sections.append(np.ascontiguousarray(arr[layer], dtype=arr.dtype).tobytes())
+                x = np.ascontiguousarray(arr[layer])
+                if raw == "bf16":
+                    x = float_to_bf16(x)
+                elif raw != ("f16" if x.dtype == np.float16 else "f32"):
+                    x = x.astype(np.float16 if raw == "f16" else np.float32)
+                sections.append(x.astype(x.dtype.newbyteorder("<")).tobytes())
         policy = "" if quant_policy is None else quant_policy
         budget = 0.0 if budget_bits is None else budget_bits
     elif mode == "quantized":

@@ -72,7 +72,9 @@ def card_from_past_key_values(past_key_values, token_ids, model_dir, bits=4, pol
     DynamicCache; token_ids: the T ids it holds; model_dir: the HF checkpoint
     (for the fingerprint and shape check). policy: "uniform" (at `bits`),
     "full" (unquantized, the tensors' dtype f32/f16), or "adaptive" with
-    caller-given per-token k_bits/v_bits. Other kwargs go to write_card.
+    caller-given per-token k_bits/v_bits. The card's source_dtype (and a
+    full card's element type) is the tensors' dtype: f32, f16 or bf16.
+    Other kwargs go to write_card.
     Raises CardError for shapes that do not match the model, ValueError for
     a bad policy."""
     layers = _legacy_layers(past_key_values)
@@ -91,9 +93,12 @@ def card_from_past_key_values(past_key_values, token_ids, model_dir, bits=4, pol
         raise CardError("past_key_values shape %s does not match the model's (layers, kv_heads, "
                         "head_dim) %s" % (tuple(k.shape), want), "INVALID_ARGUMENT")
     fp = model_fingerprint(model_dir)
-    if policy == "full":
+    src = {torch.float16: "f16", torch.bfloat16: "bf16"}.get(k.dtype, "f32")
+    kwargs.setdefault("source_dtype", src)
+    if policy == "full":  # in the tensors' own dtype (bf16 widens to f32 exactly)
         dt = torch.float16 if k.dtype == torch.float16 else torch.float32
-        return write_card(k.to(dt).numpy(), v.to(dt).numpy(), token_ids, fp, mode="full", **kwargs)
+        return write_card(k.to(dt).numpy(), v.to(dt).numpy(), token_ids, fp, mode="full",
+                          raw_dtype=src, **kwargs)
     kn = k.to(torch.float32).numpy()
     vn = v.to(torch.float32).numpy()
     if policy == "uniform":

@@ -91,14 +91,20 @@ def test_written_cards_match_cpp_every_width(dumper, heads, hd, k_axis, v_axis, 
     assert err[:, :, kb == 8].max() <= spread / 255 * 0.5 * 1.01 + 1e-3
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_full_cards_match_cpp(dumper, dtype):
+@pytest.mark.parametrize("raw", ["f32", "f16", "bf16"])
+def test_full_cards_match_cpp(dumper, raw):
     k, v = synthetic(3, 2, 20, 8, seed=7)
-    card = write_card(k.astype(dtype), v.astype(dtype), range(20), FP, mode="full")
-    assert card.segments[0].raw_dtype == ("f32" if dtype == np.float32 else "f16")
+    card = write_card(k, v, range(20), FP, mode="full", raw_dtype=raw, source_dtype=raw)
+    assert card.segments[0].raw_dtype == raw and card.source_dtype == raw
+    assert card.avg_bits == (32 if raw == "f32" else 16)
     got = card.kv()
     assert_same_bits(got, dumper.kv(card.to_bytes()))
-    np.testing.assert_array_equal(got[:, 0], k.astype(dtype).astype(np.float32))
+    if raw == "bf16":
+        import torch
+        want = torch.from_numpy(k).to(torch.bfloat16).float().numpy()  # torch rounds RNE too
+    else:
+        want = k.astype(np.float16 if raw == "f16" else np.float32).astype(np.float32)
+    np.testing.assert_array_equal(got[:, 0], want)
 
 
 def test_uniform_card_fields():

@@ -128,3 +128,18 @@ def test_python_written_card_continues_like_the_daemons(client, story_runs, mode
     toks, _ = continue_from(model, back.to_legacy_cache(), prompt, len(daemon_tokens))
     assert toks == daemon_tokens
     client.cards.delete(mine.card_id)
+
+
+def test_from_bf16_past_key_values_is_exact(model):
+    ids = [1, 403, 407, 261, 378, 432]
+    _, past = model.forward(ids)
+    past16 = tuple((k.to(torch.bfloat16), v.to(torch.bfloat16)) for k, v in past)
+    card = Card.from_past_key_values(past16, ids, MODEL_DIR, policy="full")
+    assert card.source_dtype == "bf16" and card.segments[0].raw_dtype == "bf16"
+    for (k, v), (ck, cv) in zip(past16, card.to_legacy_cache()):
+        assert torch.equal(k.float(), ck) and torch.equal(v.float(), cv)
+    with pytest.raises(ValueError):
+        Card.from_past_key_values(past, ids, MODEL_DIR, policy="adaptive")
+    from qkvshare.errors import CardError
+    with pytest.raises(CardError, match="does not match"):
+        Card.from_past_key_values(past[:-1], ids, MODEL_DIR)
