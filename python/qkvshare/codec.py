@@ -171,6 +171,22 @@ class Card:
             self.verify_sections()
         return self
 
+    @classmethod
+    def from_shm(cls, shm_name, verify=True):
+        """Reads a card straight from the daemon's shared-memory store, by its
+        POSIX name (CardInfo.shm_name, "/qkvshare.<instance>.<id>"; needs the
+        daemon's user, mode 0600). Chained cards come as stored: incremental
+        (first_token > 0), unlike export. Raises FileNotFoundError for an
+        evicted card, CardError for one being written."""
+        import mmap
+        path = os.path.join("/dev/shm", shm_name.lstrip("/"))
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return cls.from_bytes(b"", verify=verify)
+            with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as m:
+                return cls.from_bytes(m[:], verify=verify)
+
     # -- parsing ---------------------------------------------------------
     def _parse(self):
         d = self._data

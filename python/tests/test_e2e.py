@@ -5,7 +5,8 @@ import pytest
 from conftest import INPUT, MAX_CARD_BYTES, MODEL_DIR
 from qkvshare import client as cl
 from qkvshare.codec import Card, write_card
-from qkvshare.errors import (AlreadyExists, InvalidArgument, NotFound, ResourceExhausted)
+from qkvshare.errors import (AlreadyExists, CardError, InvalidArgument, NotFound,
+                             ResourceExhausted)
 from qkvshare.fingerprint import model_fingerprint_hex
 
 
@@ -157,3 +158,25 @@ def test_queue_full_and_cancel(client):
     assert all(s in ("cancelled", "finished") for s in states)
     ended = [e for e in client.watch(ids[-1]) if isinstance(e, cl.TaskEnded)]
     assert ended and ended[0].state == "cancelled"
+
+
+def test_incremental_cards_from_shared_memory(client, story_runs, dumper):
+    """The hop-1 card as the store holds it (incremental, read from /dev/shm
+    by its shm_name) decodes to the tail of its flattened export, and like C++."""
+    for name in ("story", "story_full"):
+        _, events = story_runs[name]
+        ids = hop_card_ids(events)
+        info = client.cards.get(ids[1])
+        inc = Card.from_shm(info.shm_name)
+        flat = client.cards.export(ids[1])
+        assert inc.first_token == flat.segments[1].first_token > 0
+        assert inc.parent_id == ids[0] and inc.card_id == ids[1]
+        assert inc.token_ids.tolist() == flat.token_ids.tolist()
+        kv = inc.kv()
+        assert kv.shape[3] == inc.num_tokens == info.tokens
+        np.testing.assert_array_equal(kv.view(np.uint32),
+                                      flat.kv()[:, :, :, inc.first_token:].view(np.uint32))
+        np.testing.assert_array_equal(kv.view(np.uint32),
+                                      dumper.kv(inc.to_bytes()).view(np.uint32))
+        with pytest.raises(CardError, match="self-contained"):
+            inc.to_legacy_cache()
