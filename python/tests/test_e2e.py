@@ -5,8 +5,8 @@ import pytest
 from conftest import INPUT, MAX_CARD_BYTES, MODEL_DIR
 from qkvshare import client as cl
 from qkvshare.codec import Card, write_card
-from qkvshare.errors import (AlreadyExists, CardError, InvalidArgument, NotFound,
-                             ResourceExhausted)
+from qkvshare.errors import (AlreadyExists, CardError, FailedPrecondition, InvalidArgument,
+                             NotFound, ResourceExhausted)
 from qkvshare.fingerprint import model_fingerprint_hex
 
 
@@ -110,7 +110,7 @@ def test_python_cards_import(client, story_runs, mode, bits):
         client.cards.get(mine.card_id)
 
 
-def test_error_codes(client, daemon):
+def test_error_codes(client, story_runs):
     with pytest.raises(NotFound) as e:
         client.get("no-such-task")
     assert e.value.code == "NOT_FOUND" and e.value.details
@@ -126,6 +126,8 @@ def test_error_codes(client, daemon):
     for call in (client.cards.get, client.cards.export_bytes, client.cards.delete):
         with pytest.raises(NotFound):
             call("0" * 32)
+    with pytest.raises(FailedPrecondition):  # hop 0's card is pinned by its child
+        client.cards.delete(hop_card_ids(story_runs["story"][1])[0])
     with pytest.raises(InvalidArgument):
         client.submit("story", "")
     with pytest.raises(InvalidArgument):
