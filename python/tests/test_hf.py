@@ -143,3 +143,36 @@ def test_from_bf16_past_key_values_is_exact(model):
     from qkvshare.errors import CardError
     with pytest.raises(CardError, match="does not match"):
         Card.from_past_key_values(past[:-1], ids, MODEL_DIR)
+
+
+@pytest.mark.parametrize("api", ["update", "from_legacy_cache"])
+def test_dynamic_cache_picks_the_installed_api(monkeypatch, api):
+    """transformers is not in Debian 12: a stand-in module with either cache
+    API checks which one to_dynamic_cache uses and what it passes."""
+    import sys
+    import types
+    from qkvshare.codec import write_card
+    calls = []
+
+    class DynamicCache:
+        if api == "update":
+            def update(self, k, v, layer):
+                calls.append((layer, k, v))
+        else:
+            @classmethod
+            def from_legacy_cache(cls, legacy):
+                calls.extend((i, k, v) for i, (k, v) in enumerate(legacy))
+                return cls()
+
+    monkeypatch.setitem(sys.modules, "transformers",
+                        types.SimpleNamespace(DynamicCache=DynamicCache))
+    rng = np.random.default_rng(2)
+    k = rng.standard_normal((3, 2, 5, 4)).astype(np.float32)
+    card = write_card(k, -k, range(5), bytes(32), mode="full")
+    cache = card.to_dynamic_cache()
+    assert isinstance(cache, DynamicCache)
+    assert [c[0] for c in calls] == [0, 1, 2]
+    for layer, kk, vv in calls:
+        assert tuple(kk.shape) == (1, 2, 5, 4)
+        np.testing.assert_array_equal(kk[0].numpy(), k[layer])
+        np.testing.assert_array_equal(vv[0].numpy(), -k[layer])
