@@ -6,7 +6,7 @@ from conftest import INPUT, MAX_CARD_BYTES, MODEL_DIR
 from qkvshare import client as cl
 from qkvshare.codec import Card, write_card
 from qkvshare.errors import (AlreadyExists, CardError, FailedPrecondition, InvalidArgument,
-                             NotFound, ResourceExhausted)
+                             NotFound, ResourceExhausted, RpcError)
 from qkvshare.fingerprint import model_fingerprint_hex
 
 
@@ -118,6 +118,9 @@ def test_error_codes(client, story_runs):
         list(client.watch("no-such-task"))
     with pytest.raises(NotFound):
         client.cancel("no-such-task")
+    with pytest.raises(RpcError) as e:  # UNIMPLEMENTED until the API has ResumeTask
+        client.resume("no-such-task")
+    assert e.value.code in ("NOT_FOUND", "UNIMPLEMENTED")
     with pytest.raises(NotFound) as e:
         client.submit("no_such_workflow", INPUT)
     assert "no_such_workflow" in e.value.details
