@@ -377,7 +377,6 @@ absl::Status ServerCore::ExportCard(
   if (!handle->metadata().parent_id.IsZero()) {
     // A chain: export one self-contained card (codes copied, not re-quantized).
     cachecard::FlattenOptions fo;
-    fo.card_id = handle->id();
     fo.created_unix_ms = absl::ToUnixMillis(absl::Now());
     QKV_ASSIGN_OR_RETURN(flat, cachecard::Flatten(*handle, store_.get(), fo));
     bytes = flat->bytes();

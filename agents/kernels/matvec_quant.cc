@@ -52,6 +52,7 @@ HWY_INLINE void HalvesToFloats(const Block* b, int64_t row_stride, size_t offset
   const hn::CappedTag<float, 4> d4;
   const hn::Rebind<hwy::float16_t, decltype(d4)> dh4;
   HWY_ALIGN hwy::float16_t halves[4] = {};
+  HWY_UNROLL(4)
   for (int r = 0; r < R; ++r) {
     std::memcpy(&halves[r], reinterpret_cast<const char*>(b + r * row_stride) + offset, 2);
   }
@@ -62,6 +63,10 @@ HWY_INLINE void HalvesToFloats(const Block* b, int64_t row_stride, size_t offset
   }
 }
 
+// The row loops are unrolled (R is a constant) so that the accumulators
+// stay in registers.
+#define QKV_ROWS HWY_UNROLL(4) for (int r = 0; r < R; ++r)
+
 template <int R>
 HWY_INLINE void Q8RowGroup(const BlockQ8* w, int64_t blocks, const float* xp, float* y) {
   const DF df;
@@ -69,24 +74,25 @@ HWY_INLINE void Q8RowGroup(const BlockQ8* w, int64_t blocks, const float* xp, fl
   const hn::Rebind<int8_t, DF> d8;
   const size_t N = hn::Lanes(df);
   hn::Vec<DF> acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = hn::Zero(df);
+  QKV_ROWS acc[r] = hn::Zero(df);
   HWY_ALIGN float scale[4];
   for (int64_t b = 0; b < blocks; ++b) {
     const float* xb = xp + b * kBlockSize;
     hn::Vec<DF> part[R];
-    for (int r = 0; r < R; ++r) part[r] = hn::Zero(df);
+    QKV_ROWS part[r] = hn::Zero(df);
+    HWY_UNROLL(8)
     for (size_t k = 0; k < static_cast<size_t>(kBlockSize); k += N) {
       const auto xv = hn::LoadU(df, xb + k);
-      for (int r = 0; r < R; ++r) {
+      QKV_ROWS {
         const auto q =
             hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, w[r * blocks + b].qs + k)));
         part[r] = hn::MulAdd(q, xv, part[r]);
       }
     }
     HalvesToFloats<R>(w + b, blocks, offsetof(BlockQ8, d), scale);
-    for (int r = 0; r < R; ++r) acc[r] = hn::MulAdd(part[r], hn::Set(df, scale[r]), acc[r]);
+    QKV_ROWS acc[r] = hn::MulAdd(part[r], hn::Set(df, scale[r]), acc[r]);
   }
-  for (int r = 0; r < R; ++r) y[r] = hn::GetLane(hn::SumOfLanes(df, acc[r]));
+  QKV_ROWS y[r] = hn::GetLane(hn::SumOfLanes(df, acc[r]));
 }
 
 template <int R>
@@ -98,19 +104,23 @@ HWY_INLINE void Q4RowGroup(const BlockQ4* w, int64_t blocks, const float* xp,
   const size_t N = hn::Lanes(df);
   constexpr size_t kHalf = kBlockSize / 2;
   hn::Vec<DF> acc[R];
-  float min_terms[R] = {};
-  for (int r = 0; r < R; ++r) acc[r] = hn::Zero(df);
+  float min_terms[R];
+  QKV_ROWS {
+    acc[r] = hn::Zero(df);
+    min_terms[r] = 0.0f;
+  }
   const auto nibble = hn::Set(di, 0x0F);
   HWY_ALIGN float scale[4];
   HWY_ALIGN float minimum[4];
   for (int64_t b = 0; b < blocks; ++b) {
     const float* xb = xp + b * kBlockSize;
     hn::Vec<DF> part[R];
-    for (int r = 0; r < R; ++r) part[r] = hn::Zero(df);
+    QKV_ROWS part[r] = hn::Zero(df);
+    HWY_UNROLL(8)
     for (size_t k = 0; k < kHalf; k += N) {
       const auto x_lo = hn::LoadU(df, xb + k);
       const auto x_hi = hn::LoadU(df, xb + kHalf + k);
-      for (int r = 0; r < R; ++r) {
+      QKV_ROWS {
         const auto bytes = hn::PromoteTo(di, hn::LoadU(du8, w[r * blocks + b].qs + k));
         const auto lo = hn::ConvertTo(df, hn::And(bytes, nibble));
         const auto hi = hn::ConvertTo(df, hn::ShiftRight<4>(bytes));
@@ -119,13 +129,15 @@ HWY_INLINE void Q4RowGroup(const BlockQ4* w, int64_t blocks, const float* xp,
     }
     HalvesToFloats<R>(w + b, blocks, offsetof(BlockQ4, d), scale);
     HalvesToFloats<R>(w + b, blocks, offsetof(BlockQ4, m), minimum);
-    for (int r = 0; r < R; ++r) {
+    QKV_ROWS {
       acc[r] = hn::MulAdd(part[r], hn::Set(df, scale[r]), acc[r]);
       min_terms[r] += minimum[r] * block_sums[b];
     }
   }
-  for (int r = 0; r < R; ++r) y[r] = hn::GetLane(hn::SumOfLanes(df, acc[r])) + min_terms[r];
+  QKV_ROWS y[r] = hn::GetLane(hn::SumOfLanes(df, acc[r])) + min_terms[r];
 }
+
+#undef QKV_ROWS
 
 void MatVecQ8Rows(const BlockQ8* w, int64_t cols, const float* x, float* y, int64_t row_begin,
                   int64_t row_end) {
