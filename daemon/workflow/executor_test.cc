@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/testing/stories_env.h"
 #include "gmock/gmock.h"
@@ -30,6 +31,27 @@ class FakeContext : public TaskContext {
     absl::MutexLock lock(&mu_);
     results.push_back(result);
   }
+  absl::Status Pause(std::unique_ptr<TaskCheckpoint> cp, const std::string& step,
+                     const std::string& prompt) override {
+    checkpoint = std::move(cp);
+    paused_step = step;
+    pause_prompt = prompt;
+    return absl::OkStatus();
+  }
+  std::unique_ptr<TaskCheckpoint> TakeCheckpoint() override { return std::move(checkpoint); }
+  std::string resume_input() const override { return input; }
+  // "step:visit[/branch]" per result.
+  std::vector<std::string> Path() const {
+    std::vector<std::string> out;
+    for (const v1::HopResult& r : results) {
+      out.push_back(
+          absl::StrCat(r.step(), ":", r.visit(), r.branch().empty() ? "" : "/", r.branch()));
+    }
+    return out;
+  }
+
+  std::unique_ptr<TaskCheckpoint> checkpoint;
+  std::string paused_step, pause_prompt, input;
   // Event kinds in order, tokens left out.
   std::vector<std::string> Kinds() const {
     std::vector<std::string> out;
@@ -100,6 +122,123 @@ TEST(ExecutorTest, ErrorsNameTheHop) {
   EXPECT_EQ(out.status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_THAT(out.status().message(), HasSubstr("hop 1/2 (writer): context of"));
   EXPECT_TRUE(ctx.results.empty());
+}
+
+ResolvedStep AgentStep(const std::string& name, const std::string& agent,
+                       const std::string& instruction) {
+  ResolvedStep s;
+  s.config.name = name;
+  s.config.agent = agent;
+  s.config.instruction = instruction;
+  s.hop = Hop(agent, instruction, HandoffMode::kCard);
+  return s;
+}
+
+TEST(ExecutorTest, LoopTakesOnLimitAtTheBound) {
+  auto env = StoriesEnv::Create(6);
+  ASSERT_TRUE(env.ok()) << env.status();
+  Handoff handoff((*env)->store.get(), &(*env)->stats, (*env)->config.limits);
+  ExecutorDeps deps{(*env)->pool.get(), &handoff, &(*env)->stats};
+  TaskSpec spec;
+  spec.input = "Once upon a time";
+  spec.max_steps = 10;
+  spec.steps = {AgentStep("w", "writer", "{input}"), AgentStep("c", "continuer", " visit {visit}"),
+                AgentStep("f", "ender", " The end.")};
+  spec.steps[0].config.max_visits = 2;
+  spec.steps[0].config.next = "c";
+  spec.steps[1].config.routes = {{RouteConfig::Test::kContains, "zqzqzq", "f", ""}};
+  spec.steps[1].config.default_to = "w";
+  spec.steps[1].config.max_visits = 2;
+  spec.steps[0].config.on_limit = "f";
+  FakeContext ctx(spec);
+  absl::StatusOr<std::string> out = RunTask(ctx, deps);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(ctx.Path(), ::testing::ElementsAre("w:1", "c:1", "w:2", "c:2", "f:1"));
+  EXPECT_EQ(ctx.results[3].route(), "f");
+  EXPECT_EQ(ctx.results[3].route_reason(),
+            "default (no route matched); step w is at max_visits 2: on_limit -> f");
+  EXPECT_EQ(ctx.results[4].route(), "end");
+  // Each pass builds one incremental card; the last step builds none.
+  EXPECT_EQ((*env)->stats.Get(Stats::kCardsBuilt), 4);
+  EXPECT_EQ((*env)->stats.Get(Stats::kCardsInjected), 4);
+
+  // Without on_limit the task fails naming the bound; max_steps is a bound too.
+  spec.steps[0].config.on_limit.clear();
+  FakeContext fail(spec);
+  out = RunTask(fail, deps);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(out.status().message(), "step c, visit 2/2: step w reached max_visits 2 (no on_limit)");
+  spec.max_steps = 2;
+  FakeContext steps(spec);
+  out = RunTask(steps, deps);
+  EXPECT_EQ(out.status().message(), "step c, visit 1/2: max_steps 2 reached before step w");
+}
+
+TEST(ExecutorTest, FanOutInjectsOneCardPerBranchAndIntoTheJoin) {
+  auto env = StoriesEnv::Create(6);
+  ASSERT_TRUE(env.ok()) << env.status();
+  Handoff handoff((*env)->store.get(), &(*env)->stats, (*env)->config.limits);
+  ExecutorDeps deps{(*env)->pool.get(), &handoff, &(*env)->stats};
+  TaskSpec spec;
+  spec.input = "Once upon a time";
+  spec.max_steps = 10;
+  ResolvedStep fan;
+  fan.config.name = "fan";
+  fan.config.join = "j";
+  for (const char* agent : {"writer", "continuer", "ender"}) {
+    fan.config.parallel.push_back({absl::StrCat("b_", agent), agent, " Then", {}});
+    fan.branches.push_back(Hop(agent, " Then", HandoffMode::kCard));
+  }
+  spec.steps = {AgentStep("w", "writer", "{input}"), std::move(fan),
+                AgentStep("j", "ender", " {branch.b_writer}|{branches}")};
+  spec.steps[0].config.next = "fan";
+  FakeContext ctx(spec);
+  absl::StatusOr<std::string> out = RunTask(ctx, deps);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(ctx.Path(), ::testing::ElementsAre("w:1", "fan:1/b_writer", "fan:1/b_continuer",
+                                                 "fan:1/b_ender", "j:1"));
+  EXPECT_EQ((*env)->stats.Get(Stats::kCardsBuilt), 1);
+  EXPECT_EQ((*env)->stats.Get(Stats::kCardsInjected), 4);
+  const std::string card = ctx.results[1].handoff_in().card_id();
+  EXPECT_FALSE(card.empty());
+  for (int k = 2; k <= 4; ++k) EXPECT_EQ(ctx.results[k].handoff_in().card_id(), card);
+  // Greedy branches from the same context with the same instruction agree.
+  EXPECT_EQ(ctx.results[1].output(), ctx.results[2].output());
+  EXPECT_EQ(ctx.results[2].output(), ctx.results[3].output());
+}
+
+TEST(ExecutorTest, AwaitInputPausesAndResumesFromTheCheckpoint) {
+  auto env = StoriesEnv::Create(6);
+  ASSERT_TRUE(env.ok()) << env.status();
+  Handoff handoff((*env)->store.get(), &(*env)->stats, (*env)->config.limits);
+  ExecutorDeps deps{(*env)->pool.get(), &handoff, &(*env)->stats};
+  TaskSpec spec;
+  spec.input = "Once upon a time";
+  spec.max_steps = 10;
+  ResolvedStep wait;
+  wait.config.name = "wait";
+  wait.config.await_input = "Go on?";
+  wait.config.routes = {{RouteConfig::Test::kEquals, "no", "end", ""}};
+  wait.config.default_to = "f";
+  spec.steps = {AgentStep("w", "writer", "{input}"), std::move(wait),
+                AgentStep("f", "ender", " {input}")};
+  spec.steps[0].config.next = "wait";
+  FakeContext ctx(spec);
+  absl::StatusOr<std::string> out = RunTask(ctx, deps);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_NE(ctx.checkpoint, nullptr);
+  EXPECT_EQ(ctx.paused_step, "wait");
+  EXPECT_EQ(ctx.pause_prompt, "Go on?");
+  EXPECT_EQ((*env)->pool->busy(), 0);  // no agent held while paused
+  EXPECT_EQ((*env)->stats.Get(Stats::kCardsBuilt), 1);
+  ctx.input = "The sun was out.";
+  out = RunTask(ctx, deps);  // resumed
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(ctx.checkpoint, nullptr);
+  EXPECT_THAT(ctx.Path(), ::testing::ElementsAre("w:1", "f:1"));
+  EXPECT_EQ(*out, ctx.results[1].output());
+  EXPECT_EQ(ctx.results[1].handoff_in().mode(), v1::HANDOFF_MODE_CARD);
+  EXPECT_EQ((*env)->stats.Get(Stats::kCardsInjected), 1);
 }
 
 TEST(ExecutorTest, ExpandInstruction) {
