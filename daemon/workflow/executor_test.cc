@@ -134,24 +134,37 @@ ResolvedStep AgentStep(const std::string& name, const std::string& agent,
   return s;
 }
 
-TEST(ExecutorTest, LoopTakesOnLimitAtTheBound) {
-  auto env = StoriesEnv::Create(6);
-  ASSERT_TRUE(env.ok()) << env.status();
-  Handoff handoff((*env)->store.get(), &(*env)->stats, (*env)->config.limits);
-  ExecutorDeps deps{(*env)->pool.get(), &handoff, &(*env)->stats};
-  TaskSpec spec;
-  spec.input = "Once upon a time";
-  spec.max_steps = 10;
-  spec.steps = {AgentStep("w", "writer", "{input}"), AgentStep("c", "continuer", " visit {visit}"),
-                AgentStep("f", "ender", " The end.")};
-  spec.steps[0].config.max_visits = 2;
-  spec.steps[0].config.next = "c";
-  spec.steps[1].config.routes = {{RouteConfig::Test::kContains, "zqzqzq", "f", ""}};
-  spec.steps[1].config.default_to = "w";
-  spec.steps[1].config.max_visits = 2;
-  spec.steps[0].config.on_limit = "f";
-  FakeContext ctx(spec);
-  absl::StatusOr<std::string> out = RunTask(ctx, deps);
+// Graph specs on a stories260K pool: store, handoff component, executor deps
+// and a spec (input set, max_steps 10) for the test to fill in.
+class GraphTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto env = StoriesEnv::Create(6);
+    ASSERT_TRUE(env.ok()) << env.status();
+    env_ = std::move(*env);
+    handoff_ = std::make_unique<Handoff>(env_->store.get(), &env_->stats, env_->config.limits);
+    deps_ = {env_->pool.get(), handoff_.get(), &env_->stats};
+    spec_.input = "Once upon a time";
+    spec_.max_steps = 10;
+  }
+
+  std::unique_ptr<StoriesEnv> env_;
+  std::unique_ptr<Handoff> handoff_;
+  ExecutorDeps deps_;
+  TaskSpec spec_;
+};
+
+TEST_F(GraphTest, LoopTakesOnLimitAtTheBound) {
+  spec_.steps = {AgentStep("w", "writer", "{input}"), AgentStep("c", "continuer", " visit {visit}"),
+                 AgentStep("f", "ender", " The end.")};
+  spec_.steps[0].config.max_visits = 2;
+  spec_.steps[0].config.next = "c";
+  spec_.steps[1].config.routes = {{RouteConfig::Test::kContains, "zqzqzq", "f", ""}};
+  spec_.steps[1].config.default_to = "w";
+  spec_.steps[1].config.max_visits = 2;
+  spec_.steps[0].config.on_limit = "f";
+  FakeContext ctx(spec_);
+  absl::StatusOr<std::string> out = RunTask(ctx, deps_);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_THAT(ctx.Path(), ::testing::ElementsAre("w:1", "c:1", "w:2", "c:2", "f:1"));
   EXPECT_EQ(ctx.results[3].route(), "f");
@@ -159,29 +172,22 @@ TEST(ExecutorTest, LoopTakesOnLimitAtTheBound) {
             "default (no route matched); step w is at max_visits 2: on_limit -> f");
   EXPECT_EQ(ctx.results[4].route(), "end");
   // Each pass builds one incremental card; the last step builds none.
-  EXPECT_EQ((*env)->stats.Get(Stats::kCardsBuilt), 4);
-  EXPECT_EQ((*env)->stats.Get(Stats::kCardsInjected), 4);
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsBuilt), 4);
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsInjected), 4);
 
   // Without on_limit the task fails naming the bound; max_steps is a bound too.
-  spec.steps[0].config.on_limit.clear();
-  FakeContext fail(spec);
-  out = RunTask(fail, deps);
+  spec_.steps[0].config.on_limit.clear();
+  FakeContext fail(spec_);
+  out = RunTask(fail, deps_);
   EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(out.status().message(), "step c, visit 2/2: step w reached max_visits 2 (no on_limit)");
-  spec.max_steps = 2;
-  FakeContext steps(spec);
-  out = RunTask(steps, deps);
+  spec_.max_steps = 2;
+  FakeContext steps(spec_);
+  out = RunTask(steps, deps_);
   EXPECT_EQ(out.status().message(), "step c, visit 1/2: max_steps 2 reached before step w");
 }
 
-TEST(ExecutorTest, FanOutInjectsOneCardPerBranchAndIntoTheJoin) {
-  auto env = StoriesEnv::Create(6);
-  ASSERT_TRUE(env.ok()) << env.status();
-  Handoff handoff((*env)->store.get(), &(*env)->stats, (*env)->config.limits);
-  ExecutorDeps deps{(*env)->pool.get(), &handoff, &(*env)->stats};
-  TaskSpec spec;
-  spec.input = "Once upon a time";
-  spec.max_steps = 10;
+TEST_F(GraphTest, FanOutInjectsOneCardPerBranchAndIntoTheJoin) {
   ResolvedStep fan;
   fan.config.name = "fan";
   fan.config.join = "j";
@@ -189,16 +195,16 @@ TEST(ExecutorTest, FanOutInjectsOneCardPerBranchAndIntoTheJoin) {
     fan.config.parallel.push_back({absl::StrCat("b_", agent), agent, " Then", {}});
     fan.branches.push_back(Hop(agent, " Then", HandoffMode::kCard));
   }
-  spec.steps = {AgentStep("w", "writer", "{input}"), std::move(fan),
-                AgentStep("j", "ender", " {branch.b_writer}|{branches}")};
-  spec.steps[0].config.next = "fan";
-  FakeContext ctx(spec);
-  absl::StatusOr<std::string> out = RunTask(ctx, deps);
+  spec_.steps = {AgentStep("w", "writer", "{input}"), std::move(fan),
+                 AgentStep("j", "ender", " {branch.b_writer}|{branches}")};
+  spec_.steps[0].config.next = "fan";
+  FakeContext ctx(spec_);
+  absl::StatusOr<std::string> out = RunTask(ctx, deps_);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_THAT(ctx.Path(), ::testing::ElementsAre("w:1", "fan:1/b_writer", "fan:1/b_continuer",
                                                  "fan:1/b_ender", "j:1"));
-  EXPECT_EQ((*env)->stats.Get(Stats::kCardsBuilt), 1);
-  EXPECT_EQ((*env)->stats.Get(Stats::kCardsInjected), 4);
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsBuilt), 1);
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsInjected), 4);
   const std::string card = ctx.results[1].handoff_in().card_id();
   EXPECT_FALSE(card.empty());
   for (int k = 2; k <= 4; ++k) EXPECT_EQ(ctx.results[k].handoff_in().card_id(), card);
@@ -207,38 +213,31 @@ TEST(ExecutorTest, FanOutInjectsOneCardPerBranchAndIntoTheJoin) {
   EXPECT_EQ(ctx.results[2].output(), ctx.results[3].output());
 }
 
-TEST(ExecutorTest, AwaitInputPausesAndResumesFromTheCheckpoint) {
-  auto env = StoriesEnv::Create(6);
-  ASSERT_TRUE(env.ok()) << env.status();
-  Handoff handoff((*env)->store.get(), &(*env)->stats, (*env)->config.limits);
-  ExecutorDeps deps{(*env)->pool.get(), &handoff, &(*env)->stats};
-  TaskSpec spec;
-  spec.input = "Once upon a time";
-  spec.max_steps = 10;
+TEST_F(GraphTest, AwaitInputPausesAndResumesFromTheCheckpoint) {
   ResolvedStep wait;
   wait.config.name = "wait";
   wait.config.await_input = "Go on?";
   wait.config.routes = {{RouteConfig::Test::kEquals, "no", "end", ""}};
   wait.config.default_to = "f";
-  spec.steps = {AgentStep("w", "writer", "{input}"), std::move(wait),
-                AgentStep("f", "ender", " {input}")};
-  spec.steps[0].config.next = "wait";
-  FakeContext ctx(spec);
-  absl::StatusOr<std::string> out = RunTask(ctx, deps);
+  spec_.steps = {AgentStep("w", "writer", "{input}"), std::move(wait),
+                 AgentStep("f", "ender", " {input}")};
+  spec_.steps[0].config.next = "wait";
+  FakeContext ctx(spec_);
+  absl::StatusOr<std::string> out = RunTask(ctx, deps_);
   ASSERT_TRUE(out.ok()) << out.status();
   ASSERT_NE(ctx.checkpoint, nullptr);
   EXPECT_EQ(ctx.paused_step, "wait");
   EXPECT_EQ(ctx.pause_prompt, "Go on?");
-  EXPECT_EQ((*env)->pool->busy(), 0);  // no agent held while paused
-  EXPECT_EQ((*env)->stats.Get(Stats::kCardsBuilt), 1);
+  EXPECT_EQ(env_->pool->busy(), 0);  // no agent held while paused
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsBuilt), 1);
   ctx.input = "The sun was out.";
-  out = RunTask(ctx, deps);  // resumed
+  out = RunTask(ctx, deps_);  // resumed
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(ctx.checkpoint, nullptr);
   EXPECT_THAT(ctx.Path(), ::testing::ElementsAre("w:1", "f:1"));
   EXPECT_EQ(*out, ctx.results[1].output());
   EXPECT_EQ(ctx.results[1].handoff_in().mode(), v1::HANDOFF_MODE_CARD);
-  EXPECT_EQ((*env)->stats.Get(Stats::kCardsInjected), 1);
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsInjected), 1);
 }
 
 TEST(ExecutorTest, ExpandInstruction) {
