@@ -81,24 +81,6 @@ void Die(const absl::Status& s, const std::string& what) {
   std::exit(1);
 }
 
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-// BOS, then pseudo-random ids in [3, min(vocab, 512)).
-std::vector<int32_t> ContextIds(const agents::ModelConfig& config, int64_t n, uint64_t seed) {
-  const int64_t hi = std::min<int64_t>(config.vocab_size, 512);
-  std::vector<int32_t> ids(n);
-  ids[0] = config.bos_token_id.value_or(1);
-  for (int64_t i = 1; i < n; ++i) {
-    ids[i] = static_cast<int32_t>(3 + SplitMix64(seed + i) % static_cast<uint64_t>(hi - 3));
-  }
-  return ids;
-}
-
 // CLOCK_MONOTONIC seconds, for stderr progress lines: a profile recorded
 // with `perf record -k CLOCK_MONOTONIC` can be cut to the handoff rounds
 // (perf report --time START,END), leaving out model load and sender prefill.

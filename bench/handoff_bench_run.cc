@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <utility>
@@ -65,7 +66,7 @@ class Laps {
   double last_cpu_;
 };
 
-// The card's encoding as the daemon's BuildCard (daemon/hop_runner.cc) makes
+// The card's encoding as the daemon's Handoff::Send (daemon/handoff/handoff.cc) makes
 // it: importance from the sender's attention capture, then the controller.
 absl::StatusOr<cachecard::CardEncoding> Encoding(const HandoffMode& mode, const CardParams& params,
                                                  const agents::Sequence& sender, Laps& laps,
@@ -219,6 +220,25 @@ absl::StatusOr<HandoffSample> RunHandoff(const HandoffMode& mode, const CardPara
     QKV_RETURN_IF_ERROR(store.Remove(left.id));
   }
   return s;
+}
+
+namespace {
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+std::vector<int32_t> ContextIds(const agents::ModelConfig& config, int64_t n, uint64_t seed) {
+  const int64_t hi = std::min<int64_t>(config.vocab_size, 512);
+  std::vector<int32_t> ids(n);
+  ids[0] = config.bos_token_id.value_or(1);
+  for (int64_t i = 1; i < n; ++i) {
+    ids[i] = static_cast<int32_t>(3 + SplitMix64(seed + i) % static_cast<uint64_t>(hi - 3));
+  }
+  return ids;
 }
 
 }  // namespace qkvshare::bench

@@ -5,7 +5,7 @@
 // receiver's first generated token: either re-prefill of the text, or a
 // CacheCard (full or quantized) built into the shared-memory CardStore,
 // opened read-only by the receiver and injected. For bench/handoff_bench;
-// the same calls as daemon/hop_runner.cc, without the gRPC/task machinery.
+// the same calls as daemon/handoff/handoff.cc, without the gRPC/task machinery.
 //
 // Stages of a card handoff (wall-clock ms, steady_clock):
 //   importance  sender's attention capture export + quant::TokenImportance
@@ -38,6 +38,7 @@
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "agents/model_config.h"
 #include "agents/sequence.h"
 #include "cachecard/shm/card_store.h"
 
@@ -102,6 +103,11 @@ absl::StatusOr<HandoffSample> RunHandoff(const HandoffMode& mode, const CardPara
                                          agents::Sequence& sender, agents::Sequence& receiver,
                                          absl::Span<const int32_t> instruction,
                                          cachecard::shm::CardStore& store, absl::BitGen& gen);
+
+// A benchmark context: BOS, then a deterministic pseudo-random sequence of
+// ids in [3, min(vocab, 512)) (SplitMix64 of `seed` + position; ids 0..2 are
+// the stories260K tokenizer's unk/bos/eos). `n` >= 1 ids.
+std::vector<int32_t> ContextIds(const agents::ModelConfig& config, int64_t n, uint64_t seed);
 
 }  // namespace qkvshare::bench
 

@@ -50,6 +50,14 @@ grpc::Status TaskServiceImpl::CancelTask(grpc::ServerContext*, const v1::CancelT
   return grpc::Status::OK;
 }
 
+grpc::Status TaskServiceImpl::ResumeTask(grpc::ServerContext*, const v1::ResumeTaskRequest* req,
+                                         v1::Task* resp) {
+  absl::StatusOr<v1::Task> t = core_->ResumeTask(req->task_id(), req->input());
+  if (!t.ok()) return ToGrpcStatus(t.status());
+  *resp = std::move(*t);
+  return grpc::Status::OK;
+}
+
 grpc::Status CatalogServiceImpl::ListAgents(grpc::ServerContext*, const v1::ListAgentsRequest*,
                                             v1::ListAgentsResponse* resp) {
   for (v1::AgentInfo& a : core_->ListAgents()) *resp->add_agents() = std::move(a);

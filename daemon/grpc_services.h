@@ -29,6 +29,8 @@ class TaskServiceImpl final : public v1::TaskService::Service {
                          v1::ListTasksResponse* resp) override;
   grpc::Status CancelTask(grpc::ServerContext* ctx, const v1::CancelTaskRequest* req,
                           v1::Task* resp) override;
+  grpc::Status ResumeTask(grpc::ServerContext* ctx, const v1::ResumeTaskRequest* req,
+                          v1::Task* resp) override;
 
  private:
   ServerCore* core_;

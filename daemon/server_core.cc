@@ -121,7 +121,8 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig conf
   ExecutorDeps deps{core->pool_.get(), core->handoff_.get(), &core->stats_};
   Stats* stats = &core->stats_;
   TaskManager::Options to{cfg.limits.max_concurrent_tasks, cfg.limits.queue_length,
-                          cfg.limits.keep_finished_tasks};
+                          cfg.limits.keep_finished_tasks, cfg.limits.max_paused_tasks,
+                          absl::Seconds(cfg.limits.paused_ttl_seconds)};
   core->tasks_ = std::make_unique<TaskManager>(
       to, [deps](TaskContext& ctx) { return RunTask(ctx, deps); },
       [stats](const v1::Task& t) {
@@ -165,6 +166,7 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
                                                    config_.limits.max_input_bytes));
   }
   std::vector<HopConfig> hops;
+  std::vector<StepConfig> graph;
   if (req.has_inline_()) {
     for (int i = 0; i < req.inline_().hops_size(); ++i) {
       const v1::HopSpec& h = req.inline_().hops(i);
@@ -194,34 +196,45 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
     }
     spec.workflow = it->name;
     hops = it->hops;
+    graph = it->steps;
+    spec.max_steps = it->max_steps;
   }
-  if (hops.empty()) return absl::InvalidArgumentError("the pipeline has no hops");
   const GenerationConfig task_gen = FromProto(req.generation_override());
   QKV_RETURN_IF_ERROR(ValidateGeneration(task_gen, "generation_override"));
-  for (size_t i = 0; i < hops.size(); ++i) {
-    const std::string where = absl::StrCat("hop ", i + 1);  // 1-based, as in logs
-    const Agent* agent = pool_->Find(hops[i].agent);
-    if (agent == nullptr) {
-      return absl::NotFoundError(absl::StrCat(where, ": unknown agent '", hops[i].agent, "'"));
+  // A graph's agent steps and parallel branches are hops to resolve.
+  for (const StepConfig& step : graph) {
+    ResolvedStep r;
+    r.config = step;
+    if (!step.agent.empty()) {
+      HopConfig h{step.agent, step.instruction, step.generation, step.handoff};
+      QKV_ASSIGN_OR_RETURN(
+          r.hop, ResolveHop(h, task_gen, req.handoff_override(), absl::StrCat("step ", step.name)));
     }
-    ResolvedHop r;
-    r.agent = hops[i].agent;
-    r.instruction = hops[i].instruction;
-    r.generation = agent->entry.generation;
-    r.generation.MergeFrom(hops[i].generation);
-    r.generation.MergeFrom(task_gen);
-    QKV_RETURN_IF_ERROR(ValidateGeneration(r.generation, where));
-    r.handoff = Overlay(hops[i].handoff.value_or(config_.handoff), req.handoff_override());
-    QKV_RETURN_IF_ERROR(ValidateHandoff(r.handoff, where + " handoff"));
+    for (const BranchConfig& b : step.parallel) {
+      HopConfig h{b.agent, b.instruction, b.generation, std::nullopt};
+      QKV_ASSIGN_OR_RETURN(ResolvedHop branch,
+                           ResolveHop(h, task_gen, req.handoff_override(),
+                                      absl::StrCat("step ", step.name, " branch ", b.name)));
+      r.branches.push_back(std::move(branch));
+    }
+    spec.steps.push_back(std::move(r));
+  }
+  if (hops.empty() && graph.empty()) {
+    return absl::InvalidArgumentError("the pipeline has no hops");
+  }
+  for (size_t i = 0; i < hops.size(); ++i) {
+    QKV_ASSIGN_OR_RETURN(ResolvedHop r, ResolveHop(hops[i], task_gen, req.handoff_override(),
+                                                   absl::StrCat("hop ", i + 1)));  // 1-based
     spec.hops.push_back(std::move(r));
   }
   // The first hop's prompt must fit its agent's context (checked before any
   // work is queued).
-  const Agent* first = pool_->Find(spec.hops[0].agent);
+  const ResolvedHop& first_hop = spec.steps.empty() ? spec.hops[0] : spec.steps[0].hop;
+  const Agent* first = pool_->Find(first_hop.agent);
   if (first->model->tokenizer() != nullptr) {
     std::string prompt = absl::StrReplaceAll(
         first->entry.prompt_template,
-        {{"{instruction}", ExpandInstruction(spec.hops[0].instruction, spec.input, "", 1)}});
+        {{"{instruction}", ExpandInstruction(first_hop.instruction, spec.input, "", 1)}});
     absl::StatusOr<std::vector<int32_t>> ids =
         first->model->tokenizer()->Encode(first->entry.system + prompt, true);
     if (!ids.ok()) {
@@ -236,6 +249,38 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
   if (req.deadline_ms() < 0) return absl::InvalidArgumentError("deadline_ms must be >= 0");
   if (req.deadline_ms() > 0) spec.deadline = absl::Now() + absl::Milliseconds(req.deadline_ms());
   return spec;
+}
+
+absl::StatusOr<ResolvedHop> ServerCore::ResolveHop(const HopConfig& hop,
+                                                   const GenerationConfig& task_gen,
+                                                   const v1::Handoff& handoff_override,
+                                                   const std::string& where) const {
+  const Agent* agent = pool_->Find(hop.agent);
+  if (agent == nullptr) {
+    return absl::NotFoundError(absl::StrCat(where, ": unknown agent '", hop.agent, "'"));
+  }
+  ResolvedHop r;
+  r.agent = hop.agent;
+  r.instruction = hop.instruction;
+  r.generation = agent->entry.generation;
+  r.generation.MergeFrom(hop.generation);
+  r.generation.MergeFrom(task_gen);
+  QKV_RETURN_IF_ERROR(ValidateGeneration(r.generation, where));
+  r.handoff = Overlay(hop.handoff.value_or(config_.handoff), handoff_override);
+  QKV_RETURN_IF_ERROR(ValidateHandoff(r.handoff, where + " handoff"));
+  return r;
+}
+
+absl::StatusOr<v1::Task> ServerCore::ResumeTask(const std::string& id, const std::string& input) {
+  if (input.empty()) {
+    return absl::InvalidArgumentError("input is empty: give the text the task continues with");
+  }
+  if (static_cast<int64_t>(input.size()) > config_.limits.max_input_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("input is ", input.size(),
+                                                   " bytes; limits.max_input_bytes is ",
+                                                   config_.limits.max_input_bytes));
+  }
+  return tasks_->Resume(id, input);
 }
 
 absl::StatusOr<std::string> ServerCore::SubmitTask(const v1::SubmitTaskRequest& request) {
@@ -253,6 +298,22 @@ absl::StatusOr<std::string> ServerCore::SubmitTask(const v1::SubmitTaskRequest& 
   return id;
 }
 
+v1::WorkflowInfo::Hop ServerCore::HopInfo(const HopConfig& h) const {
+  v1::WorkflowInfo::Hop hop;
+  hop.set_agent(h.agent);
+  hop.set_instruction(h.instruction);
+  const HandoffConfig hc = h.handoff.value_or(config_.handoff);
+  hop.set_handoff_mode(ToProto(hc.mode));
+  hop.set_handoff_bits(hc.bits);
+  hop.set_handoff_policy(hc.policy == BitPolicy::kAdaptive ? v1::BIT_POLICY_ADAPTIVE
+                                                           : v1::BIT_POLICY_UNIFORM);
+  const Agent* agent = pool_->Find(h.agent);
+  GenerationConfig g = agent ? agent->entry.generation : GenerationConfig{};
+  g.MergeFrom(h.generation);
+  hop.set_max_new_tokens(g.max_new_tokens.value_or(0));
+  return hop;
+}
+
 std::vector<v1::WorkflowInfo> ServerCore::ListWorkflows() const {
   absl::MutexLock lock(&mu_);
   std::vector<v1::WorkflowInfo> out;
@@ -261,19 +322,31 @@ std::vector<v1::WorkflowInfo> ServerCore::ListWorkflows() const {
     info.set_name(w.name);
     info.set_description(w.description);
     info.set_file(w.file);
-    for (const HopConfig& h : w.hops) {
-      v1::WorkflowInfo::Hop* hop = info.add_hops();
-      hop->set_agent(h.agent);
-      hop->set_instruction(h.instruction);
-      const HandoffConfig hc = h.handoff.value_or(config_.handoff);
-      hop->set_handoff_mode(ToProto(hc.mode));
-      hop->set_handoff_bits(hc.bits);
-      hop->set_handoff_policy(hc.policy == BitPolicy::kAdaptive ? v1::BIT_POLICY_ADAPTIVE
-                                                                : v1::BIT_POLICY_UNIFORM);
-      const Agent* agent = pool_->Find(h.agent);
-      GenerationConfig g = agent ? agent->entry.generation : GenerationConfig{};
-      g.MergeFrom(h.generation);
-      hop->set_max_new_tokens(g.max_new_tokens.value_or(0));
+    for (const HopConfig& h : w.hops) *info.add_hops() = HopInfo(h);
+    info.set_max_steps(w.max_steps);
+    for (const StepConfig& s : w.steps) {
+      v1::WorkflowInfo::Step* step = info.add_steps();
+      step->set_name(s.name);
+      step->set_kind(!s.agent.empty() ? "agent" : s.await_input ? "await_input" : "parallel");
+      if (!s.agent.empty()) {
+        *step->mutable_hop() = HopInfo({s.agent, s.instruction, s.generation, s.handoff});
+      }
+      for (const BranchConfig& b : s.parallel) {
+        *step->add_branches() = HopInfo({b.agent, b.instruction, b.generation, std::nullopt});
+        step->add_branch_names(b.name);
+      }
+      step->set_join(s.join);
+      step->set_await_prompt(s.await_input.value_or(""));
+      step->set_next(s.next);
+      for (const RouteConfig& r : s.routes) {
+        v1::WorkflowInfo::Route* route = step->add_routes();
+        route->set_test(std::string(RouteTestName(r.test)));
+        route->set_pattern(r.pattern);
+        route->set_to(r.to);
+      }
+      step->set_default_to(s.default_to);
+      step->set_max_visits(s.max_visits);
+      step->set_on_limit(s.on_limit);
     }
     out.push_back(std::move(info));
   }

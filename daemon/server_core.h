@@ -53,6 +53,9 @@ class ServerCore {
   // ResourceExhausted (queue full), Unavailable (shutting down).
   absl::StatusOr<std::string> SubmitTask(const v1::SubmitTaskRequest& request);
   TaskManager& tasks() { return *tasks_; }
+  // Continues a PAUSED task with `input`. Errors: InvalidArgument (input
+  // empty or over limits.max_input_bytes), those of TaskManager::Resume.
+  absl::StatusOr<v1::Task> ResumeTask(const std::string& id, const std::string& input);
 
   // --- Catalog
   std::vector<v1::AgentInfo> ListAgents() const { return pool_->List(); }
@@ -89,6 +92,12 @@ class ServerCore {
  private:
   explicit ServerCore(DaemonConfig config) : config_(std::move(config)) {}
   absl::StatusOr<TaskSpec> Resolve(const v1::SubmitTaskRequest& request) const;
+  // One hop (or graph step, or branch) with agent defaults and the task's
+  // overrides applied and checked; `where` prefixes errors.
+  absl::StatusOr<ResolvedHop> ResolveHop(const HopConfig& hop, const GenerationConfig& task_gen,
+                                         const v1::Handoff& handoff_override,
+                                         const std::string& where) const;
+  v1::WorkflowInfo::Hop HopInfo(const HopConfig& h) const;
   v1::CardInfo CardInfoOf(const cachecard::shm::StoredCardInfo& info) const;
   // Whether an agent here runs the model with this fingerprint (64 hex).
   bool HostsModel(const std::string& fingerprint_hex) const;

@@ -7,6 +7,7 @@
 #ifndef QKVSHARE_DAEMON_TASK_H_
 #define QKVSHARE_DAEMON_TASK_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,12 +26,30 @@ struct ResolvedHop {
   HandoffConfig handoff;        // to the next hop
 };
 
+// One step of a graph workflow with everything resolved.
+struct ResolvedStep {
+  StepConfig config;                  // name, kind, edges and bounds as loaded
+  ResolvedHop hop;                    // agent steps
+  std::vector<ResolvedHop> branches;  // parallel steps: one per config.parallel entry
+};
+
 struct TaskSpec {
   std::string workflow;  // empty for inline pipelines
   std::string label;
   std::string input;
+  // A line of hops, or (when `steps` is not empty) a graph whose first step
+  // starts; `hops` is then empty.
   std::vector<ResolvedHop> hops;
+  std::vector<ResolvedStep> steps;
+  int max_steps = 0;  // graph: most step runs (parallel: 1 + its branches)
   absl::Time deadline = absl::InfiniteFuture();
+};
+
+// What a paused task keeps to continue from (the executor's own state, e.g.
+// its context card); opaque to TaskManager, destroyed when the task ends.
+class TaskCheckpoint {
+ public:
+  virtual ~TaskCheckpoint() = default;
 };
 
 // The running task's handle on itself. Thread-compatible: used by the one
@@ -48,6 +67,17 @@ class TaskContext {
   virtual void Emit(v1::TaskEvent event) = 0;
   // Records a finished hop in the task's result (GetTask).
   virtual void AddHopResult(const v1::HopResult& result) = 0;
+
+  // Pause and resume (graph await_input steps). The runner calls Pause()
+  // and then returns (any OK value): the task becomes PAUSED with
+  // `checkpoint` kept, its worker and agents free. Errors:
+  // ResourceExhausted when limits.max_paused_tasks tasks are paused.
+  virtual absl::Status Pause(std::unique_ptr<TaskCheckpoint> checkpoint, const std::string& step,
+                             const std::string& prompt) = 0;
+  // When the runner is called for a resumed task: the checkpoint it left
+  // (once; later calls return nullptr) and the ResumeTask input.
+  virtual std::unique_ptr<TaskCheckpoint> TakeCheckpoint() = 0;
+  virtual std::string resume_input() const = 0;
 };
 
 }  // namespace qkvshare::daemon

@@ -24,6 +24,13 @@ class TaskManager::Record {
   bool ended = false;
   bool cancel_requested = false;
   std::string cancel_reason;
+  // Pause/resume: the runner's checkpoint (set by Pause, taken after
+  // Resume), whether the task holds a pause slot, the resume input.
+  std::unique_ptr<TaskCheckpoint> checkpoint;
+  bool holds_pause_slot = false;
+  bool pause_requested = false;
+  absl::Time pause_expires = absl::InfiniteFuture();
+  std::string resume_input;
   absl::CondVar changed;  // signalled on every event and at the end
 };
 
@@ -42,12 +49,31 @@ class TaskManager::Context : public TaskContext {
   }
   void Emit(v1::TaskEvent event) override {
     absl::MutexLock lock(&m_->mu_);
-    event.set_seq(static_cast<int64_t>(r_->events.size()));
-    event.set_time_unix_ms(NowUnixMs());
-    event.set_task_id(r_->id);
-    r_->events.push_back(std::move(event));
-    r_->task.set_num_events(static_cast<int64_t>(r_->events.size()));
-    r_->changed.SignalAll();
+    m_->AppendEventLocked(r_, std::move(event));
+  }
+  absl::Status Pause(std::unique_ptr<TaskCheckpoint> checkpoint, const std::string& step,
+                     const std::string& prompt) override {
+    absl::MutexLock lock(&m_->mu_);
+    if (m_->paused_ >= m_->options_.max_paused) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cannot pause at step ", step, ": ", m_->paused_,
+          " task(s) are paused (limits.max_paused_tasks = ", m_->options_.max_paused, ")"));
+    }
+    ++m_->paused_;
+    r_->holds_pause_slot = true;
+    r_->pause_requested = true;
+    r_->checkpoint = std::move(checkpoint);
+    r_->task.set_paused_step(step);
+    r_->task.set_pause_prompt(prompt);
+    return absl::OkStatus();
+  }
+  std::unique_ptr<TaskCheckpoint> TakeCheckpoint() override {
+    absl::MutexLock lock(&m_->mu_);
+    return std::move(r_->checkpoint);
+  }
+  std::string resume_input() const override {
+    absl::MutexLock lock(&m_->mu_);
+    return r_->resume_input;
   }
   void AddHopResult(const v1::HopResult& result) override {
     absl::MutexLock lock(&m_->mu_);
@@ -70,6 +96,66 @@ void TaskManager::Start() {
   if (started_) return;
   started_ = true;
   for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  reaper_ = std::thread([this] { ReaperLoop(); });
+}
+
+void TaskManager::AppendEventLocked(Record* r, v1::TaskEvent event) {
+  event.set_seq(static_cast<int64_t>(r->events.size()));
+  event.set_time_unix_ms(NowUnixMs());
+  event.set_task_id(r->id);
+  r->events.push_back(std::move(event));
+  r->task.set_num_events(static_cast<int64_t>(r->events.size()));
+  r->changed.SignalAll();
+}
+
+void TaskManager::ReaperLoop() {
+  while (true) {
+    std::vector<std::shared_ptr<Record>> expired;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(100));
+      if (stopping_) return;
+      const absl::Time now = absl::Now();
+      for (const auto& [id, r] : tasks_) {
+        if (r->task.state() == v1::TASK_STATE_PAUSED && now >= r->pause_expires) {
+          expired.push_back(r);
+        }
+      }
+    }
+    for (auto& r : expired) {
+      Finish(r.get(), v1::TASK_STATE_FAILED,
+             absl::StrCat("paused at step ", r->task.paused_step(), " for longer than ",
+                          "limits.paused_ttl_seconds (", absl::ToInt64Seconds(options_.paused_ttl),
+                          " s) without ResumeTask"),
+             "");
+    }
+  }
+}
+
+absl::StatusOr<v1::Task> TaskManager::Resume(const std::string& id, const std::string& input) {
+  std::shared_ptr<Record> r = Find(id);
+  if (r == nullptr) return absl::NotFoundError(absl::StrCat("no task '", id, "'"));
+  absl::MutexLock lock(&mu_);
+  if (r->task.state() != v1::TASK_STATE_PAUSED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("task ", id, " is ", v1::TaskState_Name(r->task.state()).substr(11),
+                     ", not PAUSED; only a paused task can be resumed"));
+  }
+  if (!accepting_) return absl::UnavailableError("the daemon is shutting down");
+  --paused_;
+  r->holds_pause_slot = false;
+  r->resume_input = input;
+  r->pause_expires = absl::InfiniteFuture();
+  v1::TaskEvent ev;
+  ev.mutable_resumed()->set_step(r->task.paused_step());
+  ev.mutable_resumed()->set_input(input);
+  r->task.clear_paused_step();
+  r->task.clear_pause_prompt();
+  r->task.clear_pause_expires_unix_ms();
+  r->task.set_state(v1::TASK_STATE_QUEUED);
+  AppendEventLocked(r.get(), std::move(ev));
+  queue_.push_front(r);
+  return r->task;
 }
 
 absl::StatusOr<std::string> TaskManager::Submit(TaskSpec spec) {
@@ -91,7 +177,8 @@ absl::StatusOr<std::string> TaskManager::Submit(TaskSpec spec) {
   t.set_label(r->spec.label);
   t.set_state(v1::TASK_STATE_QUEUED);
   t.set_input(r->spec.input);
-  t.set_num_hops(static_cast<int>(r->spec.hops.size()));
+  t.set_num_hops(
+      static_cast<int>(r->spec.steps.empty() ? r->spec.hops.size() : r->spec.steps.size()));
   t.set_created_unix_ms(NowUnixMs());
   v1::TaskEvent ev;
   ev.set_seq(0);
@@ -128,6 +215,26 @@ void TaskManager::WorkerLoop() {
     } else {
       out = runner_(ctx);
     }
+    bool paused = false;
+    if (out.ok()) {
+      absl::MutexLock lock(&mu_);
+      if (r->pause_requested && r->cancel_requested) {
+        out = absl::CancelledError(r->cancel_reason);  // cancelled while pausing
+      } else if (r->pause_requested) {
+        r->pause_requested = false;
+        paused = true;
+        r->pause_expires = absl::Now() + options_.paused_ttl;
+        r->task.set_state(v1::TASK_STATE_PAUSED);
+        r->task.set_pause_expires_unix_ms(absl::ToUnixMillis(r->pause_expires));
+        v1::TaskEvent ev;
+        ev.mutable_paused()->set_step(r->task.paused_step());
+        ev.mutable_paused()->set_prompt(r->task.pause_prompt());
+        ev.mutable_paused()->set_expires_unix_ms(r->task.pause_expires_unix_ms());
+        AppendEventLocked(r.get(), std::move(ev));
+        --running_;
+      }
+    }
+    if (paused) continue;
     if (out.ok()) {
       Finish(r.get(), v1::TASK_STATE_FINISHED, "", *out);
     } else if (out.status().code() == absl::StatusCode::kCancelled) {
@@ -143,10 +250,15 @@ void TaskManager::WorkerLoop() {
 void TaskManager::Finish(Record* r, v1::TaskState state, const std::string& reason,
                          const std::string& output) {
   v1::Task snapshot;
+  std::unique_ptr<TaskCheckpoint> checkpoint;  // destroyed without the lock
   {
     absl::MutexLock lock(&mu_);
     if (r->ended) return;
     r->ended = true;
+    checkpoint = std::move(r->checkpoint);
+    if (r->holds_pause_slot) --paused_;
+    r->holds_pause_slot = false;
+    r->task.clear_pause_expires_unix_ms();
     v1::Task& t = r->task;
     t.set_state(state);
     t.set_reason(reason);
@@ -194,6 +306,7 @@ absl::StatusOr<v1::Task> TaskManager::Cancel(const std::string& id, const std::s
     if (!r->ended && !r->cancel_requested) {
       r->cancel_requested = true;
       r->cancel_reason = reason;
+      was_queued = r->task.state() == v1::TASK_STATE_PAUSED;
       for (auto it = queue_.begin(); it != queue_.end(); ++it) {
         if (it->get() == r.get()) {
           queue_.erase(it);
@@ -259,7 +372,8 @@ absl::Status TaskManager::Watch(const std::string& id, int64_t from_seq,
 
 TaskManager::Counts TaskManager::counts() const {
   absl::MutexLock lock(&mu_);
-  return {static_cast<int>(queue_.size()), running_, options_.workers + options_.queue_length};
+  return {static_cast<int>(queue_.size()), running_, options_.workers + options_.queue_length,
+          paused_};
 }
 
 void TaskManager::Shutdown(absl::Duration grace) {
@@ -270,6 +384,9 @@ void TaskManager::Shutdown(absl::Duration grace) {
     accepting_ = false;
     queued.assign(queue_.begin(), queue_.end());
     queue_.clear();
+    for (const auto& [id, r] : tasks_) {
+      if (r->task.state() == v1::TASK_STATE_PAUSED) queued.push_back(r);
+    }
   }
   for (auto& r : queued) {
     {
@@ -296,6 +413,7 @@ void TaskManager::Shutdown(absl::Duration grace) {
   }
   for (std::thread& t : workers_) t.join();
   workers_.clear();
+  if (reaper_.joinable()) reaper_.join();
 }
 
 }  // namespace qkvshare::daemon

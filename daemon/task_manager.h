@@ -2,8 +2,11 @@
 // -----------------------------------------------------------------------------
 // TaskManager: the daemon's task scheduler. A bounded queue feeds a fixed pool
 // of worker threads (limits.max_concurrent_tasks); each task runs on one
-// worker through a TaskRunner (in the daemon: the hop runner). Every accepted
-// task ends in exactly one of FINISHED, FAILED (with reason) or CANCELLED; its
+// worker through a TaskRunner (in the daemon: the workflow executor). Every
+// accepted task ends in exactly one of FINISHED, FAILED (with reason) or
+// CANCELLED. A runner may pause its task (TaskContext::Pause): it is then
+// PAUSED, holding no worker, until Resume() queues it again, Cancel() ends it
+// or `paused_ttl` passes (FAILED); shutdown cancels it. A task's
 // events are kept (for WatchTask replay) until it is evicted, oldest first,
 // beyond `keep_finished_tasks` ended tasks.
 //
@@ -41,9 +44,11 @@ using TaskRunner = std::function<absl::StatusOr<std::string>(TaskContext&)>;
 class TaskManager {
  public:
   struct Options {
-    int workers = 2;          // tasks running at once
-    int queue_length = 16;    // tasks waiting beyond the running ones
-    int keep_finished = 256;  // ended tasks kept for GetTask/WatchTask
+    int workers = 2;                             // tasks running at once
+    int queue_length = 16;                       // tasks waiting beyond the running ones
+    int keep_finished = 256;                     // ended tasks kept for GetTask/WatchTask
+    int max_paused = 16;                         // PAUSED tasks at once (limits.max_paused_tasks)
+    absl::Duration paused_ttl = absl::Hours(1);  // then FAILED (limits.paused_ttl_seconds)
   };
 
   // Called once per ended task with its final record (for stats and logs).
@@ -64,6 +69,11 @@ class TaskManager {
   // Returns the task's record. Errors: NotFound.
   absl::StatusOr<v1::Task> Cancel(const std::string& id, const std::string& reason);
 
+  // Continues a PAUSED task: queues it again (ahead of new tasks) with
+  // `input` for TaskContext::resume_input(). Returns its record. Errors:
+  // NotFound, FailedPrecondition (not paused), Unavailable (shutting down).
+  absl::StatusOr<v1::Task> Resume(const std::string& id, const std::string& input);
+
   // Snapshot of a task. Errors: NotFound.
   absl::StatusOr<v1::Task> Get(const std::string& id) const;
   // Newest first; at most `limit` (0: all).
@@ -82,6 +92,7 @@ class TaskManager {
     int queued = 0;
     int running = 0;
     int capacity = 0;  // workers + queue_length
+    int paused = 0;
   };
   Counts counts() const;
 
@@ -93,6 +104,10 @@ class TaskManager {
   class Context;
 
   void WorkerLoop();
+  // Fails paused tasks past their TTL; runs until Shutdown.
+  void ReaperLoop();
+  // Appends an event (seq, time, task id filled in) and wakes watchers.
+  void AppendEventLocked(Record* r, v1::TaskEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(Record* r, v1::TaskState state, const std::string& reason, const std::string& output)
       ABSL_LOCKS_EXCLUDED(mu_);
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -108,11 +123,13 @@ class TaskManager {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int running_ ABSL_GUARDED_BY(mu_) = 0;
+  int paused_ ABSL_GUARDED_BY(mu_) = 0;  // tasks holding a pause slot
   std::deque<std::shared_ptr<Record>> queue_ ABSL_GUARDED_BY(mu_);
   // All kept tasks by id, and ended ids in end order (for eviction).
   std::map<std::string, std::shared_ptr<Record>> tasks_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> ended_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> workers_;
+  std::thread reaper_;
 };
 
 }  // namespace qkvshare::daemon

@@ -1,6 +1,7 @@
 #include "daemon/task_manager.h"
 
 #include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -204,6 +205,92 @@ TEST(TaskManagerTest, ShutdownLetsRunningTasksFinishWithinGrace) {
   m.Shutdown(absl::Seconds(5));
   t.join();
   EXPECT_EQ(m.Get(id)->state(), v1::TASK_STATE_FINISHED);
+}
+
+// Pauses on the first run (keeping a checkpoint holding `input`); a resumed
+// run returns the checkpoint's text + " / " + the resume input.
+struct NoteCheckpoint : TaskCheckpoint {
+  std::string note;
+};
+absl::StatusOr<std::string> PausingRun(TaskContext& ctx) {
+  if (std::unique_ptr<TaskCheckpoint> cp = ctx.TakeCheckpoint(); cp != nullptr) {
+    return static_cast<NoteCheckpoint&>(*cp).note + " / " + ctx.resume_input();
+  }
+  auto cp = std::make_unique<NoteCheckpoint>();
+  cp->note = ctx.spec().input;
+  if (absl::Status s = ctx.Pause(std::move(cp), "ask", "Go on?"); !s.ok()) return s;
+  return std::string();
+}
+
+v1::Task WaitState(TaskManager& m, const std::string& id, v1::TaskState state) {
+  for (int i = 0; i < 2000 && m.Get(id)->state() != state; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return m.Get(id).value();
+}
+
+TEST(TaskManagerTest, PauseFreesTheWorkerAndResumeContinues) {
+  TaskManager::Options o{1, 4, 16, /*max_paused=*/1, absl::Seconds(60)};
+  TaskManager m(o, PausingRun);
+  m.Start();
+  const std::string id = m.Submit(Spec("draft")).value();
+  v1::Task t = WaitState(m, id, v1::TASK_STATE_PAUSED);
+  ASSERT_EQ(t.state(), v1::TASK_STATE_PAUSED);
+  EXPECT_EQ(t.paused_step(), "ask");
+  EXPECT_EQ(t.pause_prompt(), "Go on?");
+  EXPECT_GT(t.pause_expires_unix_ms(), t.created_unix_ms());
+  EXPECT_EQ(m.counts().running, 0);  // the only worker is free
+  EXPECT_EQ(m.counts().paused, 1);
+  // A second task cannot pause (max_paused 1): it fails with the limit.
+  const std::string second = m.Submit(Spec("other")).value();
+  v1::Task t2 = WaitEnded(m, second);
+  EXPECT_EQ(t2.state(), v1::TASK_STATE_FAILED);
+  EXPECT_NE(t2.reason().find("limits.max_paused_tasks = 1"), std::string::npos) << t2.reason();
+
+  EXPECT_EQ(m.Resume(second, "x").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(m.Resume("nope", "x").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(m.Resume(id, "more").ok());
+  t = WaitEnded(m, id);
+  EXPECT_EQ(t.state(), v1::TASK_STATE_FINISHED);
+  EXPECT_EQ(t.output(), "draft / more");
+  EXPECT_TRUE(t.paused_step().empty());
+  EXPECT_EQ(m.counts().paused, 0);
+  std::vector<std::string> kinds;
+  m.Watch(
+       id, 0,
+       [&](const v1::TaskEvent& e) {
+         if (e.has_paused()) kinds.push_back("paused:" + e.paused().prompt());
+         if (e.has_resumed()) kinds.push_back("resumed:" + e.resumed().input());
+         return true;
+       },
+       [] { return true; })
+      .IgnoreError();
+  EXPECT_EQ(kinds, (std::vector<std::string>{"paused:Go on?", "resumed:more"}));
+}
+
+TEST(TaskManagerTest, PausedTasksExpireAndCanBeCancelled) {
+  TaskManager::Options o{1, 4, 16, 4, absl::Milliseconds(300)};
+  TaskManager m(o, PausingRun);
+  m.Start();
+  const std::string expiring = m.Submit(Spec("a")).value();
+  v1::Task t = WaitEnded(m, expiring);
+  EXPECT_EQ(t.state(), v1::TASK_STATE_FAILED);
+  EXPECT_NE(t.reason().find("paused at step ask for longer than limits.paused_ttl_seconds"),
+            std::string::npos)
+      << t.reason();
+
+  TaskManager::Options long_ttl{1, 4, 16, 4, absl::Seconds(60)};
+  TaskManager m2(long_ttl, PausingRun);
+  m2.Start();
+  const std::string id = m2.Submit(Spec("b")).value();
+  ASSERT_EQ(WaitState(m2, id, v1::TASK_STATE_PAUSED).state(), v1::TASK_STATE_PAUSED);
+  EXPECT_EQ(m2.Cancel(id, "no thanks")->state(), v1::TASK_STATE_CANCELLED);
+  EXPECT_EQ(m2.counts().paused, 0);
+  // Shutdown cancels paused tasks too.
+  const std::string other = m2.Submit(Spec("c")).value();
+  ASSERT_EQ(WaitState(m2, other, v1::TASK_STATE_PAUSED).state(), v1::TASK_STATE_PAUSED);
+  m2.Shutdown(absl::ZeroDuration());
+  EXPECT_EQ(m2.Get(other)->state(), v1::TASK_STATE_CANCELLED);
 }
 
 }  // namespace

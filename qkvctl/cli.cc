@@ -61,7 +61,10 @@ int RunQkvctl(const std::vector<std::string>& args, std::ostream& out, std::ostr
 
   CLI::App* status = app.add_subcommand("status", "Daemon version, uptime, agents, queue, store");
   CLI::App* agents = app.add_subcommand("agents", "List the hosted agents");
-  CLI::App* workflows = app.add_subcommand("workflows", "List the workflows");
+  std::string workflow_name;
+  CLI::App* workflows =
+      app.add_subcommand("workflows", "List the workflows, or show one's steps, edges and bounds");
+  workflows->add_option("name", workflow_name, "Workflow to show as a graph");
 
   SubmitOptions submit_opts;
   std::string input, input_file, mode, policy;
@@ -104,7 +107,14 @@ int RunQkvctl(const std::vector<std::string>& args, std::ostream& out, std::ostr
   std::string task_id;
   CLI::App* get = app.add_subcommand("get", "Show a task: state, per-hop statistics, output");
   get->add_option("task", task_id, "Task id")->required();
-  CLI::App* cancel = app.add_subcommand("cancel", "Cancel a queued or running task");
+  std::string resume_input;
+  bool resume_wait = false;
+  CLI::App* resume = app.add_subcommand("resume", "Continue a PAUSED task with new input");
+  resume->add_option("task", task_id, "Task id")->required();
+  resume->add_option("--input", resume_input, "The text the task continues with ({input})")
+      ->required();
+  resume->add_flag("--wait", resume_wait, "Follow the task until it ends or pauses again");
+  CLI::App* cancel = app.add_subcommand("cancel", "Cancel a queued, running or paused task");
   cancel->add_option("task", task_id, "Task id")->required();
 
   CLI::App* cards = app.add_subcommand("cards", "CacheCards in the daemon's store");
@@ -152,7 +162,10 @@ int RunQkvctl(const std::vector<std::string>& args, std::ostream& out, std::ostr
   }
   if (*status) return RunStatus(session);
   if (*agents) return RunAgents(session);
-  if (*workflows) return RunWorkflows(session);
+  if (*workflows) {
+    return workflow_name.empty() ? RunWorkflows(session) : RunWorkflow(session, workflow_name);
+  }
+  if (*resume) return RunResume(session, task_id, resume_input, resume_wait);
   if (*watch) return RunWatch(session, watch_opts);
   if (*tasks) return RunTasks(session, limit);
   if (*get) return RunGet(session, task_id);

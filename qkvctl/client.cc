@@ -189,6 +189,18 @@ absl::StatusOr<v1::Task> Client::CancelTask(const std::string& task_id) {
   return response;
 }
 
+absl::StatusOr<v1::Task> Client::ResumeTask(const std::string& task_id, const std::string& input) {
+  grpc::ClientContext context;
+  PrepareUnary(&context);
+  v1::ResumeTaskRequest request;
+  request.set_task_id(task_id);
+  request.set_input(input);
+  v1::Task response;
+  grpc::Status s = tasks_->ResumeTask(&context, request, &response);
+  if (!s.ok()) return Convert(s);
+  return response;
+}
+
 absl::Status Client::WatchTask(const v1::WatchTaskRequest& request,
                                const std::function<bool(const v1::TaskEvent&)>& on_event) {
   grpc::ClientContext context;

@@ -71,6 +71,7 @@ class Client {
   absl::StatusOr<v1::Task> GetTask(const std::string& task_id);
   absl::StatusOr<v1::ListTasksResponse> ListTasks(int limit);
   absl::StatusOr<v1::Task> CancelTask(const std::string& task_id);
+  absl::StatusOr<v1::Task> ResumeTask(const std::string& task_id, const std::string& input);
   // Calls `on_event` for each event, in order, until the stream ends (OK
   // after the task's final event) or `on_event` returns false (the call is
   // then cancelled and OK returned). Errors: the stream's status.

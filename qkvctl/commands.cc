@@ -63,14 +63,25 @@ int FollowTask(Session& s, Client* client, const std::string& id, int64_t from_s
   request.set_task_id(id);
   request.set_from_seq(from_seq);
   request.set_skip_tokens(skip_tokens);
-  absl::Status st = client->WatchTask(request, [&](const v1::TaskEvent& e) {
-    progress.OnEvent(e);
-    return true;
-  });
-  if (!st.ok()) return s.Fail(absl::StrCat("watch ", id), st);
+  while (true) {
+    absl::Status st = client->WatchTask(request, [&](const v1::TaskEvent& e) {
+      progress.OnEvent(e);
+      return !progress.paused();  // a paused task waits for `qkvctl resume`
+    });
+    if (!st.ok()) return s.Fail(absl::StrCat("watch ", id), st);
+    if (!progress.paused()) break;
+    // Stopped at a pause: done if the task still waits, else (a replayed
+    // pause that was resumed since) follow on.
+    absl::StatusOr<v1::Task> task = client->GetTask(id);
+    if (!task.ok()) return s.Fail(absl::StrCat("get ", id), task.status());
+    if (task->state() == v1::TASK_STATE_PAUSED) break;
+    request.set_from_seq(progress.next_seq());
+  }
   v1::TaskState state = progress.final_state();
   std::vector<v1::HopResult> hops = progress.hops();
-  if (!progress.ended() || (from_seq > 0 && !s.json())) {
+  if (progress.paused()) {
+    state = v1::TASK_STATE_PAUSED;
+  } else if (!progress.ended() || (from_seq > 0 && !s.json())) {
     // The stream ended early, or started mid-task: the task record is complete.
     absl::StatusOr<v1::Task> task = client->GetTask(id);
     if (!task.ok()) return s.Fail(absl::StrCat("get ", id), task.status());
@@ -80,6 +91,7 @@ int FollowTask(Session& s, Client* client, const std::string& id, int64_t from_s
   if (!s.json() && !hops.empty()) s.out() << "\n" << FormatHopTable(hops);
   switch (state) {
     case v1::TASK_STATE_FINISHED:
+    case v1::TASK_STATE_PAUSED:
       return kExitOk;
     case v1::TASK_STATE_FAILED:
     case v1::TASK_STATE_CANCELLED:
@@ -149,6 +161,20 @@ int RunWorkflows(Session& s) {
   if (!r.ok()) return s.Fail("workflows", r.status());
   s.out() << (s.json() ? MessageJson(*r) : FormatWorkflows(*r));
   return kExitOk;
+}
+
+int RunWorkflow(Session& s, const std::string& name) {
+  Client* client = nullptr;
+  if (int rc = s.Connect("workflows", &client); rc != kExitOk) return rc;
+  absl::StatusOr<v1::ListWorkflowsResponse> r = client->ListWorkflows();
+  if (!r.ok()) return s.Fail("workflows", r.status());
+  for (const v1::WorkflowInfo& w : r->workflows()) {
+    if (w.name() != name) continue;
+    s.out() << (s.json() ? MessageJson(w) : FormatWorkflowGraph(w));
+    return kExitOk;
+  }
+  return s.Fail(absl::StrCat("workflows ", name),
+                absl::NotFoundError(absl::StrCat("no workflow '", name, "'")));
 }
 
 int RunStats(Session& s) {
@@ -248,6 +274,16 @@ int RunGet(Session& s, const std::string& task_id) {
   absl::StatusOr<v1::Task> r = client->GetTask(task_id);
   if (!r.ok()) return s.Fail(absl::StrCat("get ", task_id), r.status());
   s.out() << (s.json() ? MessageJson(*r) : FormatTask(*r));
+  return kExitOk;
+}
+
+int RunResume(Session& s, const std::string& task_id, const std::string& input, bool wait) {
+  Client* client = nullptr;
+  if (int rc = s.Connect("resume", &client); rc != kExitOk) return rc;
+  absl::StatusOr<v1::Task> r = client->ResumeTask(task_id, input);
+  if (!r.ok()) return s.Fail(absl::StrCat("resume ", task_id), r.status());
+  if (wait) return FollowTask(s, client, task_id, r->num_events(), /*skip_tokens=*/false);
+  s.out() << (s.json() ? MessageJson(*r) : absl::StrCat("task ", task_id, " resumed\n"));
   return kExitOk;
 }
 

@@ -94,6 +94,11 @@ int RunWatch(Session& s, const WatchOptions& options);
 int RunTasks(Session& s, int limit);
 int RunGet(Session& s, const std::string& task_id);
 int RunCancel(Session& s, const std::string& task_id);
+// `resume ID --input TEXT [--wait]`: continues a PAUSED task; with `wait`,
+// follows it like `submit --wait`.
+int RunResume(Session& s, const std::string& task_id, const std::string& input, bool wait);
+// `workflows NAME`: the graph (or line) of one workflow; --json: its WorkflowInfo.
+int RunWorkflow(Session& s, const std::string& name);
 
 }  // namespace qkvshare::qkvctl
 

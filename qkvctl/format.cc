@@ -132,10 +132,65 @@ std::string FormatWorkflows(const v1::ListWorkflowsResponse& workflows) {
         handoffs.push_back(mode);
       }
     }
+    if (w.steps_size() > 0) {
+      std::vector<std::string> steps;
+      for (const v1::WorkflowInfo::Step& st : w.steps()) steps.push_back(st.name());
+      t.AddRow({w.name(), absl::StrCat(w.steps_size()), "graph: " + absl::StrJoin(steps, ","), "-",
+                w.description()});
+      continue;
+    }
     t.AddRow({w.name(), absl::StrCat(w.hops_size()), absl::StrJoin(agents, ">"),
               OrDash(absl::StrJoin(handoffs, ",")), w.description()});
   }
   return t.Render();
+}
+
+std::string FormatWorkflowGraph(const v1::WorkflowInfo& w) {
+  std::string out = absl::StrCat("workflow ", w.name(), w.description().empty() ? "" : ": ",
+                                 w.description(), "\n", "file: ", w.file(), "\n");
+  auto hop_text = [](const v1::WorkflowInfo::Hop& h) {
+    return absl::StrCat("agent ", h.agent(), ", instruction \"", h.instruction(),
+                        "\", max_new_tokens ", h.max_new_tokens());
+  };
+  if (w.steps_size() == 0) {
+    for (int i = 0; i < w.hops_size(); ++i) {
+      absl::StrAppend(&out, "hop ", i + 1, ": ", hop_text(w.hops(i)),
+                      i + 1 < w.hops_size()
+                          ? absl::StrCat(" -> hop ", i + 2, " (",
+                                         HandoffModeName(w.hops(i).handoff_mode()), ")")
+                          : "",
+                      "\n");
+    }
+    return out;
+  }
+  absl::StrAppend(&out, "max_steps: ", w.max_steps(), "\n");
+  for (const v1::WorkflowInfo::Step& s : w.steps()) {
+    absl::StrAppend(&out, "step ", s.name(), " (", s.kind(), ")");
+    if (s.max_visits() > 0) absl::StrAppend(&out, ", max_visits ", s.max_visits());
+    if (!s.on_limit().empty()) absl::StrAppend(&out, ", on_limit -> ", s.on_limit());
+    absl::StrAppend(&out, "\n");
+    if (s.kind() == "agent") {
+      absl::StrAppend(&out, "  ", hop_text(s.hop()), ", handoff ",
+                      HandoffModeName(s.hop().handoff_mode()), "\n");
+    }
+    for (int b = 0; b < s.branches_size(); ++b) {
+      absl::StrAppend(&out, "  branch ", s.branch_names(b), ": ", hop_text(s.branches(b)), "\n");
+    }
+    if (s.kind() == "await_input") {
+      absl::StrAppend(&out, "  waits for input: \"", s.await_prompt(), "\"\n");
+    }
+    if (!s.join().empty()) absl::StrAppend(&out, "  join -> ", s.join(), "\n");
+    if (!s.next().empty()) absl::StrAppend(&out, "  next -> ", s.next(), "\n");
+    for (int r = 0; r < s.routes_size(); ++r) {
+      absl::StrAppend(&out, "  routes[", r, "] ", s.routes(r).test(), " \"", s.routes(r).pattern(),
+                      "\" -> ", s.routes(r).to(), "\n");
+    }
+    if (!s.default_to().empty()) absl::StrAppend(&out, "  default -> ", s.default_to(), "\n");
+    if (s.next().empty() && s.routes_size() == 0 && s.join().empty()) {
+      absl::StrAppend(&out, "  (ends the task)\n");
+    }
+  }
+  return out;
 }
 
 std::string FormatTasks(const v1::ListTasksResponse& tasks, int64_t now_unix_ms) {

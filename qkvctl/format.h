@@ -45,6 +45,13 @@ std::string FormatAgents(const v1::ListAgentsResponse& agents);
 // One row per workflow: NAME HOPS AGENTS HANDOFF DESCRIPTION (HANDOFF is the
 // per-hop handoff of all but the last hop, "default" when unset).
 std::string FormatWorkflows(const v1::ListWorkflowsResponse& workflows);
+// `workflows NAME`: one workflow's steps, edges and bounds as text, e.g.
+//   critic  agent continuer  max_visits 3  on_limit -> finish
+//     instruction: " The critic said:"
+//     routes[0] contains "happy" -> finish
+//     default -> writer
+// A line workflow prints its hops in order.
+std::string FormatWorkflowGraph(const v1::WorkflowInfo& workflow);
 
 // One row per task: ID STATE WORKFLOW LABEL HOPS CREATED TIME REASON, where
 // CREATED is the age relative to `now_unix_ms`.

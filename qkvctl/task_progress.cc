@@ -26,6 +26,13 @@ void TaskProgress::OnEvent(const v1::TaskEvent& e) {
         hop >= 0 && hop < static_cast<int>(hop_agents_.size()) ? hop_agents_[hop] : "";
     return absl::StrCat("hop ", hop + 1, "/", num_hops_, agent.empty() ? "" : " ", agent);
   };
+  // Graph steps: "step critic, visit 2/3 (continuer)", "step fan, branch noon (continuer)".
+  auto step_name = [](const std::string& step, int visit, int max_visits, const std::string& branch,
+                      const std::string& agent) {
+    return absl::StrCat("step ", step, ", visit ", visit, max_visits > 0 ? "/" : "",
+                        max_visits > 0 ? absl::StrCat(max_visits) : "",
+                        branch.empty() ? "" : ", branch ", branch, " (", agent, ")");
+  };
   switch (e.event_case()) {
     case v1::TaskEvent::kQueued:
       if (!json_ && e.queued().position() > 0) {
@@ -38,9 +45,35 @@ void TaskProgress::OnEvent(const v1::TaskEvent& e) {
       num_hops_ = h.num_hops();
       if (h.hop() >= static_cast<int>(hop_agents_.size())) hop_agents_.resize(h.hop() + 1);
       hop_agents_[h.hop()] = h.agent();
-      if (!json_) Line(absl::StrCat("[", hop_name(h.hop()), "]"));
+      if (!json_) {
+        Line(absl::StrCat("[",
+                          h.step().empty() ? hop_name(h.hop())
+                                           : step_name(h.step(), h.visit(), h.max_visits(),
+                                                       h.branch(), h.agent()),
+                          "]"));
+      }
       break;
     }
+    case v1::TaskEvent::kRoute:
+      if (!json_) {
+        Line(absl::StrCat("[route: step ", e.route().step(), " -> ", e.route().to(), " (",
+                          e.route().reason(), ")]"));
+      }
+      break;
+    case v1::TaskEvent::kPaused:
+      paused_ = true;
+      if (!json_) {
+        Line(absl::StrCat("[task ", e.task_id(), " PAUSED at step ", e.paused().step(), ": ",
+                          e.paused().prompt(), "]"));
+        Line(absl::StrCat("[continue with: qkvctl resume ", e.task_id(), " --input TEXT]"));
+      }
+      break;
+    case v1::TaskEvent::kResumed:
+      paused_ = false;
+      if (!json_) {
+        Line(absl::StrCat("[task ", e.task_id(), " resumed at step ", e.resumed().step(), "]"));
+      }
+      break;
     case v1::TaskEvent::kToken:
       if (!json_ && !e.token().text().empty()) {
         out_ << e.token().text();
@@ -78,9 +111,13 @@ void TaskProgress::OnEvent(const v1::TaskEvent& e) {
       const v1::HopResult& r = e.hop_finished().result();
       hops_.push_back(r);
       if (!json_) {
-        Line(absl::StrCat("[", hop_name(e.hop_finished().hop()), ": ", r.generated_tokens(),
-                          " tokens, ", FormatFixed(r.decode_tokens_per_s(), 1), " tok/s, TTFT ",
-                          FormatFixed(r.ttft_ms(), 1), " ms, stop ", StopReasonName(r), "]"));
+        Line(absl::StrCat(
+            "[",
+            r.step().empty()
+                ? hop_name(e.hop_finished().hop())
+                : step_name(r.step(), r.visit(), r.max_visits(), r.branch(), r.agent()),
+            ": ", r.generated_tokens(), " tokens, ", FormatFixed(r.decode_tokens_per_s(), 1),
+            " tok/s, TTFT ", FormatFixed(r.ttft_ms(), 1), " ms, stop ", StopReasonName(r), "]"));
       }
       break;
     }

@@ -48,6 +48,8 @@ class TaskProgress {
   const std::string& reason() const { return reason_; }
   // Results of the hops that finished, in order.
   const std::vector<v1::HopResult>& hops() const { return hops_; }
+  // True once a paused event arrived (the task waits for ResumeTask).
+  bool paused() const { return paused_; }
   // Events seen (the next from_seq to resume from).
   int64_t next_seq() const { return next_seq_; }
 
@@ -58,6 +60,7 @@ class TaskProgress {
 
   std::ostream& out_;
   const bool json_;
+  bool paused_ = false;
   bool at_line_start_ = true;
   int num_hops_ = 0;
   std::vector<std::string> hop_agents_;

@@ -3,7 +3,9 @@
 # bundled stories260K model with configs/daemon.yaml on a private socket, run
 # the 3-hop `story` workflow through the gRPC API (qkvctl), streaming tokens and
 # printing each hop's output and handoff stats, then the `story_mixed` workflow
-# (one hop per handoff mode), and stop the daemon cleanly (SIGTERM).
+# (one hop per handoff mode), then one graph workflow (`experts`: one card
+# fanned out to 3 agents in parallel, then a join), and stop the daemon
+# cleanly (SIGTERM).
 # Exits 0 only if every step worked.
 # Usage: scripts/demo.sh ["story input text"]
 set -euo pipefail
@@ -50,6 +52,10 @@ qkvctl submit story --input "$INPUT" --wait
 echo
 echo "demo: === workflow 'story_mixed' (full card, re-prefill, 3-bit uniform card) ==="
 qkvctl submit story_mixed --input "$INPUT" --wait
+echo
+echo "demo: === graph workflow 'experts' (one card fanned out to 3 agents, then a join) ==="
+qkvctl workflows experts
+qkvctl submit experts --input "$INPUT" --wait
 echo
 qkvctl cards ls
 echo

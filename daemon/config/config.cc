@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 #include "daemon/config/yaml_reader.h"
+#include "re2/re2.h"
 
 namespace qkvshare::daemon {
 
@@ -119,6 +121,38 @@ absl::Status ValidateHandoff(const HandoffConfig& h, const std::string& where) {
   return absl::OkStatus();
 }
 
+std::string_view RouteTestName(RouteConfig::Test t) {
+  switch (t) {
+    case RouteConfig::Test::kContains:
+      return "contains";
+    case RouteConfig::Test::kRegex:
+      return "regex";
+    case RouteConfig::Test::kEquals:
+      return "equals";
+  }
+  return "?";
+}
+
+bool RouteMatches(const RouteConfig& route, absl::string_view text) {
+  switch (route.test) {
+    case RouteConfig::Test::kContains:
+      return absl::StrContains(text, route.pattern);
+    case RouteConfig::Test::kRegex: {
+      RE2 re(route.pattern, RE2::Quiet);
+      return re.ok() && RE2::PartialMatch(re2::StringPiece(text.data(), text.size()), re);
+    }
+    case RouteConfig::Test::kEquals:
+      return absl::StripAsciiWhitespace(text) == route.pattern;
+  }
+  return false;
+}
+
+const StepConfig* WorkflowConfig::FindStep(absl::string_view name) const {
+  for (const StepConfig& s : steps)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
 namespace {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -188,6 +222,284 @@ absl::Status ParseHandoff(YamlMap map, HandoffConfig* h) {
   h->group_size = static_cast<int>(g);
   h->importance_window = static_cast<int>(w);
   return map.Finish();
+}
+
+// A hop's or step's `handoff:` over the workflow's; unset when neither says.
+absl::Status ParseStepHandoff(YamlMap& map, const HandoffConfig& wf_handoff,
+                              bool has_default_handoff, std::optional<HandoffConfig>* out) {
+  map.Raw("handoff");  // a known key here even when absent (error messages list it)
+  if (map.Has("handoff") || has_default_handoff) {
+    HandoffConfig hc = wf_handoff;
+    QKV_RETURN_IF_ERROR(ParseHandoff(map.Child("handoff"), &hc));
+    *out = hc;
+  }
+  return absl::OkStatus();
+}
+
+// Reads an agent name and checks it.
+absl::Status ParseAgentName(YamlMap& map, const DaemonConfig& daemon, std::string* agent) {
+  QKV_RETURN_IF_ERROR(map.GetString("agent", agent, /*required=*/true));
+  if (daemon.FindAgent(*agent) == nullptr) {
+    return map.Error("agent", absl::StrCat("unknown agent '", *agent, "'"));
+  }
+  return absl::OkStatus();
+}
+
+// One edge of the graph while loading: where it is written, for errors.
+struct Edge {
+  std::string to;
+  std::string where;  // file:line:col: key path
+};
+
+absl::Status EdgeError(const std::string& where, const std::string& message) {
+  return absl::InvalidArgumentError(absl::StrCat(where, ": ", message));
+}
+
+absl::Status ParseRoutes(YamlMap& step, StepConfig* s, std::vector<Edge>* edges) {
+  YAML::Node routes = step.Raw("routes");
+  if (!routes.IsSequence() || routes.size() == 0) {
+    return step.Error("routes",
+                      "expected a non-empty list of {contains|regex|equals: ..., to: STEP}");
+  }
+  for (size_t i = 0; i < routes.size(); ++i) {
+    YamlMap r(routes[i], step.file(), step.KeyPath(absl::StrCat("routes[", i, "]")));
+    QKV_RETURN_IF_ERROR(r.Init());
+    if (!routes[i].IsMap())
+      return r.Error("", "expected a mapping {contains|regex|equals: ..., to: STEP}");
+    RouteConfig route;
+    int tests = 0;
+    for (RouteConfig::Test t :
+         {RouteConfig::Test::kContains, RouteConfig::Test::kRegex, RouteConfig::Test::kEquals}) {
+      const std::string key(RouteTestName(t));
+      if (!r.Has(key)) {
+        r.Raw(key);
+        continue;
+      }
+      ++tests;
+      route.test = t;
+      QKV_RETURN_IF_ERROR(r.GetString(key, &route.pattern));
+      if (route.pattern.empty()) return r.Error(key, "must not be empty");
+      if (t == RouteConfig::Test::kRegex) {
+        RE2 re(route.pattern, RE2::Quiet);
+        if (!re.ok()) return r.Error(key, absl::StrCat("invalid RE2 pattern: ", re.error()));
+      }
+    }
+    if (tests != 1) return r.Error("", "give exactly one of contains:, regex:, equals:");
+    QKV_RETURN_IF_ERROR(r.GetString("to", &route.to, /*required=*/true));
+    route.where = r.Where("to");
+    QKV_RETURN_IF_ERROR(r.Finish());
+    edges->push_back({route.to, route.where});
+    s->routes.push_back(std::move(route));
+  }
+  if (!step.Has("default")) {
+    return step.Error("routes", "routes need a default: (the step taken when no route matches)");
+  }
+  QKV_RETURN_IF_ERROR(step.GetString("default", &s->default_to));
+  edges->push_back({s->default_to, step.Where("default")});
+  return absl::OkStatus();
+}
+
+absl::Status ParseParallel(YamlMap& step, const DaemonConfig& daemon, StepConfig* s) {
+  YamlMap branches = step.Child("parallel");
+  QKV_RETURN_IF_ERROR(branches.Init());
+  const std::vector<std::string> names = branches.Keys();
+  if (names.empty())
+    return step.Error("parallel", "expected a mapping of branch names to {agent, instruction}");
+  std::map<std::string, std::string> agent_branch;
+  for (const std::string& name : names) {
+    YamlMap b = branches.Child(name);
+    QKV_RETURN_IF_ERROR(b.Init());
+    if (absl::Status n = CheckName(name); !n.ok()) {
+      return branches.Error(name, absl::StrCat("branch ", n.message()));
+    }
+    BranchConfig branch;
+    branch.name = name;
+    QKV_RETURN_IF_ERROR(ParseAgentName(b, daemon, &branch.agent));
+    auto [it, fresh] = agent_branch.emplace(branch.agent, name);
+    if (!fresh) {
+      return b.Error("agent",
+                     absl::StrCat("agent '", branch.agent, "' already runs branch '", it->second,
+                                  "' of this parallel step; branches "
+                                  "run at the same time, so each needs its own agent"));
+    }
+    QKV_RETURN_IF_ERROR(b.GetString("instruction", &branch.instruction));
+    if (absl::Status p = CheckPlaceholders(branch.instruction, kStepPlaceholders); !p.ok()) {
+      return b.Error("instruction", std::string(p.message()));
+    }
+    QKV_RETURN_IF_ERROR(ParseGeneration(b.Child("generation"), &branch.generation));
+    QKV_RETURN_IF_ERROR(b.Finish());
+    s->parallel.push_back(std::move(branch));
+  }
+  return absl::OkStatus();
+}
+
+// Steps of `wf` on a cycle of `edges` (Tarjan-free: a step is on a cycle
+// when it can reach itself).
+std::vector<std::vector<int>> Successors(const std::vector<StepConfig>& steps,
+                                         const std::vector<std::vector<Edge>>& edges) {
+  std::vector<std::vector<int>> out(steps.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    for (const Edge& e : edges[i]) {
+      for (size_t j = 0; j < steps.size(); ++j) {
+        if (steps[j].name == e.to) out[i].push_back(static_cast<int>(j));
+      }
+    }
+  }
+  return out;
+}
+
+// Steps reachable from `from` (not counting `from` itself unless on a path back).
+std::vector<bool> ReachableFrom(int from, const std::vector<std::vector<int>>& succ) {
+  std::vector<bool> seen(succ.size(), false);
+  std::vector<int> stack = succ[from];
+  while (!stack.empty()) {
+    const int k = stack.back();
+    stack.pop_back();
+    if (seen[k]) continue;
+    seen[k] = true;
+    stack.insert(stack.end(), succ[k].begin(), succ[k].end());
+  }
+  return seen;
+}
+
+absl::Status ParseGraph(YamlMap& top, const DaemonConfig& daemon, const HandoffConfig& wf_handoff,
+                        bool has_default_handoff, WorkflowConfig* wf) {
+  int64_t max_steps = kMaxHops;
+  QKV_RETURN_IF_ERROR(top.GetInt("max_steps", &max_steps, 1, kMaxHops));
+  wf->max_steps = static_cast<int>(max_steps);
+  YamlMap steps = top.Child("steps");
+  QKV_RETURN_IF_ERROR(steps.Init());
+  const std::vector<std::string> names = steps.Keys();
+  if (names.empty()) return top.Error("steps", "required: a mapping of step names to steps");
+  if (names.size() > static_cast<size_t>(kMaxHops)) {
+    return top.Error("steps", absl::StrCat(names.size(), " steps; at most ", kMaxHops));
+  }
+  std::vector<std::vector<Edge>> edges;
+  std::vector<std::string> join_where;  // per step: where its instruction is (join checks)
+  for (const std::string& name : names) {
+    YamlMap m = steps.Child(name);
+    QKV_RETURN_IF_ERROR(m.Init());
+    if (absl::Status n = CheckName(name); !n.ok()) {
+      return steps.Error(name, absl::StrCat("step ", n.message()));
+    }
+    if (name == kEndStep) {
+      return steps.Error(name, "'end' is reserved (a route to end finishes the task)");
+    }
+    StepConfig s;
+    s.name = name;
+    s.where = steps.Where(name);
+    std::vector<Edge> out;
+    const int kinds = m.Has("agent") + m.Has("parallel") + m.Has("await_input");
+    if (kinds != 1) {
+      return steps.Error(name, "a step has exactly one of agent:, parallel:, await_input:");
+    }
+    if (m.Has("agent")) {
+      QKV_RETURN_IF_ERROR(ParseAgentName(m, daemon, &s.agent));
+      QKV_RETURN_IF_ERROR(m.GetString("instruction", &s.instruction));
+      QKV_RETURN_IF_ERROR(ParseGeneration(m.Child("generation"), &s.generation));
+      QKV_RETURN_IF_ERROR(ParseStepHandoff(m, wf_handoff, has_default_handoff, &s.handoff));
+    } else if (m.Has("parallel")) {
+      QKV_RETURN_IF_ERROR(ParseParallel(m, daemon, &s));
+      QKV_RETURN_IF_ERROR(m.GetString("join", &s.join));
+      if (s.join.empty() || s.join == kEndStep) {
+        return m.Error(m.Has("join") ? "join" : "parallel",
+                       "a parallel step needs join: STEP (the step that receives the branches)");
+      }
+      if (m.Has("next") || m.Has("routes")) {
+        return m.Error(m.Has("next") ? "next" : "routes",
+                       "a parallel step continues at its join: step");
+      }
+      out.push_back({s.join, m.Where("join")});
+    } else {
+      std::string prompt;
+      QKV_RETURN_IF_ERROR(m.GetString("await_input", &prompt));
+      s.await_input = prompt;
+    }
+    if (m.Has("next") && m.Has("routes")) {
+      return m.Error("routes", "give either next: or routes: (with default:)");
+    }
+    if (m.Has("next")) {
+      QKV_RETURN_IF_ERROR(m.GetString("next", &s.next));
+      out.push_back({s.next, m.Where("next")});
+    } else if (m.Has("routes")) {
+      QKV_RETURN_IF_ERROR(ParseRoutes(m, &s, &out));
+    } else if (m.Has("default")) {
+      return m.Error("default", "default: belongs to routes:");
+    }
+    int64_t visits = 0;
+    QKV_RETURN_IF_ERROR(m.GetInt("max_visits", &visits, 1, kMaxHops));
+    s.max_visits = static_cast<int>(visits);
+    QKV_RETURN_IF_ERROR(m.GetString("on_limit", &s.on_limit));
+    if (m.Has("on_limit")) {
+      if (s.max_visits == 0) return m.Error("on_limit", "on_limit needs max_visits");
+      out.push_back({s.on_limit, m.Where("on_limit")});
+    }
+    join_where.push_back(m.Where("instruction"));
+    QKV_RETURN_IF_ERROR(m.Finish());
+    wf->steps.push_back(std::move(s));
+    edges.push_back(std::move(out));
+  }
+  std::vector<StepConfig>& all = wf->steps;
+  // Every edge names a step (or end).
+  for (size_t i = 0; i < all.size(); ++i) {
+    for (const Edge& e : edges[i]) {
+      if (e.to == kEndStep || wf->FindStep(e.to) != nullptr) continue;
+      return EdgeError(e.where, absl::StrCat("unknown step '", e.to, "' (steps: ",
+                                             absl::StrJoin(names, ", "), ", or end)"));
+    }
+  }
+  if (all[0].agent.empty()) {
+    return EdgeError(all[0].where,
+                     "the first step must run an agent (parallel and await_input steps "
+                     "continue from a context)");
+  }
+  const std::vector<std::vector<int>> succ = Successors(all, edges);
+  std::vector<bool> reach = ReachableFrom(0, succ);
+  reach[0] = true;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (!reach[i]) {
+      return EdgeError(all[i].where,
+                       absl::StrCat("step '", all[i].name, "' is unreachable from the first step '",
+                                    all[0].name, "'"));
+    }
+  }
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (all[i].max_visits == 0 && ReachableFrom(static_cast<int>(i), succ)[i]) {
+      return EdgeError(all[i].where,
+                       absl::StrCat("step '", all[i].name,
+                                    "' is on a cycle and needs max_visits: N (the loop's bound)"));
+    }
+  }
+  // Join steps: {branches}/{branch.NAME} only where a parallel block joins.
+  for (size_t i = 0; i < all.size(); ++i) {
+    std::vector<const StepConfig*> feeders;
+    for (const StepConfig& p : all) {
+      if (p.join == all[i].name) feeders.push_back(&p);
+    }
+    if (!feeders.empty() && all[i].agent.empty()) {
+      return EdgeError(all[i].where, "a join step must run an agent");
+    }
+    const std::string& text = all[i].instruction;
+    absl::Status p =
+        CheckPlaceholders(text, feeders.empty() ? absl::MakeConstSpan(kStepPlaceholders)
+                                                : absl::MakeConstSpan(kJoinPlaceholders));
+    if (!p.ok()) return EdgeError(join_where[i], std::string(p.message()));
+    for (size_t open = text.find("{branch."); open != std::string::npos;
+         open = text.find("{branch.", open + 1)) {
+      const size_t close = text.find('}', open);
+      const std::string branch =
+          text.substr(open + 8, close == std::string::npos ? std::string::npos : close - open - 8);
+      bool known = false;
+      for (const StepConfig* f : feeders) {
+        for (const BranchConfig& b : f->parallel) known = known || b.name == branch;
+      }
+      if (!known) {
+        return EdgeError(join_where[i], absl::StrCat("{branch.", branch, "}: no branch '", branch,
+                                                     "' of a parallel step joins here"));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 bool IsLoopbackHost(const std::string& hostport) {
@@ -321,6 +633,11 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(const std::string& text, const st
   QKV_RETURN_IF_ERROR(limits.GetInt("keep_finished_tasks", &keep, 1, 1 << 20));
   QKV_RETURN_IF_ERROR(
       limits.GetInt("max_message_bytes", &l.max_message_bytes, 4096, int64_t{1} << 31));
+  int64_t paused = l.max_paused_tasks;
+  QKV_RETURN_IF_ERROR(limits.GetInt("max_paused_tasks", &paused, 0, 1 << 20));
+  l.max_paused_tasks = static_cast<int>(paused);
+  QKV_RETURN_IF_ERROR(
+      limits.GetInt("paused_ttl_seconds", &l.paused_ttl_seconds, 1, int64_t{86400} * 365));
   l.max_concurrent_tasks = static_cast<int>(conc);
   l.queue_length = static_cast<int>(queue);
   l.keep_finished_tasks = static_cast<int>(keep);
@@ -352,9 +669,15 @@ absl::StatusOr<WorkflowConfig> ParseWorkflow(const std::string& text, const std:
   const bool has_default_handoff = top.Has("handoff");
   QKV_RETURN_IF_ERROR(ParseHandoff(top.Child("handoff"), &wf_handoff));
 
+  if (top.Has("steps") || top.Has("max_steps")) {
+    if (top.Has("hops")) return top.Error("hops", "give either hops: (a line) or steps: (a graph)");
+    QKV_RETURN_IF_ERROR(ParseGraph(top, daemon, wf_handoff, has_default_handoff, &wf));
+    QKV_RETURN_IF_ERROR(top.Finish());
+    return wf;
+  }
   YAML::Node hops = top.Raw("hops");
   if (!hops.IsDefined() || !hops.IsSequence() || hops.size() == 0) {
-    return top.Error("hops", "required: a non-empty list of hops");
+    return top.Error("hops", "required: a non-empty list of hops (or steps: for a graph)");
   }
   if (hops.size() > static_cast<size_t>(kMaxHops)) {
     return top.Error("hops", absl::StrCat(hops.size(), " hops; at most ", kMaxHops));
@@ -374,11 +697,7 @@ absl::StatusOr<WorkflowConfig> ParseWorkflow(const std::string& text, const std:
     }
     h.Raw("handoff");  // a known key here even when absent (error messages list it)
     QKV_RETURN_IF_ERROR(ParseGeneration(h.Child("generation"), &hop.generation));
-    if (h.Has("handoff") || has_default_handoff) {
-      HandoffConfig hc = wf_handoff;
-      QKV_RETURN_IF_ERROR(ParseHandoff(h.Child("handoff"), &hc));
-      hop.handoff = hc;
-    }
+    QKV_RETURN_IF_ERROR(ParseStepHandoff(h, wf_handoff, has_default_handoff, &hop.handoff));
     QKV_RETURN_IF_ERROR(h.Finish());
     wf.hops.push_back(std::move(hop));
   }

@@ -98,6 +98,8 @@ struct LimitsConfig {
   int64_t max_input_bytes = 1 << 20;
   int keep_finished_tasks = 256;           // ended tasks kept for GetTask
   int64_t max_message_bytes = 64ll << 20;  // gRPC receive limit
+  int max_paused_tasks = 16;               // tasks waiting in await_input at once
+  int64_t paused_ttl_seconds = 3600;       // a paused task fails after this long
 };
 
 struct DaemonConfig {
@@ -135,11 +137,71 @@ struct HopConfig {
   std::optional<HandoffConfig> handoff;
 };
 
+// Where a route or edge leads: a step name, or kEndStep (the task ends with
+// the current step's output).
+inline constexpr char kEndStep[] = "end";
+
+// One conditional edge: tested on the step's output (for an await_input
+// step: on the resume input), in order; the first match is taken.
+struct RouteConfig {
+  enum class Test { kContains, kRegex, kEquals };
+  Test test = Test::kContains;
+  // kContains: a substring; kRegex: an RE2 pattern that must match part of
+  // the output (RE2::PartialMatch); kEquals: the output with leading and
+  // trailing whitespace removed equals it.
+  std::string pattern;
+  std::string to;     // a step name or kEndStep
+  std::string where;  // "file:line:col: steps.NAME.routes[i]"
+};
+
+// "contains", "regex", "equals".
+std::string_view RouteTestName(RouteConfig::Test t);
+
+// Whether `route` matches `text`. A regex route with an invalid pattern
+// never matches (patterns are checked at load).
+bool RouteMatches(const RouteConfig& route, absl::string_view text);
+
+// One branch of a parallel (fan-out) step.
+struct BranchConfig {
+  std::string name;
+  std::string agent;
+  std::string instruction;  // may use the step placeholders
+  GenerationConfig generation;
+};
+
+// One named step of a graph workflow. Exactly one of: an agent step
+// (`agent`), a fan-out (`parallel` + `join`), a pause (`await_input`).
+struct StepConfig {
+  std::string name;
+  std::string agent;
+  std::string instruction;
+  GenerationConfig generation;
+  std::optional<HandoffConfig> handoff;    // to the next step
+  std::vector<BranchConfig> parallel;      // branches, in file order
+  std::string join;                        // parallel: the step that gets the branches
+  std::optional<std::string> await_input;  // the prompt text shown while paused
+  // Successor: `next` (a step or kEndStep), or `routes` + `default_to`.
+  // None: the task ends after this step.
+  std::string next;
+  std::vector<RouteConfig> routes;
+  std::string default_to;
+  int max_visits = 0;    // 0: unbounded (only outside cycles)
+  std::string on_limit;  // taken instead when the step is at max_visits; empty: fail
+  std::string where;     // "file:line:col: steps.NAME"
+};
+
 struct WorkflowConfig {
   std::string name;
   std::string description;
   std::string file;
+  // A line (`hops:`), or a graph (`steps:`, first step first); one is empty.
   std::vector<HopConfig> hops;
+  std::vector<StepConfig> steps;
+  int max_steps = 0;  // graph: most step runs per task (parallel: 1 + branches)
+
+  bool is_graph() const { return !steps.empty(); }
+  // nullptr if there is no such step.
+  const StepConfig* FindStep(absl::string_view name) const;
 };
 
 // Model, agent and workflow names: 1-64 characters of [A-Za-z0-9_.-] (they
@@ -156,6 +218,13 @@ inline constexpr size_t kMaxLabelBytes = 256;
 // Placeholders a hop instruction may use: {input}, {previous}, {hop}.
 inline constexpr std::array<absl::string_view, 3> kInstructionPlaceholders = {"input", "previous",
                                                                               "hop"};
+// A graph step's instruction may also use {visit} (1-based visit of this
+// step); the step a parallel block joins into may use {branches} (every
+// branch output, "NAME: output" lines in branch order) and {branch.NAME}.
+inline constexpr std::array<absl::string_view, 4> kStepPlaceholders = {"input", "previous", "hop",
+                                                                       "visit"};
+inline constexpr std::array<absl::string_view, 5> kJoinPlaceholders = {"input", "previous", "hop",
+                                                                       "visit", "branches"};
 
 // Finds `{word}` (lowercase letters and '_' between braces) in `text` that is
 // not one of `known` (names without braces): a misspelled placeholder would

@@ -40,14 +40,14 @@ TEST(ConfigTest, ShippedConfigAndWorkflowsLoad) {
 
   auto wfs = LoadWorkflowDir(cfg->workflows_dir, *cfg);
   ASSERT_TRUE(wfs.ok()) << wfs.status();
-  ASSERT_EQ(wfs->size(), 2u);
-  const WorkflowConfig& story = (*wfs)[0];
+  ASSERT_EQ(wfs->size(), 5u);  // approve, experts, review_loop (graphs), story, story_mixed
+  const WorkflowConfig& story = (*wfs)[3];
   EXPECT_EQ(story.name, "story");
   ASSERT_EQ(story.hops.size(), 3u);
   EXPECT_EQ(story.hops[0].instruction, "{input}");
   ASSERT_TRUE(story.hops[1].handoff.has_value());
   EXPECT_EQ(story.hops[1].handoff->bits, 4.0);
-  const WorkflowConfig& mixed = (*wfs)[1];
+  const WorkflowConfig& mixed = (*wfs)[4];
   EXPECT_EQ(mixed.hops[0].handoff->mode, HandoffMode::kFull);
   EXPECT_EQ(mixed.hops[1].handoff->mode, HandoffMode::kReprefill);
   EXPECT_EQ(mixed.hops[2].handoff->policy, BitPolicy::kUniform);

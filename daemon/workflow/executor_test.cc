@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/testing/stories_env.h"
 #include "gmock/gmock.h"
@@ -30,6 +31,27 @@ class FakeContext : public TaskContext {
     absl::MutexLock lock(&mu_);
     results.push_back(result);
   }
+  absl::Status Pause(std::unique_ptr<TaskCheckpoint> cp, const std::string& step,
+                     const std::string& prompt) override {
+    checkpoint = std::move(cp);
+    paused_step = step;
+    pause_prompt = prompt;
+    return absl::OkStatus();
+  }
+  std::unique_ptr<TaskCheckpoint> TakeCheckpoint() override { return std::move(checkpoint); }
+  std::string resume_input() const override { return input; }
+  // "step:visit[/branch]" per result.
+  std::vector<std::string> Path() const {
+    std::vector<std::string> out;
+    for (const v1::HopResult& r : results) {
+      out.push_back(
+          absl::StrCat(r.step(), ":", r.visit(), r.branch().empty() ? "" : "/", r.branch()));
+    }
+    return out;
+  }
+
+  std::unique_ptr<TaskCheckpoint> checkpoint;
+  std::string paused_step, pause_prompt, input;
   // Event kinds in order, tokens left out.
   std::vector<std::string> Kinds() const {
     std::vector<std::string> out;
@@ -100,6 +122,122 @@ TEST(ExecutorTest, ErrorsNameTheHop) {
   EXPECT_EQ(out.status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_THAT(out.status().message(), HasSubstr("hop 1/2 (writer): context of"));
   EXPECT_TRUE(ctx.results.empty());
+}
+
+ResolvedStep AgentStep(const std::string& name, const std::string& agent,
+                       const std::string& instruction) {
+  ResolvedStep s;
+  s.config.name = name;
+  s.config.agent = agent;
+  s.config.instruction = instruction;
+  s.hop = Hop(agent, instruction, HandoffMode::kCard);
+  return s;
+}
+
+// Graph specs on a stories260K pool: store, handoff component, executor deps
+// and a spec (input set, max_steps 10) for the test to fill in.
+class GraphTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto env = StoriesEnv::Create(6);
+    ASSERT_TRUE(env.ok()) << env.status();
+    env_ = std::move(*env);
+    handoff_ = std::make_unique<Handoff>(env_->store.get(), &env_->stats, env_->config.limits);
+    deps_ = {env_->pool.get(), handoff_.get(), &env_->stats};
+    spec_.input = "Once upon a time";
+    spec_.max_steps = 10;
+  }
+
+  std::unique_ptr<StoriesEnv> env_;
+  std::unique_ptr<Handoff> handoff_;
+  ExecutorDeps deps_;
+  TaskSpec spec_;
+};
+
+TEST_F(GraphTest, LoopTakesOnLimitAtTheBound) {
+  spec_.steps = {AgentStep("w", "writer", "{input}"), AgentStep("c", "continuer", " visit {visit}"),
+                 AgentStep("f", "ender", " The end.")};
+  spec_.steps[0].config.max_visits = 2;
+  spec_.steps[0].config.next = "c";
+  spec_.steps[1].config.routes = {{RouteConfig::Test::kContains, "zqzqzq", "f", ""}};
+  spec_.steps[1].config.default_to = "w";
+  spec_.steps[1].config.max_visits = 2;
+  spec_.steps[0].config.on_limit = "f";
+  FakeContext ctx(spec_);
+  absl::StatusOr<std::string> out = RunTask(ctx, deps_);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(ctx.Path(), ::testing::ElementsAre("w:1", "c:1", "w:2", "c:2", "f:1"));
+  EXPECT_EQ(ctx.results[3].route(), "f");
+  EXPECT_EQ(ctx.results[3].route_reason(),
+            "default (no route matched); step w is at max_visits 2: on_limit -> f");
+  EXPECT_EQ(ctx.results[4].route(), "end");
+  // Each pass builds one incremental card; the last step builds none.
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsBuilt), 4);
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsInjected), 4);
+
+  // Without on_limit the task fails naming the bound; max_steps is a bound too.
+  spec_.steps[0].config.on_limit.clear();
+  FakeContext fail(spec_);
+  out = RunTask(fail, deps_);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(out.status().message(), "step c, visit 2/2: step w reached max_visits 2 (no on_limit)");
+  spec_.max_steps = 2;
+  FakeContext steps(spec_);
+  out = RunTask(steps, deps_);
+  EXPECT_EQ(out.status().message(), "step c, visit 1/2: max_steps 2 reached before step w");
+}
+
+TEST_F(GraphTest, FanOutInjectsOneCardPerBranchAndIntoTheJoin) {
+  ResolvedStep fan;
+  fan.config.name = "fan";
+  fan.config.join = "j";
+  for (const char* agent : {"writer", "continuer", "ender"}) {
+    fan.config.parallel.push_back({absl::StrCat("b_", agent), agent, " Then", {}});
+    fan.branches.push_back(Hop(agent, " Then", HandoffMode::kCard));
+  }
+  spec_.steps = {AgentStep("w", "writer", "{input}"), std::move(fan),
+                 AgentStep("j", "ender", " {branch.b_writer}|{branches}")};
+  spec_.steps[0].config.next = "fan";
+  FakeContext ctx(spec_);
+  absl::StatusOr<std::string> out = RunTask(ctx, deps_);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(ctx.Path(), ::testing::ElementsAre("w:1", "fan:1/b_writer", "fan:1/b_continuer",
+                                                 "fan:1/b_ender", "j:1"));
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsBuilt), 1);
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsInjected), 4);
+  const std::string card = ctx.results[1].handoff_in().card_id();
+  EXPECT_FALSE(card.empty());
+  for (int k = 2; k <= 4; ++k) EXPECT_EQ(ctx.results[k].handoff_in().card_id(), card);
+  // Greedy branches from the same context with the same instruction agree.
+  EXPECT_EQ(ctx.results[1].output(), ctx.results[2].output());
+  EXPECT_EQ(ctx.results[2].output(), ctx.results[3].output());
+}
+
+TEST_F(GraphTest, AwaitInputPausesAndResumesFromTheCheckpoint) {
+  ResolvedStep wait;
+  wait.config.name = "wait";
+  wait.config.await_input = "Go on?";
+  wait.config.routes = {{RouteConfig::Test::kEquals, "no", "end", ""}};
+  wait.config.default_to = "f";
+  spec_.steps = {AgentStep("w", "writer", "{input}"), std::move(wait),
+                 AgentStep("f", "ender", " {input}")};
+  spec_.steps[0].config.next = "wait";
+  FakeContext ctx(spec_);
+  absl::StatusOr<std::string> out = RunTask(ctx, deps_);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_NE(ctx.checkpoint, nullptr);
+  EXPECT_EQ(ctx.paused_step, "wait");
+  EXPECT_EQ(ctx.pause_prompt, "Go on?");
+  EXPECT_EQ(env_->pool->busy(), 0);  // no agent held while paused
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsBuilt), 1);
+  ctx.input = "The sun was out.";
+  out = RunTask(ctx, deps_);  // resumed
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(ctx.checkpoint, nullptr);
+  EXPECT_THAT(ctx.Path(), ::testing::ElementsAre("w:1", "f:1"));
+  EXPECT_EQ(*out, ctx.results[1].output());
+  EXPECT_EQ(ctx.results[1].handoff_in().mode(), v1::HANDOFF_MODE_CARD);
+  EXPECT_EQ(env_->stats.Get(Stats::kCardsInjected), 1);
 }
 
 TEST(ExecutorTest, ExpandInstruction) {
