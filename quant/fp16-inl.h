@@ -80,6 +80,33 @@ HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> F32ToHalfBits(DF df, hn::Vec<DF> v) {
   return hn::Or(h, sign);
 }
 
+// f32 -> fp16 bits (in i32 lanes) rounded toward +inf (`up`) or -inf, as
+// FloatToHalf(x, kUp / kDown), for |x| <= 65504 and x != -0 (callers add
+// +0.0f; larger magnitudes and NaN are the caller's to exclude).
+template <class DF>
+HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> F32ToHalfBitsDirected(DF df, hn::Vec<DF> v, bool up) {
+  const hn::RebindToSigned<DF> di;
+  const hn::RebindToUnsigned<DF> du;
+  const auto u = hn::BitCast(di, v);
+  const auto sign =
+      hn::And(hn::BitCast(di, hn::ShiftRight<16>(hn::BitCast(du, u))), hn::Set(di, 0x8000));
+  const auto a = hn::And(u, hn::Set(di, 0x7fffffff));
+  // Magnitude truncated toward zero, and whether that dropped anything.
+  const auto normal = hn::ShiftRight<13>(hn::Sub(a, hn::Set(di, 0x38000000)));
+  const auto normal_inexact = hn::Ne(hn::And(a, hn::Set(di, 0x1fff)), hn::Zero(di));
+  const auto y = hn::Mul(hn::BitCast(df, a), hn::Set(df, 16777216.0f));  // exact: |x| / 2^-24
+  const auto sub = hn::ConvertTo(di, y);                                 // truncates
+  const auto sub_inexact = hn::RebindMask(di, hn::Ne(hn::ConvertTo(df, sub), y));
+  const auto is_sub = hn::Lt(a, hn::Set(di, 0x38800000));
+  const auto mag = hn::IfThenElse(is_sub, sub, normal);
+  const auto inexact = hn::Or(hn::And(is_sub, sub_inexact), hn::AndNot(is_sub, normal_inexact));
+  // Away from zero when rounding up a positive or down a negative value.
+  const auto negative = hn::Ne(sign, hn::Zero(di));
+  const auto away = up ? hn::Not(negative) : negative;
+  const auto bump = hn::IfThenElseZero(hn::And(inexact, away), hn::Set(di, 1));
+  return hn::Or(hn::Add(mag, bump), sign);
+}
+
 // bf16 bits (in i32 lanes) -> f32, exact.
 template <class DF>
 HWY_INLINE hn::Vec<DF> Bf16BitsToF32(DF df, hn::Vec<hn::RebindToSigned<DF>> h) {

@@ -65,11 +65,17 @@ TEST(Fp16Test, EveryHalfRoundTripsAndDirectedRoundingBrackets) {
   }
 }
 
-#if defined(__FLT16_MAX__)
-// The compiler's own float -> _Float16 conversion (F16C / AVX512-FP16 / Arm
-// FCVT or libgcc's soft-fp, all honouring the current rounding mode).
+#if defined(__aarch64__) || (defined(__x86_64__) && defined(__FLT16_MAX__))
+// The compiler's own float -> half conversion (Arm FCVT for __fp16; x86
+// _Float16 through F16C / AVX512-FP16 or libgcc's soft-fp), honouring the
+// current rounding mode.
+#if defined(__aarch64__)
+using CompilerHalfType = __fp16;
+#else
+using CompilerHalfType = _Float16;
+#endif
 __attribute__((noinline)) uint16_t CompilerHalf(volatile float f) {
-  const _Float16 h = static_cast<_Float16>(f);
+  const CompilerHalfType h = static_cast<CompilerHalfType>(f);
   uint16_t bits;
   std::memcpy(&bits, &h, sizeof bits);
   return bits;

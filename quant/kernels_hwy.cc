@@ -282,23 +282,144 @@ bool RawRow(const ConstKvView& src, int64_t t, uint8_t* out) {
   return ForDType(src.dtype, [&](auto d) { return RawRowT<decltype(d)::value>(src, t, out); });
 }
 
-// ---- packing -----------------------------------------------------------------
-
-// 8 codes of width b (one per byte of w, each < 2^b) -> 8b bits, LSB first.
-HWY_INLINE uint64_t Fold8(uint64_t w, int b) {
-  w = (w & 0x00ff00ff00ff00ffull) | ((w & 0xff00ff00ff00ff00ull) >> (8 - b));
-  w = (w & 0x0000ffff0000ffffull) | ((w & 0xffff0000ffff0000ull) >> (16 - 2 * b));
-  return (w & 0x00000000ffffffffull) | ((w & 0xffffffff00000000ull) >> (32 - 4 * b));
+// Group parameters (kernels_internal.h make_params): lo rounded down, hi up,
+// written as lo[n] then hi[n] (fp16, little-endian); lo and hi - lo as floats.
+void MakeParams(const float* mn, const float* mx, int n, uint8_t* out, float* lo, float* range) {
+  const DF df;
+  const hn::Rebind<uint16_t, DF> d16;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    // "+ 0.0f" turns -0 into +0, so every path stores the same bits.
+    const auto l = F32ToHalfBitsDirected(df, hn::Add(hn::LoadU(df, mn + i), hn::Zero(df)), false);
+    const auto h = F32ToHalfBitsDirected(df, hn::Add(hn::LoadU(df, mx + i), hn::Zero(df)), true);
+    hn::StoreU(hn::DemoteTo(d16, l), d16, reinterpret_cast<uint16_t*>(out + 2 * i));
+    hn::StoreU(hn::DemoteTo(d16, h), d16, reinterpret_cast<uint16_t*>(out + 2 * (n + i)));
+    const auto lf = HalfBitsToF32(df, l);
+    hn::StoreU(lf, df, lo + i);
+    hn::StoreU(hn::Sub(HalfBitsToF32(df, h), lf), df, range + i);
+  }
+  for (; i < n; ++i) {
+    const uint16_t l = FloatToHalf(mn[i] + 0.0f, Fp16Rounding::kDown);
+    const uint16_t h = FloatToHalf(mx[i] + 0.0f, Fp16Rounding::kUp);
+    internal::WriteU16(out + 2 * i, l);
+    internal::WriteU16(out + 2 * (n + i), h);
+    lo[i] = HalfToFloat(l);
+    range[i] = HalfToFloat(h) - lo[i];
+  }
 }
 
-// Inverse of Fold8: the low 8b bits of p -> 8 code bytes.
-HWY_INLINE uint64_t Unfold8(uint64_t p, int b) {
-  const uint64_t m4 = (uint64_t{1} << (4 * b)) - 1;
-  const uint64_t m2 = ((uint64_t{1} << (2 * b)) - 1) * 0x0000000100000001ull;
-  const uint64_t m1 = ((uint64_t{1} << b) - 1) * 0x0001000100010001ull;
-  uint64_t w = (p & m4) | (((p >> (4 * b)) & m4) << 32);
-  w = (w & m2) | (((w >> (2 * b)) & m2) << 16);
-  return (w & m1) | (((w >> b) & m1) << 8);
+// Decodes params written by MakeParams: lo[n], range[n].
+void LoadParams(const uint8_t* in, int n, float* lo, float* range) {
+  const DF df;
+  const hn::Rebind<uint16_t, DF> d16;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto l = hn::LoadU(d16, reinterpret_cast<const uint16_t*>(in + 2 * i));
+    const auto h = hn::LoadU(d16, reinterpret_cast<const uint16_t*>(in + 2 * (n + i)));
+    const auto lf = HalfBitsToF32(df, hn::PromoteTo(DI(), l));
+    hn::StoreU(lf, df, lo + i);
+    hn::StoreU(hn::Sub(HalfBitsToF32(df, hn::PromoteTo(DI(), h)), lf), df, range + i);
+  }
+  for (; i < n; ++i) {
+    lo[i] = HalfToFloat(internal::ReadU16(in + 2 * i));
+    range[i] = HalfToFloat(internal::ReadU16(in + 2 * (n + i))) - lo[i];
+  }
+}
+
+// ---- packing -----------------------------------------------------------------
+
+// 8 codes of width B (one per byte of w, each < 2^B) -> 8B bits, LSB first.
+template <int B>
+HWY_INLINE uint64_t Fold8(uint64_t w) {
+  w = (w & 0x00ff00ff00ff00ffull) | ((w & 0xff00ff00ff00ff00ull) >> (8 - B));
+  w = (w & 0x0000ffff0000ffffull) | ((w & 0xffff0000ffff0000ull) >> (16 - 2 * B));
+  return (w & 0x00000000ffffffffull) | ((w & 0xffffffff00000000ull) >> (32 - 4 * B));
+}
+
+// Inverse of Fold8: the low 8B bits of p -> 8 code bytes.
+template <int B>
+HWY_INLINE uint64_t Unfold8(uint64_t p) {
+  constexpr uint64_t m4 = (uint64_t{1} << (4 * B)) - 1;
+  constexpr uint64_t m2 = ((uint64_t{1} << (2 * B)) - 1) * 0x0000000100000001ull;
+  constexpr uint64_t m1 = ((uint64_t{1} << B) - 1) * 0x0001000100010001ull;
+  uint64_t w = (p & m4) | (((p >> (4 * B)) & m4) << 32);
+  w = (w & m2) | (((w >> (2 * B)) & m2) << 16);
+  return (w & m1) | (((w >> B) & m1) << 8);
+}
+
+// Calls fn(std::integral_constant<int, b>) for a coded width b in 2..7.
+template <typename Fn>
+HWY_INLINE void ForWidth(int bits, Fn&& fn) {
+  switch (bits) {
+    case 2:
+      return fn(std::integral_constant<int, 2>{});
+    case 3:
+      return fn(std::integral_constant<int, 3>{});
+    case 4:
+      return fn(std::integral_constant<int, 4>{});
+    case 5:
+      return fn(std::integral_constant<int, 5>{});
+    case 6:
+      return fn(std::integral_constant<int, 6>{});
+    default:
+      return fn(std::integral_constant<int, 7>{});
+  }
+}
+
+template <int B>
+void PackRowT(const uint8_t* codes, int channels, uint8_t* out) {
+  const size_t row = internal::RowBytes(channels, B);
+  const int full = channels / 8;  // chunks of 8 codes -> B bytes
+  int i = 0;
+  // A full 8-byte store is fine while it stays inside the row: its zero high
+  // bytes are overwritten by the next chunk.
+  for (; i < full && static_cast<size_t>(i) * B + 8 <= row; ++i) {
+    uint64_t w;
+    std::memcpy(&w, codes + 8 * i, 8);
+    const uint64_t p = Fold8<B>(w);
+    std::memcpy(out + static_cast<size_t>(i) * B, &p, 8);
+  }
+  for (; i < full; ++i) {
+    uint64_t w;
+    std::memcpy(&w, codes + 8 * i, 8);
+    const uint64_t p = Fold8<B>(w);
+    std::memcpy(out + static_cast<size_t>(i) * B, &p, static_cast<size_t>(B));
+  }
+  const int rest = channels - 8 * full;
+  if (rest > 0) {
+    uint64_t w = 0;
+    std::memcpy(&w, codes + 8 * full, static_cast<size_t>(rest));
+    const uint64_t p = Fold8<B>(w);
+    std::memcpy(out + static_cast<size_t>(full) * B, &p, static_cast<size_t>(rest * B + 7) / 8);
+  }
+}
+
+template <int B>
+void UnpackRowT(const uint8_t* in, int channels, uint8_t* codes) {
+  const size_t row = internal::RowBytes(channels, B);
+  const int full = channels / 8;
+  int i = 0;
+  for (; i < full && static_cast<size_t>(i) * B + 8 <= row; ++i) {
+    uint64_t w;
+    std::memcpy(&w, in + static_cast<size_t>(i) * B, 8);
+    const uint64_t q = Unfold8<B>(w);  // uses only the low 8*B bits of w
+    std::memcpy(codes + 8 * i, &q, 8);
+  }
+  for (; i < full; ++i) {
+    uint64_t w = 0;
+    std::memcpy(&w, in + static_cast<size_t>(i) * B, static_cast<size_t>(B));
+    const uint64_t q = Unfold8<B>(w);
+    std::memcpy(codes + 8 * i, &q, 8);
+  }
+  const int rest = channels - 8 * full;
+  if (rest > 0) {
+    uint64_t w = 0;
+    std::memcpy(&w, in + static_cast<size_t>(full) * B, static_cast<size_t>(rest * B + 7) / 8);
+    const uint64_t q = Unfold8<B>(w);
+    std::memcpy(codes + 8 * full, &q, 8);  // codes has slack past `channels`
+  }
 }
 
 void PackRow(const uint8_t* codes, int channels, int bits, uint8_t* out) {
@@ -306,31 +427,7 @@ void PackRow(const uint8_t* codes, int channels, int bits, uint8_t* out) {
     std::memcpy(out, codes, static_cast<size_t>(channels));
     return;
   }
-  const size_t row = internal::RowBytes(channels, bits);
-  const int full = channels / 8;  // chunks of 8 codes -> `bits` bytes
-  int i = 0;
-  // A full 8-byte store is fine while it stays inside the row: its zero high
-  // bytes are overwritten by the next chunk.
-  for (; i < full && static_cast<size_t>(i) * bits + 8 <= row; ++i) {
-    uint64_t w;
-    std::memcpy(&w, codes + 8 * i, 8);
-    const uint64_t p = Fold8(w, bits);
-    std::memcpy(out + static_cast<size_t>(i) * bits, &p, 8);
-  }
-  for (; i < full; ++i) {
-    uint64_t w;
-    std::memcpy(&w, codes + 8 * i, 8);
-    const uint64_t p = Fold8(w, bits);
-    std::memcpy(out + static_cast<size_t>(i) * bits, &p, static_cast<size_t>(bits));
-  }
-  const int rest = channels - 8 * full;
-  if (rest > 0) {
-    uint64_t w = 0;
-    std::memcpy(&w, codes + 8 * full, static_cast<size_t>(rest));
-    const uint64_t p = Fold8(w, bits);
-    std::memcpy(out + static_cast<size_t>(full) * bits, &p,
-                static_cast<size_t>(rest * bits + 7) / 8);
-  }
+  ForWidth(bits, [&](auto b) { PackRowT<decltype(b)::value>(codes, channels, out); });
 }
 
 void UnpackRow(const uint8_t* in, int channels, int bits, uint8_t* codes) {
@@ -338,29 +435,7 @@ void UnpackRow(const uint8_t* in, int channels, int bits, uint8_t* codes) {
     std::memcpy(codes, in, static_cast<size_t>(channels));
     return;
   }
-  const size_t row = internal::RowBytes(channels, bits);
-  const int full = channels / 8;
-  int i = 0;
-  for (; i < full && static_cast<size_t>(i) * bits + 8 <= row; ++i) {
-    uint64_t w;
-    std::memcpy(&w, in + static_cast<size_t>(i) * bits, 8);
-    const uint64_t q = Unfold8(w, bits);  // uses only the low 8*bits bits of w
-    std::memcpy(codes + 8 * i, &q, 8);
-  }
-  for (; i < full; ++i) {
-    uint64_t w = 0;
-    std::memcpy(&w, in + static_cast<size_t>(i) * bits, static_cast<size_t>(bits));
-    const uint64_t q = Unfold8(w, bits);
-    std::memcpy(codes + 8 * i, &q, 8);
-  }
-  const int rest = channels - 8 * full;
-  if (rest > 0) {
-    uint64_t w = 0;
-    std::memcpy(&w, in + static_cast<size_t>(full) * bits,
-                static_cast<size_t>(rest * bits + 7) / 8);
-    const uint64_t q = Unfold8(w, bits);
-    std::memcpy(codes + 8 * full, &q, 8);  // codes has slack past `channels`
-  }
+  ForWidth(bits, [&](auto b) { UnpackRowT<decltype(b)::value>(in, channels, codes); });
 }
 
 // ---- dequantize --------------------------------------------------------------
@@ -456,13 +531,15 @@ void RawRowOut(const uint8_t* in, const KvView& dst, int64_t t) {
 
 }  // namespace
 
-// This target's ops: the row loops above, the scalar primitives for the
-// per-block parameter work (a few dozen values per block or row).
+// This target's ops: the row loops above; the scalar primitives for the
+// validity checks and the scale/step tables (a division per group).
 const internal::KernelOps* GetSimdOps() {
   static const internal::KernelOps ops = [] {
     internal::KernelOps o = internal::ScalarOps();
     o.min_max_per_channel = MinMaxPerChannel;
     o.min_max_per_token = MinMaxPerToken;
+    o.make_params = MakeParams;
+    o.load_params = LoadParams;
     o.quantize_row_per_channel = QuantizeRowPerChannel;
     o.quantize_row_per_token = QuantizeRowPerToken;
     o.raw_row = RawRow;

@@ -577,7 +577,9 @@ TEST(KernelsTest, EverySimdTargetMatchesScalarBitForBit) {
     }
   }
   ASSERT_TRUE(ForceSimdTarget("").ok());
-  EXPECT_TRUE(saw_fallback) << hwy::TargetName(HWY_BASELINE_SCALAR) << " was not tested";
+  if (HWY_TARGETS & HWY_BASELINE_SCALAR) {  // not compiled in where NEON is the baseline
+    EXPECT_TRUE(saw_fallback) << hwy::TargetName(HWY_BASELINE_SCALAR) << " was not tested";
+  }
   std::printf("kernels_test: SIMD targets checked against scalar: %s\n", CpuSummary().c_str());
 }
 
