@@ -191,8 +191,11 @@ class Cards:
 
     def import_(self, card, chunk_bytes=1 << 20):
         """Adds a card (a qkvshare.Card, bytes, or a .qkvcard path) to the
-        store; returns its CardInfo. Raises InvalidArgument (corrupt card),
-        ResourceExhausted (over max_card_bytes or the quota), AlreadyExists."""
+        store; returns its CardInfo. A card whose content the store holds
+        already is deduplicated: the stored card's info comes back.
+        Raises InvalidArgument (corrupt card, or an id that does not match
+        the content), ResourceExhausted (over max_card_bytes or the quota),
+        AlreadyExists (another content under the same id)."""
         pb = _stubs()
         if hasattr(card, "to_bytes"):
             data = card.to_bytes()

@@ -1,4 +1,4 @@
-"""CacheCard format v1 in numpy: read, validate, dequantize, write.
+"""CacheCard format v2 in numpy: read, validate, dequantize, write.
 
 The byte format is docs/cachecard.md; this module mirrors the C++ reader
 (cachecard/metadata_codec.cc, cachecard/card.cc) check for check, in the

@@ -209,3 +209,13 @@ def test_incremental_cards_from_shared_memory(client, story_runs, dumper):
                                       dumper.kv(inc.to_bytes()).view(np.uint32))
         with pytest.raises(CardError, match="self-contained"):
             inc.to_legacy_cache()
+
+
+def test_foreign_model_card_imports_with_a_warning(client):
+    rng = np.random.default_rng(9)
+    k = rng.standard_normal((5, 4, 7, 8)).astype(np.float32)
+    card = write_card(k, k, range(7), bytes(range(32)), bits=4)  # no hosted model has this
+    info = client.cards.import_(card)
+    assert info.foreign_model and any("fingerprint" in w for w in info.warnings)
+    assert not client.cards.import_(  # the daemon's own model: no warning
+        write_card(k, k, range(7), model_fingerprint_hex(MODEL_DIR), bits=4)).foreign_model
