@@ -201,8 +201,12 @@ TEST_F(StoryDaemonTest, EachStopReasonOnACaseThatProducesIt) {
     const v1::HopResult& hop = t->hops(0);
     EXPECT_EQ(hop.stop(), c.want) << c.text << ": " << hop.stop_reason();
     EXPECT_EQ(hop.stop_reason(), c.text);
-    if (c.want == v1::STOP_REASON_MAX_NEW_TOKENS) EXPECT_EQ(hop.generated_tokens(), 5);
-    if (c.want == v1::STOP_REASON_STOP_STRING) EXPECT_EQ(hop.output().find('.'), std::string::npos);
+    if (c.want == v1::STOP_REASON_MAX_NEW_TOKENS) {
+      EXPECT_EQ(hop.generated_tokens(), 5);
+    }
+    if (c.want == v1::STOP_REASON_STOP_STRING) {
+      EXPECT_EQ(hop.output().find('.'), std::string::npos);
+    }
     if (c.want == v1::STOP_REASON_CONTEXT_FULL) {
       EXPECT_GE(hop.prefill_tokens() + hop.generated_tokens(), 512) << hop.prefill_tokens();
     }
