@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: setup, `bazel test //...`,
+# a short fuzz run, the fast sanitizer set (QKV_SKIP_SANITIZERS=1 skips it),
 # then `bazel shutdown`. Ends with the line "N passed, N failed" and exits
 # non-zero when anything failed or did not build.
 # Usage: scripts/test.sh [extra bazel test flags]
@@ -19,6 +20,16 @@ if [[ -x scripts/fuzz.sh ]]; then
     echo "//scripts:fuzz_card_decoder PASSED" >>"$log"
   else
     echo "//scripts:fuzz_card_decoder FAILED" >>"$log"
+    extra_rc=1
+  fi
+fi
+if [[ -x scripts/test_sanitizers.sh && -z ${QKV_SKIP_SANITIZERS:-} ]]; then
+  # ASan+UBSan and TSan on the torch-free core (the full set:
+  # scripts/test_sanitizers.sh without --fast, docs/operations.md "Security").
+  if scripts/test_sanitizers.sh --fast 2>&1 | tail -15; then
+    echo "//scripts:test_sanitizers_fast PASSED" >>"$log"
+  else
+    echo "//scripts:test_sanitizers_fast FAILED" >>"$log"
     extra_rc=1
   fi
 fi
