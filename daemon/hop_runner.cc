@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "cachecard/build.h"
 #include "cachecard/inject.h"
 #include "cachecard/io.h"
+#include "daemon/prompt.h"
 #include "quant/controller.h"
 #include "quant/importance.h"
 
@@ -66,13 +68,24 @@ int64_t ChainBytes(const cachecard::Card& card, const cachecard::CardResolver& s
   return bytes;
 }
 
+// Encodes at most about `max_tokens` tokens' worth of `text` (EncodeBounded:
+// the work for an over-long text is bounded and `check_stop` is honoured
+// between prefixes); more is OutOfRange naming `what`.
 absl::StatusOr<std::vector<int32_t>> Encode(const agents::Model& model, const std::string& text,
-                                            bool add_special, const std::string& what) {
+                                            bool add_special, const std::string& what,
+                                            int64_t max_tokens,
+                                            const std::function<absl::Status()>& check_stop) {
   if (model.tokenizer() == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("model ", model.dir(), " has no tokenizer.json; cannot encode ", what));
   }
-  return model.tokenizer()->Encode(text, add_special);
+  absl::StatusOr<std::vector<int32_t>> ids =
+      EncodeBounded(*model.tokenizer(), text, add_special, max_tokens, check_stop);
+  if (ids.status().code() == absl::StatusCode::kOutOfRange) {
+    return absl::OutOfRangeError(
+        absl::StrCat(what, " is ", ids.status().message(), ", over the context limit"));
+  }
+  return ids;
 }
 
 class TaskRun {
@@ -88,6 +101,9 @@ class TaskRun {
       QKV_RETURN_IF_ERROR(ctx_.CheckStop());
       absl::StatusOr<Carry> next = RunHop(k, carry ? &*carry : nullptr, previous_output);
       if (!next.ok()) {
+        // A hop that failed while the task was being cancelled (or ran out
+        // of time) ends the task CANCELLED / DEADLINE_EXCEEDED, not FAILED.
+        if (absl::Status stop = ctx_.CheckStop(); !stop.ok()) return stop;
         const absl::Status& s = next.status();
         if (s.code() == absl::StatusCode::kCancelled ||
             s.code() == absl::StatusCode::kDeadlineExceeded) {
@@ -166,7 +182,8 @@ class TaskRun {
     if (carry.fingerprint == model.fingerprint()) {
       prompt = carry.ids;
     } else {
-      QKV_ASSIGN_OR_RETURN(prompt, Encode(model, carry.text, /*add_special=*/true, "the context"));
+      QKV_ASSIGN_OR_RETURN(prompt, Encode(model, carry.text, /*add_special=*/true, "the context",
+                                          agent.context_limit, StopCheck()));
     }
     stats->set_reprefill_tokens(static_cast<int64_t>(prompt.size()));
     prompt.insert(prompt.end(), instruction.begin(), instruction.end());
@@ -296,19 +313,23 @@ class TaskRun {
     }
     const absl::Time hop_start = absl::Now();
 
+    QKV_RETURN_IF_ERROR(CheckExpandedPromptBytes(
+        agent.entry.prompt_template, hop.instruction, static_cast<int64_t>(spec.input.size()),
+        static_cast<int64_t>(previous.size()), k + 1, deps_.limits.max_input_bytes, "instruction"));
     std::string instruction = absl::StrReplaceAll(
         agent.entry.prompt_template,
         {{"{instruction}", ExpandInstruction(hop.instruction, spec.input, previous, k + 1)}});
     v1::HandoffStats handoff;
     std::vector<int32_t> prompt;
     if (received == nullptr) {
-      QKV_ASSIGN_OR_RETURN(prompt, Encode(model, agent.entry.system + instruction,
-                                          /*add_special=*/true, "the prompt"));
+      QKV_ASSIGN_OR_RETURN(
+          prompt, Encode(model, agent.entry.system + instruction,
+                         /*add_special=*/true, "the prompt", agent.context_limit, StopCheck()));
     } else {
       std::vector<int32_t> inst;
       if (!instruction.empty()) {
-        QKV_ASSIGN_OR_RETURN(inst,
-                             Encode(model, instruction, /*add_special=*/false, "the instruction"));
+        QKV_ASSIGN_OR_RETURN(inst, Encode(model, instruction, /*add_special=*/false,
+                                          "the instruction", agent.context_limit, StopCheck()));
       }
       QKV_ASSIGN_OR_RETURN(prompt, ReceiveHandoff(k, agent, *received, inst, &handoff));
       v1::TaskEvent ev;
@@ -402,6 +423,11 @@ class TaskRun {
     ctx_.Emit(std::move(ev));
     ctx_.AddHopResult(r);
     return out;
+  }
+
+  // Cancellation/deadline check for long tokenizations.
+  std::function<absl::Status()> StopCheck() {
+    return [this] { return ctx_.CheckStop(); };
   }
 
   TaskContext& ctx_;
