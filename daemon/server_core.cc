@@ -15,10 +15,11 @@
 #include "cachecard/card.h"
 #include "cachecard/flatten.h"
 #include "cachecard/inspect.h"
-#include "daemon/hop_runner.h"
+#include "daemon/handoff/handoff.h"
 #include "daemon/prompt.h"
 #include "daemon/unix_socket.h"
 #include "daemon/version.h"
+#include "daemon/workflow/executor.h"
 
 namespace qkvshare::daemon {
 
@@ -46,12 +47,6 @@ BitPolicy FromProto(v1::BitPolicy p, BitPolicy fallback) {
     default:
       return fallback;
   }
-}
-
-v1::HandoffMode ToProtoMode(HandoffMode m) {
-  return m == HandoffMode::kCard   ? v1::HANDOFF_MODE_CARD
-         : m == HandoffMode::kFull ? v1::HANDOFF_MODE_FULL
-                                   : v1::HANDOFF_MODE_REPREFILL;
 }
 
 // Rejects enum values the daemon does not know (a newer or hostile client
@@ -167,7 +162,9 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig conf
     absl::MutexLock lock(&core->mu_);
     core->workflows_ = std::move(workflows);
   }
-  HopRunnerDeps deps{core->pool_.get(), core->store_.get(), &core->stats_, cfg.limits};
+  core->handoff_ = std::make_unique<Handoff>(core->store_.get(), &core->stats_, cfg.limits);
+  ExecutorDeps deps{core->pool_.get(), core->handoff_.get(), &core->stats_,
+                    cfg.limits.max_input_bytes};
   Stats* stats = &core->stats_;
   TaskManager::Options to{cfg.limits.max_concurrent_tasks, cfg.limits.queue_length,
                           cfg.limits.keep_finished_tasks};
@@ -330,7 +327,7 @@ std::vector<v1::WorkflowInfo> ServerCore::ListWorkflows() const {
       hop->set_agent(h.agent);
       hop->set_instruction(h.instruction);
       const HandoffConfig hc = h.handoff.value_or(config_.handoff);
-      hop->set_handoff_mode(ToProtoMode(hc.mode));
+      hop->set_handoff_mode(ToProto(hc.mode));
       hop->set_handoff_bits(hc.bits);
       hop->set_handoff_policy(hc.policy == BitPolicy::kAdaptive ? v1::BIT_POLICY_ADAPTIVE
                                                                 : v1::BIT_POLICY_UNIFORM);
@@ -390,6 +387,7 @@ v1::CardInfo ServerCore::CardInfoOf(const cachecard::shm::StoredCardInfo& s) con
   info.set_source_agent(m.provenance.source_agent);
   info.set_hop(static_cast<int>(m.provenance.hop_index));
   info.set_fingerprint(sum.fingerprint);
+  info.set_foreign_model(!HostsModel(sum.fingerprint));
   info.set_created_unix_ms(m.provenance.created_unix_ms);
   info.set_format_version(static_cast<int>(m.format_version));
   info.set_num_layers(m.shape.num_layers);
@@ -441,7 +439,6 @@ absl::Status ServerCore::ExportCard(
   if (!handle->metadata().parent_id.IsZero()) {
     // A chain: export one self-contained card (codes copied, not re-quantized).
     cachecard::FlattenOptions fo;
-    fo.card_id = handle->id();
     fo.created_unix_ms = absl::ToUnixMillis(absl::Now());
     QKV_ASSIGN_OR_RETURN(flat, cachecard::Flatten(*handle, store_.get(), fo));
     bytes = flat->bytes();
@@ -477,7 +474,29 @@ absl::StatusOr<v1::CardInfo> ServerCore::ImportCard(absl::Span<const uint8_t> by
       return handle.status();
     }
   }  // the handle goes: the card stays stored, unreferenced
-  return GetCard((*card)->id().ToHex());
+  QKV_ASSIGN_OR_RETURN(v1::CardInfo info, GetCard((*card)->id().ToHex()));
+  if (info.foreign_model()) {
+    std::vector<std::string> hosted;
+    for (const v1::AgentInfo& a : pool_->List()) {
+      hosted.push_back(absl::StrCat(a.model(), " ", a.fingerprint().substr(0, 12)));
+    }
+    std::sort(hosted.begin(), hosted.end());
+    hosted.erase(std::unique(hosted.begin(), hosted.end()), hosted.end());
+    std::string warning =
+        absl::StrCat("card ", info.id(), " is for model fingerprint ", info.fingerprint(),
+                     "; no hosted model matches (hosted: ", absl::StrJoin(hosted, ", "),
+                     "): it is stored, but no agent here can use it");
+    spdlog::warn("import: {}", warning);
+    info.add_warnings(std::move(warning));
+  }
+  return info;
+}
+
+bool ServerCore::HostsModel(const std::string& fingerprint_hex) const {
+  for (const v1::AgentInfo& a : pool_->List()) {
+    if (a.fingerprint() == fingerprint_hex) return true;
+  }
+  return false;
 }
 
 absl::Status ServerCore::DeleteCard(const std::string& id) {

@@ -2,7 +2,7 @@
 // -----------------------------------------------------------------------------
 // ServerCore: everything qkvshared does, without gRPC transport: the hosted
 // agents (AgentPool), the shared-memory card store, the workflows, the task
-// scheduler (TaskManager running daemon/hop_runner.h) and the statistics.
+// scheduler (TaskManager running the workflow executor, daemon/workflow/) and the statistics.
 // The gRPC services (daemon/grpc_services.h) are thin, stateless adapters
 // over it; it speaks absl::Status and the qkvshare.v1 message types.
 //
@@ -25,6 +25,7 @@
 #include "cachecard/shm/card_store.h"
 #include "daemon/agent_pool.h"
 #include "daemon/config/config.h"
+#include "daemon/handoff/handoff.h"
 #include "daemon/stats.h"
 #include "daemon/task_manager.h"
 #include "qkvshare/v1/admin.pb.h"
@@ -67,7 +68,8 @@ class ServerCore {
   // (flattened) .qkvcard; stops early when `write` returns false (Cancelled).
   absl::Status ExportCard(const std::string& id,
                           const std::function<bool(absl::Span<const uint8_t>)>& write) const;
-  // Validates and stores a card file's bytes. Errors: InvalidArgument
+  // Validates and stores a card file's bytes. A card no hosted model can use
+  // is stored too, with a warning in the result (and the log). Errors: InvalidArgument
   // (not a valid card: truncated, checksum, version, ...), ResourceExhausted (limits or quota),
   // AlreadyExists, FailedPrecondition (its parent is not stored).
   absl::StatusOr<v1::CardInfo> ImportCard(absl::Span<const uint8_t> bytes);
@@ -88,12 +90,15 @@ class ServerCore {
   explicit ServerCore(DaemonConfig config) : config_(std::move(config)) {}
   absl::StatusOr<TaskSpec> Resolve(const v1::SubmitTaskRequest& request) const;
   v1::CardInfo CardInfoOf(const cachecard::shm::StoredCardInfo& info) const;
+  // Whether an agent here runs the model with this fingerprint (64 hex).
+  bool HostsModel(const std::string& fingerprint_hex) const;
 
   const DaemonConfig config_;
   const absl::Time started_ = absl::Now();
   Stats stats_;
   std::unique_ptr<AgentPool> pool_;
   std::unique_ptr<cachecard::shm::CardStore> store_;
+  std::unique_ptr<Handoff> handoff_;
   std::unique_ptr<TaskManager> tasks_;
 
   mutable absl::Mutex mu_;
