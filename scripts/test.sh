@@ -3,9 +3,10 @@
 # the Python SDK's pytest suite (python/tests, against the binaries just
 # built; its counts join the total), a short fuzz run, the aarch64 cross
 # build of the torch-free tests under qemu (scripts/test_aarch64.sh; its
-# counts join the total; QKV_SKIP_AARCH64=1 skips it), then `bazel shutdown`.
-# Ends with the line "N passed, N failed" and exits non-zero when anything
-# failed or did not build.
+# counts join the total; QKV_SKIP_AARCH64=1 skips it), the fast sanitizer set
+# (scripts/test_sanitizers.sh --fast; QKV_SKIP_SANITIZERS=1 skips it), then
+# `bazel shutdown`. Ends with the line "N passed, N failed" and exits
+# non-zero when anything failed or did not build.
 # Usage: scripts/test.sh [extra bazel test flags]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +63,16 @@ if [[ ${QKV_SKIP_AARCH64:-0} != 1 ]]; then
   if ((aarch64_rc != 0 && aarch64_failed == 0)); then aarch64_failed=1; fi
   ((aarch64_failed == 0)) || extra_rc=1
   rm -f "$aarch64_log"
+fi
+if [[ -x scripts/test_sanitizers.sh && -z ${QKV_SKIP_SANITIZERS:-} ]]; then
+  # ASan+UBSan and TSan on the torch-free core (the full set:
+  # scripts/test_sanitizers.sh without --fast, docs/operations.md "Security").
+  if scripts/test_sanitizers.sh --fast 2>&1 | tail -15; then
+    echo "//scripts:test_sanitizers_fast PASSED" >>"$log"
+  else
+    echo "//scripts:test_sanitizers_fast FAILED" >>"$log"
+    extra_rc=1
+  fi
 fi
 bazel shutdown >/dev/null 2>&1 || true
 

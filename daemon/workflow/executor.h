@@ -40,6 +40,9 @@ struct ExecutorDeps {
   AgentPool* agents = nullptr;
   const Handoff* handoff = nullptr;
   Stats* stats = nullptr;
+  // limits.max_input_bytes: bound on the {input}/{previous} text a step's
+  // prompt may hold after expansion (daemon/prompt.h).
+  int64_t max_input_bytes = int64_t{1} << 20;
 };
 
 // Runs `ctx.spec()` to completion and returns the last step's output.
