@@ -52,8 +52,13 @@ fi
 aarch64_passed=0 aarch64_failed=0
 if [[ ${QKV_SKIP_AARCH64:-0} != 1 ]]; then
   # Its own "N passed, N failed, N skipped" line joins the totals below.
+  # CI runs the SIMD kernel and golden-card tests on aarch64 (NEON, SVE,
+  # SVE2 under qemu): every Highway kernel against the scalar reference and
+  # the golden card's bytes. The whole torch-free set is
+  # `scripts/test_aarch64.sh` without arguments (docs/building.md).
   aarch64_log=$(mktemp /tmp/qkvshare-test-aarch64.XXXXXX)
-  scripts/test_aarch64.sh 2>&1 | tee "$aarch64_log" | grep -E 'PASSED|FAILED|SKIPPED|passed,|targets checked|against scalar'
+  scripts/test_aarch64.sh //quant:kernels_test //quant:fp16_test //cachecard:dtype_convert_test \
+    //cachecard:golden_card_test //base:cpu_info_test //agents/kernels:matvec_test 2>&1 | tee "$aarch64_log" | grep -E 'PASSED|FAILED|SKIPPED|passed,|targets checked|against scalar'
   aarch64_rc=${PIPESTATUS[0]}
   counts=$(grep -E '^test_aarch64.*passed, .* failed' "$aarch64_log" | tail -1)
   aarch64_passed=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$counts")
