@@ -31,6 +31,7 @@
 #include "agents/model_config.h"
 #include "agents/model_fingerprint.h"
 #include "agents/tokenizer/tokenizer.h"
+#include "agents/weights/quantized_matrix.h"
 #include "base/dtype.h"
 
 namespace qkvshare::agents {
@@ -58,7 +59,21 @@ struct ModelOptions {
   // VM). Costs one private copy of the weights (not shared page cache).
   // Weights that need a dtype conversion always go to such memory.
   bool copy_weights_to_huge_pages = false;
+  // Quantize the projections at load from the checkpoint (no f32 copy kept):
+  // kQ8 (embedding and lm_head as stored) or kQ4 (embedding and lm_head q8);
+  // norms and biases stay dense (docs/results.md "Quantized weights").
+  // Decode reads the blocks directly; prefill dequantizes tile by tile. A
+  // quantized model is a different model for cards: its fingerprint covers
+  // the format. nullopt: dense weights.
+  std::optional<weights::BlockFormat> quantized_weights;
 };
+
+// Applies a user-facing weights choice (daemon.yaml models.NAME.weights,
+// --weights) to `options`: auto keeps them; f32 / bf16 set compute_dtype;
+// q8 / q4 set quantized_weights (and compute_dtype f32 when unset). Errors:
+// InvalidArgument for f16 (no f16 compute path; the stored f16 weights are
+// used by "auto").
+absl::Status ApplyWeightFormat(weights::WeightFormat format, ModelOptions* options);
 
 // The compute dtype chosen when ModelOptions::compute_dtype is unset, for
 // weights stored as `stored`: kF32 for kF32, else kBF16.

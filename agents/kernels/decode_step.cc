@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "agents/kernels/matvec.h"
+#include "agents/kernels/matvec_quant.h"
 
 namespace qkvshare::agents::kernels {
 namespace {
@@ -19,9 +20,28 @@ struct Segment {
   const float* bias;
 };
 
+// MatVecRows over a matrix of any encoding.
+void MatVecEncodedRows(const void* w, DType dtype, MatrixEncoding encoding, int64_t cols,
+                       const float* x, const float* bias, float* y, int64_t begin, int64_t end) {
+  switch (encoding) {
+    case MatrixEncoding::kDense:
+      MatVecRows(w, dtype, cols, x, bias, y, begin, end);
+      return;
+    case MatrixEncoding::kQ8:
+      MatVecQ8Rows(static_cast<const weights::BlockQ8*>(w), cols, x, y, begin, end);
+      break;
+    case MatrixEncoding::kQ4:
+      MatVecQ4Rows(static_cast<const weights::BlockQ4*>(w), cols, x, y, begin, end);
+      break;
+  }
+  if (bias != nullptr) {
+    for (int64_t r = begin; r < end; ++r) y[r] += bias[r];
+  }
+}
+
 // y[r] for fused rows r in [0, total) over several matrices sharing x.
-void FusedMatVec(std::initializer_list<Segment> segments, DType dtype, int64_t cols, const float* x,
-                 float* y, const ParallelFor& parallel_for) {
+void FusedMatVec(std::initializer_list<Segment> segments, DType dtype, MatrixEncoding encoding,
+                 int64_t cols, const float* x, float* y, const ParallelFor& parallel_for) {
   const Segment* segs = segments.begin();
   const size_t n = segments.size();
   const int64_t total = segs[n - 1].end;
@@ -30,7 +50,8 @@ void FusedMatVec(std::initializer_list<Segment> segments, DType dtype, int64_t c
       const int64_t lo = std::max(b, segs[s].begin), hi = std::min(e, segs[s].end);
       if (lo >= hi) continue;
       const int64_t off = segs[s].begin;
-      MatVecRows(segs[s].w, dtype, cols, x, segs[s].bias, y + off, lo - off, hi - off);
+      MatVecEncodedRows(segs[s].w, dtype, encoding, cols, x, segs[s].bias, y + off, lo - off,
+                        hi - off);
     }
   });
 }
@@ -55,7 +76,20 @@ void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScr
   if (recorder != nullptr) s.avg.resize(KV * ctx);
 
   // Embedding row, widened to fp32.
-  WidenToF32(static_cast<const char*>(w.embed) + token * D * DTypeSize(wt), wt, s.x.data(), D);
+  switch (w.embed_encoding) {
+    case MatrixEncoding::kDense:
+      WidenToF32(static_cast<const char*>(w.embed) + token * D * DTypeSize(wt), wt, s.x.data(), D);
+      break;
+    case MatrixEncoding::kQ8:
+      DequantizeQ8Rows(static_cast<const weights::BlockQ8*>(w.embed), D, token, token + 1,
+                       s.x.data());
+      break;
+    case MatrixEncoding::kQ4:
+      DequantizeQ4Rows(static_cast<const weights::BlockQ4*>(w.embed), D, token, token + 1,
+                       s.x.data());
+      break;
+  }
+  const MatrixEncoding le = w.layer_encoding;
   const float* cos = w.rope_cos + pos * (hd / 2);
   const float* sin = w.rope_sin + pos * (hd / 2);
   const int64_t head_stride = cache.head_stride();
@@ -66,7 +100,7 @@ void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScr
     FusedMatVec({{0, QD, L.q, L.q_bias},
                  {QD, QD + KVD, L.k, L.k_bias},
                  {QD + KVD, QD + 2 * KVD, L.v, L.v_bias}},
-                wt, D, s.h.data(), s.qkv.data(), parallel_for);
+                wt, le, D, s.h.data(), s.qkv.data(), parallel_for);
     float* q = s.qkv.data();
     float* k = q + QD;
     const float* v = k + KVD;
@@ -97,19 +131,20 @@ void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScr
       }
       recorder->AddRows(static_cast<int>(l), pos, 1, s.avg.data(), ctx);
     }
-    FusedMatVec({{0, D, L.o, L.o_bias}}, wt, QD, s.attn.data(), s.tmp.data(), parallel_for);
+    FusedMatVec({{0, D, L.o, L.o_bias}}, wt, le, QD, s.attn.data(), s.tmp.data(), parallel_for);
     AddInPlace(s.x.data(), s.tmp.data(), D);
 
     RmsNorm(s.x.data(), L.post_norm, w.rms_norm_eps, D, s.h.data());
-    FusedMatVec({{0, I, L.gate, L.gate_bias}, {I, 2 * I, L.up, L.up_bias}}, wt, D, s.h.data(),
+    FusedMatVec({{0, I, L.gate, L.gate_bias}, {I, 2 * I, L.up, L.up_bias}}, wt, le, D, s.h.data(),
                 s.mlp.data(), parallel_for);
     SwiGlu(s.mlp.data(), s.mlp.data() + I, I, s.mlp.data());
-    FusedMatVec({{0, D, L.down, L.down_bias}}, wt, I, s.mlp.data(), s.tmp.data(), parallel_for);
+    FusedMatVec({{0, D, L.down, L.down_bias}}, wt, le, I, s.mlp.data(), s.tmp.data(), parallel_for);
     AddInPlace(s.x.data(), s.tmp.data(), D);
   }
   if (logits == nullptr) return;
   RmsNorm(s.x.data(), w.final_norm, w.rms_norm_eps, D, s.h.data());
-  FusedMatVec({{0, w.vocab, w.lm_head, nullptr}}, wt, D, s.h.data(), logits, parallel_for);
+  FusedMatVec({{0, w.vocab, w.lm_head, nullptr}}, wt, w.embed_encoding, D, s.h.data(), logits,
+              parallel_for);
 }
 
 }  // namespace qkvshare::agents::kernels

@@ -54,9 +54,17 @@ struct DecodeLayerWeights {
   const float* post_norm = nullptr;   // [D]
 };
 
+// How matrices are stored: dense in DecodeWeights::weight_dtype, or in the
+// q8 / q4 blocks of agents/weights/block_formats.h (BlocksPerRow(cols)
+// blocks per row, row-major).
+enum class MatrixEncoding : uint8_t { kDense, kQ8, kQ4 };
+
 struct DecodeWeights {
-  DType weight_dtype = DType::kF32;  // of every matrix and the embedding
-  DType kv_dtype = DType::kF32;      // of the KV cache
+  DType weight_dtype = DType::kF32;  // of every dense matrix and the embedding
+  // Encoding of the layers' projections, and of the embedding and lm_head.
+  MatrixEncoding layer_encoding = MatrixEncoding::kDense;
+  MatrixEncoding embed_encoding = MatrixEncoding::kDense;
+  DType kv_dtype = DType::kF32;  // of the KV cache
   int hidden = 0;
   int intermediate = 0;
   int num_heads = 0;
