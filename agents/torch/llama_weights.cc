@@ -139,6 +139,12 @@ absl::Status Quantize(const WeightFiles& files, const std::string& name, std::ve
   at::parallel_for(0, shape[0], 64,
                    [&](int64_t b, int64_t e) { m->QuantizeRows(info->data, *info->dtype, b, e); });
   impl.copied_bytes += m->bytes();
+  // The checkpoint's pages of this tensor are not needed any more: drop them
+  // from this process's resident set (they stay in the page cache).
+  const uintptr_t page = 4096, begin = reinterpret_cast<uintptr_t>(info->data);
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = (begin + info->nbytes) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
   *dest = m.get();
   impl.quantized.push_back(std::move(m));
   return absl::OkStatus();
