@@ -25,12 +25,15 @@
 //   x memcpy    inject time / time to memcpy the same cache bytes (baseline
 //               measured in the same run)
 // Times are thread CPU time (CLOCK_THREAD_CPUTIME_ID: per core, robust to
-// other load on the machine), best of --reps, one thread: build and inject
+// other load on the machine), MEDIAN of --reps, one thread: build and inject
 // are pinned to the calling thread (cachecard::SetMaxSectionThreads(1)),
 // which would otherwise split large cards across cores; the multi-threaded
 // end-to-end effect is in bench/handoff_bench.
 //
+// The header prints the CPU model and the SIMD target (base/cpu_info.h).
+//
 // Usage: bazel run -c opt //bench:card_bench -- [--tokens=1024,4096] [--reps=5] [--dtype=bf16]
+//        [--simd=avx2|sse4|neon|...]
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -49,6 +52,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "agents/kv_cache.h"
+#include "base/cpu_info.h"
+#include "bench/bench_util.h"
 #include "cachecard/build.h"
 #include "cachecard/card.h"
 #include "cachecard/inject.h"
@@ -57,7 +62,8 @@
 #include "quant/controller.h"
 
 ABSL_FLAG(std::string, tokens, "1024,4096", "comma-separated token counts");
-ABSL_FLAG(int, reps, 5, "timed repetitions; the best is reported");
+ABSL_FLAG(int, reps, 5, "timed repetitions; the median is reported");
+ABSL_FLAG(std::string, simd, "", "force this Highway target (e.g. avx2, sse4, neon); default best");
 ABSL_FLAG(std::string, dtype, "f32", "cache dtype (source and destination): f32 or bf16");
 
 namespace qkvshare::cachecard {
@@ -65,11 +71,8 @@ namespace {
 
 constexpr agents::KvShape kShape{30, 3, 64};  // smollm-135m
 
-double ThreadSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
+using bench::Median;
+using bench::ThreadSeconds;
 
 void Die(const absl::Status& s, const char* what) {
   std::fprintf(stderr, "card_bench: %s: %s\n", what, s.ToString().c_str());
@@ -109,18 +112,18 @@ class ReusedSink final : public CardSink {
 };
 
 // Seconds to map `bytes` of fresh anonymous memory, touch every page and
-// unmap it (what building into a new buffer or shm segment adds), best of `reps`.
+// unmap it (what building into a new buffer or shm segment adds), median of `reps`.
 double FreshPagesSeconds(size_t bytes, int reps) {
-  double best = 1e30;
+  std::vector<double> times;
   for (int r = 0; r < reps; ++r) {
     const double t0 = ThreadSeconds();
     void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) Die(absl::ResourceExhaustedError("mmap"), "fresh pages");
     for (size_t i = 0; i < bytes; i += 4096) static_cast<volatile uint8_t*>(p)[i] = 1;
     ::munmap(p, bytes);
-    best = std::min(best, ThreadSeconds() - t0);
+    times.push_back(ThreadSeconds() - t0);
   }
-  return best;
+  return Median(times);
 }
 
 struct Row {
@@ -151,12 +154,12 @@ std::vector<Row> Rows(int64_t tokens) {
 }
 
 // Seconds to memcpy every layer's K and V of `tokens` tokens (the bytes an
-// injection writes), best of `reps`.
+// injection writes), median of `reps`.
 double MemcpySeconds(const agents::KvCache& src, agents::KvCache* dst, int64_t tokens, int reps) {
   const size_t run = static_cast<size_t>(tokens) * kShape.head_dim * DTypeSize(src.dtype());
   const size_t src_stride = src.head_stride() * DTypeSize(src.dtype());
   const size_t dst_stride = dst->head_stride() * DTypeSize(src.dtype());
-  double best = 1e30;
+  std::vector<double> times;
   for (int r = 0; r < reps; ++r) {
     const double t0 = ThreadSeconds();
     for (int l = 0; l < kShape.num_layers; ++l) {
@@ -168,15 +171,23 @@ double MemcpySeconds(const agents::KvCache& src, agents::KvCache* dst, int64_t t
         }
       }
     }
-    best = std::min(best, ThreadSeconds() - t0);
+    times.push_back(ThreadSeconds() - t0);
   }
-  return best;
+  return Median(times);
 }
 
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   SetMaxSectionThreads(1);  // per-core rates: see the file comment
   const int reps = absl::GetFlag(FLAGS_reps);
+  if (reps < 1) {
+    std::fprintf(stderr, "card_bench: --reps must be >= 1\n");
+    return 2;
+  }
+  if (absl::Status s = ForceSimdTarget(absl::GetFlag(FLAGS_simd)); !s.ok()) {
+    std::fprintf(stderr, "card_bench: --simd: %s\n", s.ToString().c_str());
+    return 2;
+  }
   const std::string dtype_name = absl::GetFlag(FLAGS_dtype);
   if (dtype_name != "f32" && dtype_name != "bf16") {
     std::fprintf(stderr, "card_bench: --dtype must be f32 or bf16\n");
@@ -193,8 +204,10 @@ int Main(int argc, char** argv) {
     token_counts.push_back(n);
   }
   std::printf(
-      "card_bench: %d layers x %d kv heads x head_dim %d, %s cache; thread CPU time, best of %d\n",
+      "card_bench: %d layers x %d kv heads x head_dim %d, %s cache; thread CPU time, MEDIAN of "
+      "%d\n",
       kShape.num_layers, kShape.num_kv_heads, kShape.head_dim, dtype_name.c_str(), reps);
+  std::printf("%s\n", CpuSummary().c_str());
   std::printf("GB/s = cache bytes (%s) read by build / written by inject per second\n\n",
               dtype_name.c_str());
   std::printf(
@@ -219,33 +232,35 @@ int Main(int argc, char** argv) {
     for (const Row& row : Rows(tokens)) {
       Provenance prov;
       prov.card_id.bytes.fill(1);
-      double best_build = 1e30;
+      std::vector<double> build_times;
       for (int r = 0; r < reps; ++r) {
         const double t0 = ThreadSeconds();
         absl::StatusOr<CardMetadata> m =
             WriteCard(**src, tokens, ids, row.encoding, ModelFingerprint{}, prov, nullptr, sink);
-        best_build = std::min(best_build, ThreadSeconds() - t0);
+        build_times.push_back(ThreadSeconds() - t0);
         if (!m.ok()) Die(m.status(), "WriteCard");
       }
       absl::StatusOr<CardPtr> card = Card::Copy(sink.bytes());
       if (!card.ok()) Die(card.status(), "Card::Copy");
       const double fresh_s = FreshPagesSeconds((*card)->bytes().size(), reps);
-      double best_inject = 1e30;
+      std::vector<double> inject_times;
       for (int r = 0; r < reps; ++r) {
         (*dst)->Truncate(0);
         const double t0 = ThreadSeconds();
         absl::Status s = InjectCard(**card, nullptr, ModelFingerprint{}, dst->get());
-        best_inject = std::min(best_inject, ThreadSeconds() - t0);
+        inject_times.push_back(ThreadSeconds() - t0);
         if (!s.ok()) Die(s, "InjectCard");
       }
+      const double build_s = Median(build_times);
+      const double inject_s = Median(inject_times);
       const double bytes = static_cast<double>((*card)->bytes().size());
       std::printf(
           "| %lld | %s | %s | %.0f | %.4f | %.3f | %.1f | %.2f | %.1f | %.1f | %.2f | %.2f |\n",
           static_cast<long long>(tokens), row.name.c_str(),
           row.group_size ? std::to_string(row.group_size).c_str() : "-", bytes,
-          bytes / (2.0 * elements), 8.0 * bytes / elements, 1e3 * best_build,
-          cache_bytes / best_build / 1e9, 1e3 * fresh_s, 1e3 * best_inject,
-          cache_bytes / best_inject / 1e9, best_inject / memcpy_s);
+          bytes / (2.0 * elements), 8.0 * bytes / elements, 1e3 * build_s,
+          cache_bytes / build_s / 1e9, 1e3 * fresh_s, 1e3 * inject_s, cache_bytes / inject_s / 1e9,
+          inject_s / memcpy_s);
     }
     std::printf("| %lld | (memcpy of the cache bytes) | | | | | | | | %.1f | %.2f | 1.00 |\n",
                 static_cast<long long>(tokens), 1e3 * memcpy_s, cache_bytes / memcpy_s / 1e9);

@@ -21,7 +21,8 @@
 // rounds, then --reps rounds; within a round every mode runs once, the order
 // rotated per round so that drift in machine load hits every mode alike.
 //
-// Output: a Markdown table on stdout (TTFT median and min-max, ratio of
+// Output: a header naming the CPU, the SIMD target and the statistic (the
+// median of --reps rounds), a Markdown table on stdout (TTFT median and min-max, ratio of
 // medians vs re-prefill, stage medians), --csv (the TTFT table) and
 // --stages_csv (stage medians), and the load average around every context.
 //
@@ -53,6 +54,7 @@
 #include "agents/compute_threads.h"
 #include "agents/model.h"
 #include "agents/sequence.h"
+#include "base/cpu_info.h"
 #include "bench/handoff_bench_run.h"
 #include "cachecard/shm/card_store.h"
 
@@ -111,14 +113,6 @@ std::string LoadAverage() {
   std::string a, b, c;
   f >> a >> b >> c;
   return absl::StrCat(a, " ", b, " ", c);
-}
-
-std::string CpuModel() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
 }
 
 std::vector<int64_t> ParseInts(const std::string& flag, const char* name) {
@@ -389,11 +383,13 @@ int Main(int argc, char** argv) {
   }
   agents::SetComputeThreads(absl::GetFlag(FLAGS_threads));
   std::printf("handoff_bench: %s, %u hardware threads, %d compute threads; load average %s\n",
-              CpuModel().c_str(), std::thread::hardware_concurrency(), agents::ComputeThreads(),
+              CpuSummary().c_str(), std::thread::hardware_concurrency(), agents::ComputeThreads(),
               LoadAverage().c_str());
-  std::printf("%d warm-up + %d timed rounds; group size %d, importance window %d\n",
-              absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_reps),
-              absl::GetFlag(FLAGS_group_size), absl::GetFlag(FLAGS_importance_window));
+  std::printf(
+      "reported: median of %d timed rounds (with min and max), after %d warm-up; group size "
+      "%d, importance window %d\n",
+      absl::GetFlag(FLAGS_reps), absl::GetFlag(FLAGS_warmup), absl::GetFlag(FLAGS_group_size),
+      absl::GetFlag(FLAGS_importance_window));
 
   cachecard::shm::CardStoreOptions store_opts;
   store_opts.instance = absl::StrCat("hbench", getpid());

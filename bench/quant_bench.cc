@@ -8,8 +8,9 @@
 //   dequantize = Dequantize() of every layer into an fp32 (or --dst=bf16)
 //                cache view
 // and reports GB/s of fp32 K/V (n * channels * 4 bytes per layer / seconds of
-// thread CPU time), best of --reps runs, for the AVX-512 path and the scalar fallback in the
-// same run, plus the mean squared error and the packed bits per element
+// thread CPU time), the MEDIAN of --reps runs, for the Highway SIMD path (the
+// best target of this CPU, or the one --simd forces) and the scalar reference
+// in the same run (x = their ratio), plus the mean squared error and the packed bits per element
 // (codes + group parameters).
 //
 // Data: synthetic KV-like values, fixed seed: keys have per-channel offsets
@@ -19,7 +20,10 @@
 // (1/rank, shuffled); its "wmse" weights each token's squared error by that
 // importance (normalized to mean 1), the quantity the controller trades off.
 //
-// Usage: bazel run //bench:quant_bench -- [--tokens=4096] [--reps=5] [--dst=bf16]
+// The header prints the CPU model and the SIMD target (base/cpu_info.h).
+//
+// Usage: bazel run -c opt //bench:quant_bench -- [--tokens=4096] [--reps=5] [--dst=bf16]
+//        [--simd=avx2|sse4|neon|...]
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -33,7 +37,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/types/span.h"
+#include "base/cpu_info.h"
 #include "base/dtype.h"
+#include "bench/bench_util.h"
 #include "quant/bit_plan.h"
 #include "quant/controller.h"
 #include "quant/kernels.h"
@@ -42,7 +48,8 @@
 
 ABSL_FLAG(int, tokens, 4096, "tokens in the KV slice");
 ABSL_FLAG(int, layers, 30, "layers (smollm-135m: 30)");
-ABSL_FLAG(int, reps, 5, "timed repetitions; the best is reported");
+ABSL_FLAG(int, reps, 5, "timed repetitions; the median is reported");
+ABSL_FLAG(std::string, simd, "", "force this Highway target (e.g. avx2, sse4, neon); default best");
 ABSL_FLAG(std::string, only, "", "run only the rows whose width name equals this (e.g. 3, mix)");
 ABSL_FLAG(std::string, dst, "f32", "destination cache dtype: f32 or bf16");
 ABSL_FLAG(bool, scalar, true, "also time the scalar fallback");
@@ -116,13 +123,8 @@ Slice MakeSlice(int layers, int64_t tokens, uint32_t seed, bool outlier_channels
   return s;
 }
 
-// CPU time of this thread, in seconds: per-core throughput, robust to other
-// processes sharing the machine (the 2-core build machine usually is).
-double ThreadSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
+using bench::Median;
+using bench::ThreadSeconds;
 
 struct Result {
   double quant_gbs = 0, dequant_gbs = 0, mse = 0, wmse = 0, bits_per_element = 0;
@@ -134,7 +136,7 @@ Result Run(KernelPath path, Slice& src, Cache& dst, const GroupSpec& spec,
            const std::vector<uint8_t>& bits, const std::vector<float>& weight, int reps) {
   const size_t bytes = PackedBytes(kChannels, spec, bits);
   std::vector<std::vector<uint8_t>> packed(src.layers, std::vector<uint8_t>(bytes));
-  double best_q = 1e30, best_d = 1e30;
+  std::vector<double> times_q, times_d;
   for (int r = 0; r < reps; ++r) {
     const double t0 = ThreadSeconds();
     for (int l = 0; l < src.layers; ++l) {
@@ -154,13 +156,13 @@ Result Run(KernelPath path, Slice& src, Cache& dst, const GroupSpec& spec,
       }
     }
     const double t2 = ThreadSeconds();
-    best_q = std::min(best_q, t1 - t0);
-    best_d = std::min(best_d, t2 - t1);
+    times_q.push_back(t1 - t0);
+    times_d.push_back(t2 - t1);
   }
   const double fp32_bytes = 4.0 * kChannels * src.tokens * src.layers;
   Result res;
-  res.quant_gbs = fp32_bytes / best_q / 1e9;
-  res.dequant_gbs = fp32_bytes / best_d / 1e9;
+  res.quant_gbs = fp32_bytes / Median(times_q) / 1e9;
+  res.dequant_gbs = fp32_bytes / Median(times_d) / 1e9;
   double se = 0, wse = 0;
   for (int l = 0; l < src.layers; ++l) {
     for (size_t i = 0; i < src.data[l].size(); ++i) {
@@ -188,16 +190,24 @@ int Main(int argc, char** argv) {
   const int64_t tokens = absl::GetFlag(FLAGS_tokens);
   const int layers = absl::GetFlag(FLAGS_layers);
   const int reps = absl::GetFlag(FLAGS_reps);
-  const bool have_simd = internal::KernelPathSupported(KernelPath::kAvx512);
+  if (absl::Status s = ForceSimdTarget(absl::GetFlag(FLAGS_simd)); !s.ok()) {
+    std::fprintf(stderr, "--simd: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  if (reps < 1) {
+    std::fprintf(stderr, "--reps must be >= 1\n");
+    return 1;
+  }
 
   std::printf(
       "quant_bench: %d layers x %d kv heads x head_dim %d, %lld tokens, fp32 in, %s out, G = 32\n",
       layers, kHeads, kHeadDim, static_cast<long long>(tokens), absl::GetFlag(FLAGS_dst).c_str());
+  std::printf("%s\n", CpuSummary().c_str());
   std::printf(
-      "GB/s of fp32 K/V per core (thread CPU time, best of %d); simd = %s, x = simd / scalar; "
-      "bits/el = packed\n"
+      "GB/s of fp32 K/V per core (thread CPU time, MEDIAN of %d); simd = Highway %s, "
+      "x = simd / scalar; bits/el = packed\n"
       "bits per element incl. fp16 group params\n\n",
-      reps, have_simd ? "avx512" : "(unsupported: scalar)");
+      reps, BestSimdTargetName().c_str());
   Slice keys = MakeSlice(layers, tokens, 42, /*outlier_channels=*/true);
   Slice values = MakeSlice(layers, tokens, 43, /*outlier_channels=*/false);
   const std::string dst_name = absl::GetFlag(FLAGS_dst);
@@ -239,7 +249,7 @@ int Main(int argc, char** argv) {
   rows.push_back({mixed_name, plan->k_bits, plan->v_bits});
 
   const std::string only = absl::GetFlag(FLAGS_only);
-  const bool run_scalar = absl::GetFlag(FLAGS_scalar) || !have_simd;
+  const bool run_scalar = absl::GetFlag(FLAGS_scalar);
   for (const Row& row : rows) {
     if (!only.empty() && row.name.rfind(only, 0) != 0) continue;
     for (GroupAxis axis : {GroupAxis::kPerChannel, GroupAxis::kPerToken}) {
@@ -247,8 +257,7 @@ int Main(int argc, char** argv) {
       const bool is_k = axis == GroupAxis::kPerChannel;
       const std::vector<uint8_t>& bits = is_k ? row.k : row.v;
       Slice& src = is_k ? keys : values;
-      const Result simd = Run(have_simd ? KernelPath::kAvx512 : KernelPath::kScalar, src, dst, spec,
-                              bits, weight, reps);
+      const Result simd = Run(KernelPath::kSimd, src, dst, spec, bits, weight, reps);
       const Result scalar =
           run_scalar ? Run(KernelPath::kScalar, src, dst, spec, bits, weight, reps) : simd;
       std::printf("%-5s %-9s %9.2f %9.2f %7.1f %9.2f %9.2f %7.1f %10.3e %10.3e %8.3f\n",

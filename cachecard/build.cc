@@ -82,12 +82,13 @@ absl::StatusOr<CardMetadata> Describe(const agents::KvCache& cache, int64_t num_
   m.num_tokens = num_tokens - m.first_token;
   m.token_ids.assign(token_ids.begin(), token_ids.end());
   m.provenance = provenance;
+  m.provenance.card_id = PendingCardId();  // derived from the content by WritePlannedCard
 
   SegmentInfo seg;
   seg.first_token = m.first_token;
   seg.num_tokens = m.num_tokens;
   seg.mode = encoding.mode;
-  seg.origin_card_id = provenance.card_id;
+  seg.origin_card_id = m.provenance.card_id;
   seg.origin_hop_index = provenance.hop_index;
   if (encoding.mode == CardMode::kFull) {
     seg.raw_dtype = cache.dtype();
@@ -120,7 +121,7 @@ absl::StatusOr<CardMetadata> WriteCard(const agents::KvCache& cache, int64_t num
   auto encode = [&](size_t s, size_t i, absl::Span<uint8_t> out) {
     return EncodeSection(cache, m.segments[s], static_cast<int>(i / 2), i % 2 == 0, out);
   };
-  absl::Status written = WritePlannedCard(&m, *layout, encode, sink);
+  absl::Status written = WritePlannedCard(&m, *layout, encode, /*first_own_segment=*/0, sink);
   if (!written.ok()) {
     return absl::Status(written.code(), absl::StrCat("BuildCard: ", written.message()));
   }

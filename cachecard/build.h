@@ -14,14 +14,16 @@
 //     the plan's per-token K and V widths (2..8 or 16) for the carried tokens.
 //
 // The cache is only read. Building is deterministic: the same inputs give
-// the same bytes.
+// the same bytes. The card's id is derived from its content
+// (cachecard/content_id.h, docs/cachecard.md "Card id"): the same context
+// at the same encoding gets the same id, whatever the provenance says.
 //
 // Thread safety: reentrant; the caller keeps the cache unchanged meanwhile
 // (its owner serializes build with prefill/decode).
 //
 // Example (hop 2 of a handoff, incremental on hop 1's card):
 //   CardEncoding enc = CardEncoding::Quantized(controller_plan);
-//   Provenance prov{CardId::Random(gen), "writer", /*hop_index=*/2, NowUnixMs(),
+//   Provenance prov{/*card_id=*/{}, "writer", /*hop_index=*/2, NowUnixMs(),
 //                   "importance", /*budget_bits=*/3.0};
 //   QKV_ASSIGN_OR_RETURN(CardPtr card, BuildCard(cache, cache.length(), ids, enc,
 //                                                fingerprint, prov, hop1_card));
@@ -69,6 +71,7 @@ struct CardEncoding {
 };
 
 // Builds a card of positions [0, num_tokens) of `cache` in memory.
+// provenance.card_id is ignored; the card's id is content-derived.
 //   token_ids [num_tokens]: the context's token ids (positions 0..num_tokens-1);
 //   parent: null for a self-contained card, else the card this one extends
 //     (it must cover a strict prefix of the context: same fingerprint and KV

@@ -353,8 +353,6 @@ TEST(BuildInjectTest, BuildRejectsBadInputs) {
                    CardEncoding::Quantized(UniformPlan(10, 4), {quant::GroupAxis::kPerChannel, 0}),
                    TestProvenance(1)),
               HasSubstr("k_group_size 0"));
-  EXPECT_THAT(fail(10, TokenIds(10), CardEncoding::Full(), Provenance{}),
-              HasSubstr("card_id is zero"));
   std::vector<int32_t> negative = TokenIds(10);
   negative[4] = -3;
   EXPECT_THAT(fail(10, negative, CardEncoding::Full(), TestProvenance(1)),

@@ -10,6 +10,7 @@
 #include "agents/kv_cache.h"
 #include "cachecard/build.h"
 #include "cachecard/card.h"
+#include "cachecard/content_id.h"
 #include "cachecard/flatten.h"
 #include "cachecard/inject.h"
 #include "cachecard/testing/synthetic_kv.h"
@@ -32,12 +33,6 @@ ModelFingerprint Fingerprint() {
   ModelFingerprint fp;
   for (size_t i = 0; i < fp.size(); ++i) fp[i] = static_cast<uint8_t>(0xa0 + i);
   return fp;
-}
-
-CardId Id(uint8_t seed) {
-  CardId id;
-  for (size_t i = 0; i < id.bytes.size(); ++i) id.bytes[i] = static_cast<uint8_t>(seed * 7 + i);
-  return id;
 }
 
 // Copies positions [from, to) of every layer's K and V from `src` to `dst`
@@ -93,7 +88,6 @@ class FiveHopChainTest : public ::testing::Test {
       AppendTokens(*truth_, end, end + kHopTokens[hop], agent.get());
       end += kHopTokens[hop];
       Provenance prov;
-      prov.card_id = Id(hop + 1);
       prov.source_agent = "agent" + std::to_string(hop);
       prov.hop_index = hop;
       prov.created_unix_ms = 1000 + hop;
@@ -122,7 +116,7 @@ TEST_F(FiveHopChainTest, EachCardCarriesOnlyItsHopsTokens) {
     const CardMetadata& m = cards_[hop]->metadata();
     EXPECT_EQ(m.first_token, first);
     EXPECT_EQ(m.num_tokens, kHopTokens[hop]);
-    EXPECT_EQ(m.parent_id, hop == 0 ? CardId() : Id(hop));
+    EXPECT_EQ(m.parent_id, hop == 0 ? CardId() : cards_[hop - 1]->id());
     EXPECT_EQ(m.token_ids.size(), static_cast<size_t>(first + kHopTokens[hop]));
     first += kHopTokens[hop];
   }
@@ -144,20 +138,21 @@ TEST_F(FiveHopChainTest, InjectedPrefixIsIdenticalAtEveryHop) {
 }
 
 TEST_F(FiveHopChainTest, FlattenKeepsCodesByteIdenticalAndInjectsTheSameCache) {
-  absl::StatusOr<CardPtr> flat = Flatten(*cards_.back(), &set_, {Id(99), 5000});
+  absl::StatusOr<CardPtr> flat = Flatten(*cards_.back(), &set_, {5000});
   ASSERT_TRUE(flat.ok()) << flat.status();
   const CardMetadata& f = (*flat)->metadata();
   EXPECT_EQ(f.first_token, 0);
   EXPECT_EQ(f.num_tokens, 50);
   EXPECT_TRUE(f.parent_id.IsZero());
-  EXPECT_EQ(f.card_id(), Id(99));
+  EXPECT_EQ(f.card_id(), ComputeContentId(**flat));
+  EXPECT_NE(f.card_id(), cards_.back()->id());
   EXPECT_EQ(f.provenance.source_agent, "agent4");
   EXPECT_EQ(f.token_ids, ids_);
   ASSERT_EQ(f.segments.size(), 5u);
   for (int hop = 0; hop < 5; ++hop) {
     const SegmentInfo& seg = f.segments[hop];
     const SegmentInfo& orig = cards_[hop]->metadata().segments[0];
-    EXPECT_EQ(seg.origin_card_id, Id(hop + 1));
+    EXPECT_EQ(seg.origin_card_id, cards_[hop]->id());
     EXPECT_EQ(seg.origin_hop_index, static_cast<uint32_t>(hop));
     EXPECT_EQ(seg.k_bits, orig.k_bits);
     for (size_t i = 0; i < seg.sections.size(); ++i) {
@@ -180,10 +175,10 @@ TEST_F(FiveHopChainTest, FlattenKeepsCodesByteIdenticalAndInjectsTheSameCache) {
 }
 
 TEST_F(FiveHopChainTest, FlattenOfAMidChainCardAndOfAFlatCard) {
-  auto mid = *Flatten(*cards_[2], &set_, {Id(98), 1});
+  auto mid = *Flatten(*cards_[2], &set_, {1});
   EXPECT_EQ(mid->metadata().segments.size(), 3u);
   EXPECT_EQ(mid->metadata().total_tokens(), 40);
-  auto again = *Flatten(*mid, nullptr, {Id(97), 2});
+  auto again = *Flatten(*mid, nullptr, {2});
   EXPECT_EQ(again->metadata().segments.size(), 3u);
   auto a = *agents::KvCache::Create(kShape, DType::kF32, 256);
   auto b = *agents::KvCache::Create(kShape, DType::kF32, 256);
@@ -234,24 +229,22 @@ TEST_F(FiveHopChainTest, BrokenLinksAreRejectedBeforeWriting) {
   };
   // Card 2's parent id resolves to card 0 (ends at 13, card 2 starts at 20).
   MapResolver wrong_end;
-  wrong_end.Map(Id(2), cards_[0].get());
+  wrong_end.Map(cards_[1]->id(), cards_[0].get());
   check(wrong_end, absl::StatusCode::kFailedPrecondition,
         "ends at token 13, the child starts at 20");
   // The grandparent is missing.
   MapResolver missing;
-  missing.Map(Id(2), cards_[1].get());
-  check(missing, absl::StatusCode::kNotFound, "parent card " + Id(1).ToHex());
+  missing.Map(cards_[1]->id(), cards_[1].get());
+  check(missing, absl::StatusCode::kNotFound, "parent card " + cards_[0]->id().ToHex());
 
   // A parent of the right length with other token ids.
   std::vector<int32_t> other_ids(ids_.begin(), ids_.begin() + 20);
   other_ids[15] = 7;
   auto impostor_src = *MakeSyntheticCache(kShape, DType::kF32, 20, 3);
-  Provenance prov;
-  prov.card_id = Id(2);
   auto impostor =
-      *BuildCard(*impostor_src, 20, other_ids, CardEncoding::Full(), Fingerprint(), prov);
+      *BuildCard(*impostor_src, 20, other_ids, CardEncoding::Full(), Fingerprint(), Provenance());
   MapResolver wrong_ids;
-  wrong_ids.Map(Id(2), impostor.get());
+  wrong_ids.Map(cards_[1]->id(), impostor.get());
   check(wrong_ids, absl::StatusCode::kFailedPrecondition, "has token id 7 at position 15");
 }
 
@@ -259,7 +252,6 @@ TEST_F(FiveHopChainTest, BuildRejectsAParentThatDoesNotMatch) {
   std::vector<int32_t> ids(ids_.begin(), ids_.begin() + 25);
   ids[3] = 1;
   Provenance prov;
-  prov.card_id = Id(50);
   absl::StatusOr<CardPtr> card =
       BuildCard(*agents_[1], 20, absl::MakeConstSpan(ids).first(20), CardEncoding::Full(),
                 Fingerprint(), prov, cards_[0].get());

@@ -19,7 +19,7 @@ absl::StatusOr<CardMetadata> WriteFlatCard(const Card& leaf, const CardResolver*
   m.parent_id = CardId();
   m.first_token = 0;
   m.num_tokens = leaf.metadata().total_tokens();
-  m.provenance.card_id = options.card_id;
+  m.provenance.card_id = PendingCardId();  // derived from the content by WritePlannedCard
   m.provenance.created_unix_ms = options.created_unix_ms;
   m.segments.clear();
   // source[k] = (card, segment index) of the flat card's segment k.
@@ -43,7 +43,8 @@ absl::StatusOr<CardMetadata> WriteFlatCard(const Card& leaf, const CardResolver*
     std::memcpy(out.data(), in.data(), in.size());
     return absl::OkStatus();
   };
-  QKV_RETURN_IF_ERROR(WritePlannedCard(&m, *layout, copy, sink));
+  QKV_RETURN_IF_ERROR(
+      WritePlannedCard(&m, *layout, copy, /*first_own_segment=*/m.segments.size(), sink));
   return m;
 }
 

@@ -7,7 +7,9 @@
 // that ended at a hop boundary stays a short group of its own segment.
 // Injecting the flat card gives exactly the cache contents the chain gives.
 //
-// The flat card has a new id (FlattenOptions), no parent, first_token 0, the
+// The flat card has its own content-derived id (docs/cachecard.md "Card
+// id"; it differs from the leaf's, whose content is only the leaf's own
+// segments plus a parent id), no parent, first_token 0, the
 // leaf's fingerprint, shape, token ids, source agent, hop index, policy and
 // budget, and avg_bits over all its tokens. Segments keep their
 // origin_card_id and origin_hop_index.
@@ -16,7 +18,7 @@
 //
 // Example:
 //   QKV_ASSIGN_OR_RETURN(CardPtr flat,
-//       Flatten(*leaf, &parents, {CardId::Random(gen), NowUnixMs()}));
+//       Flatten(*leaf, &parents, {NowUnixMs()}));
 #ifndef QKVSHARE_CACHECARD_FLATTEN_H_
 #define QKVSHARE_CACHECARD_FLATTEN_H_
 
@@ -31,7 +33,6 @@
 namespace qkvshare::cachecard {
 
 struct FlattenOptions {
-  CardId card_id;  // id of the flat card; non-zero
   int64_t created_unix_ms = 0;
 };
 

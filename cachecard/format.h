@@ -34,7 +34,7 @@ inline constexpr uint8_t kCardMagic[4] = {'Q', 'K', 'V', 'C'};
 // (including the quantizer's packed K/V section layout, docs/quantization.md).
 // Readers accept exactly this version. Regenerate the golden card
 // (cachecard/testdata/golden_v<N>.qkvcard) in the same commit.
-inline constexpr uint32_t kCardFormatVersion = 1;
+inline constexpr uint32_t kCardFormatVersion = 2;
 
 // Alignment of metadata arrays/strings and of metadata_bytes / sections.
 inline constexpr uint64_t kMetadataAlignment = 8;

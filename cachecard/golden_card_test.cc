@@ -10,6 +10,7 @@
 #include "agents/kv_cache.h"
 #include "cachecard/card.h"
 #include "cachecard/card_file.h"
+#include "cachecard/content_id.h"
 #include "cachecard/format.h"
 #include "cachecard/inject.h"
 #include "cachecard/inspect.h"
@@ -53,6 +54,7 @@ TEST(GoldenCardTest, Metadata) {
   const CardMetadata& m = golden->metadata();
   EXPECT_EQ(m.format_version, kCardFormatVersion);
   EXPECT_EQ(m.card_id(), GoldenCardId());
+  EXPECT_EQ(ComputeContentId(*golden), GoldenCardId());  // the id is the content's
   EXPECT_TRUE(m.parent_id.IsZero());
   EXPECT_EQ(m.fingerprint, GoldenFingerprint());
   EXPECT_TRUE(m.shape == (agents::KvShape{5, 4, 8}));

@@ -153,7 +153,7 @@ TEST_F(HostileCardTest, WrongMagicAndVersion) {
   future[4] = kCardFormatVersion + 1;
   s = Load(future);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(s.message(), HasSubstr("this build reads version 1"));
+  EXPECT_THAT(s.message(), HasSubstr("this build reads version 2"));
 }
 
 TEST_F(HostileCardTest, CardOfAnotherModel) {

@@ -38,7 +38,9 @@ namespace qkvshare::cachecard {
 
 // Who built a card, when and how. Set by the builder's caller (the daemon).
 struct Provenance {
-  CardId card_id;            // non-zero; CardId::Random() for a new card
+  // Non-zero. Output of BuildCard/Flatten: the content-derived id
+  // (cachecard/content_id.h), whatever the caller put here.
+  CardId card_id;
   std::string source_agent;  // agent that built the card, <= kMaxStringBytes
   uint32_t hop_index = 0;    // handoffs the context went through (0: first)
   int64_t created_unix_ms = 0;

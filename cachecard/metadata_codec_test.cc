@@ -171,11 +171,15 @@ TEST(MetadataCodecTest, PreambleErrors) {
   absl::Status s = ParseMetadata(bad_magic, m.card_bytes).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("not a CacheCard: magic is 0x584b5643"));
-  std::vector<uint8_t> v2 = meta;
-  v2[4] = 2;
-  s = ParseMetadata(v2, m.card_bytes).status();
+  std::vector<uint8_t> future = meta;
+  future[4] = kCardFormatVersion + 1;
+  s = ParseMetadata(future, m.card_bytes).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(s.message(), HasSubstr("card format version 2 is not supported"));
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("card format version ", kCardFormatVersion + 1,
+                                                  " is not supported")));
+  std::vector<uint8_t> v1 = meta;  // version 1 cards had random ids
+  v1[4] = 1;
+  EXPECT_EQ(ParseMetadata(v1, m.card_bytes).status().code(), absl::StatusCode::kUnimplemented);
   CardHeader h = Header(meta);
   h.metadata_bytes = 100;
   SetHeader(&meta, h);

@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<AgentPool>> AgentPool::Create(const DaemonConfig&
     agent->entry = e;
     agent->model_name = m->name;
     agent->model = models[m->name];
+    agent->min_card_bits = m->min_card_bits;
     int64_t limit = agent->model->config().context_limit();
     if (config.limits.max_context_tokens > limit) {
       spdlog::warn(

@@ -39,6 +39,8 @@ struct Agent {
   agents::ModelHandle model;
   // Context limit in tokens (the model's, capped by limits.max_context_tokens).
   int64_t context_limit = 0;
+  // The model's models.NAME.min_card_bits.
+  double min_card_bits = 2.0;
   // Only the lease holder touches the sequence.
   std::unique_ptr<agents::Sequence> sequence;
 };

@@ -326,6 +326,7 @@ v1::CardInfo ServerCore::CardInfoOf(const cachecard::shm::StoredCardInfo& s) con
   info.set_source_agent(m.provenance.source_agent);
   info.set_hop(static_cast<int>(m.provenance.hop_index));
   info.set_fingerprint(sum.fingerprint);
+  info.set_foreign_model(!HostsModel(sum.fingerprint));
   info.set_created_unix_ms(m.provenance.created_unix_ms);
   info.set_format_version(static_cast<int>(m.format_version));
   info.set_num_layers(m.shape.num_layers);
@@ -377,7 +378,6 @@ absl::Status ServerCore::ExportCard(
   if (!handle->metadata().parent_id.IsZero()) {
     // A chain: export one self-contained card (codes copied, not re-quantized).
     cachecard::FlattenOptions fo;
-    fo.card_id = handle->id();
     fo.created_unix_ms = absl::ToUnixMillis(absl::Now());
     QKV_ASSIGN_OR_RETURN(flat, cachecard::Flatten(*handle, store_.get(), fo));
     bytes = flat->bytes();
@@ -413,7 +413,29 @@ absl::StatusOr<v1::CardInfo> ServerCore::ImportCard(absl::Span<const uint8_t> by
       return handle.status();
     }
   }  // the handle goes: the card stays stored, unreferenced
-  return GetCard((*card)->id().ToHex());
+  QKV_ASSIGN_OR_RETURN(v1::CardInfo info, GetCard((*card)->id().ToHex()));
+  if (info.foreign_model()) {
+    std::vector<std::string> hosted;
+    for (const v1::AgentInfo& a : pool_->List()) {
+      hosted.push_back(absl::StrCat(a.model(), " ", a.fingerprint().substr(0, 12)));
+    }
+    std::sort(hosted.begin(), hosted.end());
+    hosted.erase(std::unique(hosted.begin(), hosted.end()), hosted.end());
+    std::string warning =
+        absl::StrCat("card ", info.id(), " is for model fingerprint ", info.fingerprint(),
+                     "; no hosted model matches (hosted: ", absl::StrJoin(hosted, ", "),
+                     "): it is stored, but no agent here can use it");
+    spdlog::warn("import: {}", warning);
+    info.add_warnings(std::move(warning));
+  }
+  return info;
+}
+
+bool ServerCore::HostsModel(const std::string& fingerprint_hex) const {
+  for (const v1::AgentInfo& a : pool_->List()) {
+    if (a.fingerprint() == fingerprint_hex) return true;
+  }
+  return false;
 }
 
 absl::Status ServerCore::DeleteCard(const std::string& id) {

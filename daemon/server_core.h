@@ -68,7 +68,8 @@ class ServerCore {
   // (flattened) .qkvcard; stops early when `write` returns false (Cancelled).
   absl::Status ExportCard(const std::string& id,
                           const std::function<bool(absl::Span<const uint8_t>)>& write) const;
-  // Validates and stores a card file's bytes. Errors: InvalidArgument
+  // Validates and stores a card file's bytes. A card no hosted model can use
+  // is stored too, with a warning in the result (and the log). Errors: InvalidArgument
   // (not a valid card: truncated, checksum, version, ...), ResourceExhausted (limits or quota),
   // AlreadyExists, FailedPrecondition (its parent is not stored).
   absl::StatusOr<v1::CardInfo> ImportCard(absl::Span<const uint8_t> bytes);
@@ -89,6 +90,8 @@ class ServerCore {
   explicit ServerCore(DaemonConfig config) : config_(std::move(config)) {}
   absl::StatusOr<TaskSpec> Resolve(const v1::SubmitTaskRequest& request) const;
   v1::CardInfo CardInfoOf(const cachecard::shm::StoredCardInfo& info) const;
+  // Whether an agent here runs the model with this fingerprint (64 hex).
+  bool HostsModel(const std::string& fingerprint_hex) const;
 
   const DaemonConfig config_;
   const absl::Time started_ = absl::Now();

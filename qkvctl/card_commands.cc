@@ -172,6 +172,9 @@ int RunCardsImport(Session& s, const std::string& path) {
     s.out() << "imported card " << r->id() << " (" << FormatBytes(r->bytes()) << ", " << r->tokens()
             << " tokens)\n";
   }
+  // Warnings (e.g. a card for a model no agent runs) go to stderr in both
+  // modes; the JSON output carries them in `warnings` too.
+  for (const std::string& w : r->warnings()) s.err() << "qkvctl: warning: " << w << "\n";
   return kExitOk;
 }
 

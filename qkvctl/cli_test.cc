@@ -486,7 +486,7 @@ TEST_F(CliTest, AddressFromEnvironmentUnlessFlagGiven) {
 }
 
 TEST_F(CliTest, InspectCardFileLocally) {
-  const std::string golden = "cachecard/testdata/golden_v1.qkvcard";
+  const std::string golden = "cachecard/testdata/golden_v2.qkvcard";
   daemon_->Shutdown();  // a file needs no daemon
   Result r = Run({"cards", "inspect", golden});
   ASSERT_EQ(r.code, 0) << r.err;

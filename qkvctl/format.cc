@@ -64,6 +64,11 @@ std::string BitPolicyName(v1::BitPolicy policy) {
   return EnumName(v1::BitPolicy_Name(policy), "BIT_POLICY_", policy);
 }
 
+std::string StopReasonName(const v1::HopResult& hop) {
+  if (hop.stop() == v1::STOP_REASON_UNSPECIFIED) return hop.stop_reason();  // an older daemon
+  return EnumName(v1::StopReason_Name(hop.stop()), "STOP_REASON_", hop.stop());
+}
+
 std::string FormatStatus(const v1::Status& s) {
   return KeyValueLines({
       {"version", s.version()},
@@ -173,6 +178,9 @@ std::string FormatHopTable(const std::vector<v1::HopResult>& hops) {
                                      HandoffModeName(in.requested_mode()),
                                      " requested, fell back: ", in.fallback_reason()));
       }
+      if (!in.budget_reason().empty()) {
+        notes.push_back(absl::StrCat("  hop ", h.index() + 1, ": card ", in.budget_reason()));
+      }
       if (in.mode() != v1::HANDOFF_MODE_REPREFILL) {
         bytes = FormatBytes(in.card_bytes());
         bits = FormatFixed(in.avg_bits(), 2);
@@ -181,7 +189,7 @@ std::string FormatHopTable(const std::vector<v1::HopResult>& hops) {
     }
     t.AddRow({absl::StrCat(h.index() + 1), h.agent(), mode, bytes, bits, inject, Ms(h.ttft_ms()),
               absl::StrCat(h.generated_tokens()), FormatFixed(h.decode_tokens_per_s(), 1),
-              h.stop_reason()});
+              StopReasonName(h)});
   }
   std::string out = t.Render();
   for (const std::string& n : notes) absl::StrAppend(&out, n, "\n");
@@ -224,22 +232,27 @@ std::string FormatCards(const v1::ListCardsResponse& cards) {
            {"POLICY"},
            {"REFS", Table::kRight},
            {"AGE", Table::kRight}});
+  bool any_foreign = false;
   for (const v1::CardInfo& c : cards.cards()) {
-    t.AddRow({c.id(), OrDash(ShortId(c.parent_id())), absl::StrCat(c.hop() + 1), c.source_agent(),
-              absl::StrCat(c.tokens()), absl::StrCat(c.context_tokens()), FormatBytes(c.bytes()),
+    any_foreign |= c.foreign_model();
+    t.AddRow({c.foreign_model() ? c.id() + "*" : c.id(), OrDash(ShortId(c.parent_id())),
+              absl::StrCat(c.hop() + 1), c.source_agent(), absl::StrCat(c.tokens()),
+              absl::StrCat(c.context_tokens()), FormatBytes(c.bytes()),
               FormatBytes(c.chain_bytes()), FormatFixed(c.avg_bits(), 2), c.mode(),
               OrDash(c.policy()), absl::StrCat(c.refs()), FormatDuration(c.age_ms())});
   }
-  return absl::StrCat(t.Render(), cards.cards_size(), " cards, ", FormatBytes(cards.store_bytes()),
-                      " of ", FormatBytes(cards.quota_bytes()),
-                      Percent(cards.store_bytes(), cards.quota_bytes()), "\n");
+  return absl::StrCat(
+      t.Render(), cards.cards_size(), " cards, ", FormatBytes(cards.store_bytes()), " of ",
+      FormatBytes(cards.quota_bytes()), Percent(cards.store_bytes(), cards.quota_bytes()), "\n",
+      any_foreign ? "* for a model no agent here runs (foreign fingerprint)\n" : "");
 }
 
 std::string FormatCard(const v1::CardInfo& c) {
   std::string out = KeyValueLines({
       {"id", c.id()},
       {"parent", OrDash(c.parent_id())},
-      {"fingerprint", c.fingerprint()},
+      {"fingerprint", c.foreign_model() ? c.fingerprint() + " (foreign: no hosted model matches)"
+                                        : c.fingerprint()},
       {"format", absl::StrCat("v", c.format_version(), ", ", c.num_layers(), " layers x ",
                               c.num_kv_heads(), " kv heads x head_dim ", c.head_dim(), ", ",
                               OrDash(c.source_dtype()), " cache")},

@@ -31,6 +31,10 @@ std::string MessageJson(const google::protobuf::Message& message, bool pretty = 
 std::string TaskStateName(v1::TaskState state);
 std::string HandoffModeName(v1::HandoffMode mode);
 std::string BitPolicyName(v1::BitPolicy policy);
+// Why the hop stopped: its `stop` value's name ("stop_token", "stop_string",
+// "max_new_tokens", "context_full"), or the text `stop_reason` of a daemon
+// that predates `stop` ("" when neither is set).
+std::string StopReasonName(const v1::HopResult& hop);
 
 // `status`: version, pid, state, uptime, agents, workflows, tasks, store.
 std::string FormatStatus(const v1::Status& status);
@@ -48,13 +52,15 @@ std::string FormatTasks(const v1::ListTasksResponse& tasks, int64_t now_unix_ms)
 
 // Per-hop results: HOP AGENT HANDOFF CARD BYTES AVG BITS INJECT MS TTFT MS
 // TOKENS TOK/S STOP; a hop whose requested handoff fell back is marked "*"
-// and its reason listed below the table.
+// and its reason listed below the table, as is a card budget raised to the
+// model's min_card_bits.
 std::string FormatHopTable(const std::vector<v1::HopResult>& hops);
 
 // `get`: task fields, the hop table and the final output.
 std::string FormatTask(const v1::Task& task);
 
-// `cards ls`: one row per card plus a store usage line.
+// `cards ls`: one row per card plus a store usage line; a card for a model no
+// agent here runs (foreign_model) has its id marked "*", explained below.
 std::string FormatCards(const v1::ListCardsResponse& cards);
 
 // `cards inspect ID`: card fields, per-layer bytes and the K/V bit histograms.

@@ -55,16 +55,63 @@ TEST(FormatTest, HopTableDashesForTheFirstHopAndReprefill) {
   hops[0].set_ttft_ms(3.25);
   hops[0].set_generated_tokens(5);
   hops[0].set_decode_tokens_per_s(100);
-  hops[0].set_stop_reason("eos");
+  hops[0].set_stop(v1::STOP_REASON_STOP_TOKEN);
+  hops[0].set_stop_reason("stop_token");
   hops[1].set_index(1);
   hops[1].set_agent("b");
   hops[1].mutable_handoff_in()->set_mode(v1::HANDOFF_MODE_REPREFILL);
   hops[1].mutable_handoff_in()->set_requested_mode(v1::HANDOFF_MODE_REPREFILL);
   hops[1].set_ttft_ms(12);
-  EXPECT_EQ(FormatHopTable(hops),
-            "HOP  AGENT  HANDOFF    CARD BYTES  AVG BITS  INJECT MS  TTFT MS  TOKENS  TOK/S  STOP\n"
-            "  1  a      -                   -         -          -      3.2       5  100.0  eos\n"
-            "  2  b      reprefill           -         -          -     12.0       0    0.0\n");
+  EXPECT_EQ(
+      FormatHopTable(hops),
+      "HOP  AGENT  HANDOFF    CARD BYTES  AVG BITS  INJECT MS  TTFT MS  TOKENS  TOK/S  STOP\n"
+      "  1  a      -                   -         -          -      3.2       5  100.0  stop_token\n"
+      "  2  b      reprefill           -         -          -     12.0       0    0.0\n");
+}
+
+TEST(FormatTest, HopTableNotesARaisedCardBudget) {
+  std::vector<v1::HopResult> hops(1);
+  hops[0].set_index(1);
+  hops[0].set_agent("b");
+  v1::HandoffStats* in = hops[0].mutable_handoff_in();
+  in->set_mode(v1::HANDOFF_MODE_CARD);
+  in->set_requested_mode(v1::HANDOFF_MODE_CARD);
+  in->set_avg_bits(4);
+  in->set_budget_reason("bits 2 raised to 4 (models.m.min_card_bits)");
+  const std::string out = FormatHopTable(hops);
+  EXPECT_NE(out.find("\n  hop 2: card bits 2 raised to 4 (models.m.min_card_bits)\n"),
+            std::string::npos)
+      << out;
+}
+
+// The `stop` enum names the reason; a daemon without it sends only the text.
+TEST(FormatTest, StopReasonFromTheEnumElseTheText) {
+  v1::HopResult h;
+  EXPECT_EQ(StopReasonName(h), "");
+  h.set_stop_reason("max_new_tokens");  // an older daemon
+  EXPECT_EQ(StopReasonName(h), "max_new_tokens");
+  h.set_stop(v1::STOP_REASON_CONTEXT_FULL);
+  EXPECT_EQ(StopReasonName(h), "context_full");
+  h.set_stop(v1::STOP_REASON_STOP_STRING);
+  EXPECT_EQ(StopReasonName(h), "stop_string");
+}
+
+TEST(FormatTest, ForeignCardsAreMarked) {
+  v1::ListCardsResponse cards;
+  v1::CardInfo* mine = cards.add_cards();
+  mine->set_id("c1");
+  v1::CardInfo* other = cards.add_cards();
+  other->set_id("c2");
+  other->set_foreign_model(true);
+  other->set_fingerprint("ab12");
+  std::string out = FormatCards(cards);
+  EXPECT_NE(out.find("\nc1  "), std::string::npos) << out;
+  EXPECT_NE(out.find("\nc2* "), std::string::npos) << out;
+  EXPECT_NE(out.find("* for a model no agent here runs (foreign fingerprint)\n"), std::string::npos)
+      << out;
+  EXPECT_NE(FormatCard(*other).find("ab12 (foreign: no hosted model matches)"), std::string::npos);
+  cards.mutable_cards()->RemoveLast();
+  EXPECT_EQ(FormatCards(cards).find("foreign"), std::string::npos);
 }
 
 TEST(FormatTest, CardHistogramSkipsEmptyWidths) {

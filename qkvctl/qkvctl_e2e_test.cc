@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cachecard/ids.h"
+#include "cachecard/testing/golden_card.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -124,19 +126,31 @@ TEST_F(QkvctlE2eTest, CardExportRemoveImportIsByteIdentical) {
   Result inspect = Run({"--json", "cards", "inspect", first});
   ASSERT_EQ(inspect.code, 0) << inspect.err;
   nlohmann::json summary = nlohmann::json::parse(inspect.out);
-  EXPECT_EQ(summary["card_id"], leaf);
   EXPECT_EQ(summary["parent_id"], "");  // exports are self-contained (flattened)
+  bool leaf_has_parent = false;
+  for (const auto& c : cards) leaf_has_parent |= c["id"] == leaf && c["parent_id"] != "";
+  // Ids are content-derived: a flattened chain is another card than its leaf.
+  if (leaf_has_parent) {
+    EXPECT_NE(summary["card_id"], leaf);
+  } else {
+    EXPECT_EQ(summary["card_id"], leaf);
+  }
 
   Result rm = Run({"cards", "rm", leaf});
   ASSERT_EQ(rm.code, 0) << rm.err;
   EXPECT_EQ(Run({"cards", "inspect", leaf}).code, 3);
   Result imp = Run({"--json", "cards", "import", first});
   ASSERT_EQ(imp.code, 0) << imp.err;
+  EXPECT_EQ(imp.err, "");  // a card of the hosted model: no warning
+  EXPECT_FALSE(nlohmann::json::parse(imp.out).value("foreign_model", false)) << imp.out;
   const std::string imported = nlohmann::json::parse(imp.out)["id"];
   ASSERT_EQ(Run({"cards", "export", imported, "-o", second}).code, 0);
   EXPECT_TRUE(ReadFile(first) == ReadFile(second)) << "re-exported card differs";
-  // Importing the same card again is refused (it is in the store).
-  EXPECT_EQ(Run({"cards", "import", first}).code, 4);
+  EXPECT_EQ(imported, summary["card_id"]);
+  // Importing the same card again is fine: the stored card, not a second copy.
+  Result again = Run({"--json", "cards", "import", first});
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(nlohmann::json::parse(again.out)["id"], imported);
   // A truncated card is the client's bad input: INVALID_ARGUMENT, exit 4.
   const std::string truncated = dir.File("truncated.qkvcard");
   {
@@ -147,6 +161,51 @@ TEST_F(QkvctlE2eTest, CardExportRemoveImportIsByteIdentical) {
   EXPECT_EQ(bad.code, 4) << bad.err;
   EXPECT_THAT(bad.err, HasSubstr("not a valid card"));
   EXPECT_THAT(bad.err, HasSubstr("INVALID_ARGUMENT"));
+}
+
+// A card for a model no agent here runs is stored, with a warning naming its
+// fingerprint (qkvctl stderr, JSON `warnings`, the daemon log once), and
+// `cards ls` marks it.
+TEST_F(QkvctlE2eTest, ForeignCardImportWarns) {
+  const std::string file =
+      qkvshare::testing::Runfile("cachecard/testdata/" + cachecard::testing::GoldenFileName());
+  const std::string fingerprint =
+      cachecard::FingerprintHex(cachecard::testing::GoldenFingerprint());
+  const std::string id = cachecard::testing::GoldenCardId().ToHex();
+  Result imp = Run({"cards", "import", file});
+  ASSERT_EQ(imp.code, 0) << imp.err;
+  EXPECT_THAT(imp.out, StartsWith("imported card " + id));
+  EXPECT_THAT(imp.err, StartsWith("qkvctl: warning: card " + id + " is for model fingerprint " +
+                                  fingerprint + "; no hosted model matches (hosted: stories "));
+  EXPECT_EQ(std::count(imp.err.begin(), imp.err.end(), '\n'), 1) << imp.err;
+
+  Result ls = Run({"cards", "ls"});
+  ASSERT_EQ(ls.code, 0) << ls.err;
+  EXPECT_THAT(ls.out, HasSubstr("\n" + id + "* "));
+  EXPECT_THAT(ls.out, HasSubstr("* for a model no agent here runs (foreign fingerprint)\n"));
+  Result json = Run({"--json", "cards", "inspect", id});
+  ASSERT_EQ(json.code, 0) << json.err;
+  EXPECT_EQ(nlohmann::json::parse(json.out)["foreign_model"], true);
+
+  // Logged once, at the import (not on every listing).
+  const std::string log = daemon_->Log();
+  size_t count = 0;
+  for (size_t pos = log.find(fingerprint); pos != std::string::npos;
+       pos = log.find(fingerprint, pos + 1)) {
+    ++count;
+  }
+  EXPECT_EQ(count, 1u) << log;
+  EXPECT_THAT(log, HasSubstr("import: card " + id + " is for model fingerprint"));
+
+  ASSERT_EQ(Run({"--json", "cards", "rm", id}).code, 0);
+  Result again = Run({"--json", "cards", "import", file});
+  ASSERT_EQ(again.code, 0) << again.err;
+  nlohmann::json j = nlohmann::json::parse(again.out);
+  EXPECT_EQ(j["foreign_model"], true);
+  ASSERT_EQ(j["warnings"].size(), 1u) << again.out;
+  EXPECT_THAT(j["warnings"][0].get<std::string>(), HasSubstr(fingerprint));
+  EXPECT_THAT(again.err, HasSubstr("qkvctl: warning: card " + id));
+  ASSERT_EQ(Run({"cards", "rm", id}).code, 0);
 }
 
 TEST_F(QkvctlE2eTest, ErrorsMapToExitCodes) {

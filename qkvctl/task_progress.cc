@@ -80,7 +80,7 @@ void TaskProgress::OnEvent(const v1::TaskEvent& e) {
       if (!json_) {
         Line(absl::StrCat("[", hop_name(e.hop_finished().hop()), ": ", r.generated_tokens(),
                           " tokens, ", FormatFixed(r.decode_tokens_per_s(), 1), " tok/s, TTFT ",
-                          FormatFixed(r.ttft_ms(), 1), " ms, stop ", r.stop_reason(), "]"));
+                          FormatFixed(r.ttft_ms(), 1), " ms, stop ", StopReasonName(r), "]"));
       }
       break;
     }

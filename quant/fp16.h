@@ -1,10 +1,11 @@
 // File: quant/fp16.h
 // -----------------------------------------------------------------------------
 // Portable IEEE binary16 (fp16) <-> binary32 conversions with an explicit
-// rounding direction, used by the scalar kernels and by tests. The AVX-512
-// kernels use F16C (VCVTPS2PH / VCVTPH2PS) instead; both give bit-identical
-// results because IEEE 754 fixes the result of every rounding direction
-// (quant/fp16_test.cc checks this against F16C on the build machine).
+// rounding direction, used by the scalar kernels and by tests. The SIMD
+// kernels use the vector versions of quant/fp16-inl.h (Highway), which give
+// bit-identical results on every target; IEEE 754 fixes the result of every
+// rounding direction (quant/fp16_test.cc checks these against the compiler's
+// _Float16 conversion in each rounding mode).
 //
 // Why directed rounding: a quantization group stores its range as fp16
 // (lo, hi); rounding lo toward -inf and hi toward +inf keeps every element of

@@ -1,5 +1,6 @@
 #include "quant/fp16.h"
 
+#include <cfenv>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -8,11 +9,6 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-
-#if defined(__x86_64__)
-#include <cpuid.h>
-#include <immintrin.h>
-#endif
 
 namespace qkvshare::quant {
 namespace {
@@ -69,30 +65,26 @@ TEST(Fp16Test, EveryHalfRoundTripsAndDirectedRoundingBrackets) {
   }
 }
 
-#if defined(__x86_64__)
-__attribute__((target("f16c"))) uint16_t F16c(float f, int mode) {
-  const __m128 v = _mm_set_ss(f);
-  __m128i h;
-  switch (mode) {
-    case 1:
-      h = _mm_cvtps_ph(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-      break;
-    case 2:
-      h = _mm_cvtps_ph(v, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
-      break;
-    default:
-      h = _mm_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  }
-  return static_cast<uint16_t>(_mm_extract_epi16(h, 0));
+#if defined(__aarch64__) || (defined(__x86_64__) && defined(__FLT16_MAX__))
+// The compiler's own float -> half conversion (Arm FCVT for __fp16; x86
+// _Float16 through F16C / AVX512-FP16 or libgcc's soft-fp), honouring the
+// current rounding mode.
+#if defined(__aarch64__)
+using CompilerHalfType = __fp16;
+#else
+using CompilerHalfType = _Float16;
+#endif
+__attribute__((noinline)) uint16_t CompilerHalf(volatile float f) {
+  const CompilerHalfType h = static_cast<CompilerHalfType>(f);
+  uint16_t bits;
+  std::memcpy(&bits, &h, sizeof bits);
+  return bits;
 }
 
-// The portable conversion must equal the hardware one (the AVX-512 kernels
-// use F16C) for every rounding direction.
-TEST(Fp16Test, MatchesF16cBitForBit) {
-  unsigned eax, ebx, ecx, edx;
-  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_F16C)) {
-    GTEST_SKIP() << "no F16C on this CPU";
-  }
+// The portable conversion must equal the platform's for every rounding
+// direction (the Highway kernels' vector conversions are checked against this
+// one in quant/kernels_test.cc and cachecard/dtype_convert_test.cc).
+TEST(Fp16Test, MatchesCompilerFloat16BitForBit) {
   std::vector<float> inputs;
   for (uint32_t h = 0; h < 0x10000; ++h) {  // every half, its neighbours and midpoints
     const float f = HalfToFloat(static_cast<uint16_t>(h));
@@ -114,11 +106,19 @@ TEST(Fp16Test, MatchesF16cBitForBit) {
     if (!std::isnan(f)) inputs.push_back(f);
   }
   const Fp16Rounding modes[] = {Fp16Rounding::kNearestEven, Fp16Rounding::kDown, Fp16Rounding::kUp};
-  for (float f : inputs) {
-    for (int m = 0; m < 3; ++m) {
-      ASSERT_EQ(FloatToHalf(f, modes[m]), F16c(f, m)) << "f=" << f << " mode " << m;
+  const int fe[] = {FE_TONEAREST, FE_DOWNWARD, FE_UPWARD};
+  for (int m = 0; m < 3; ++m) {
+    ASSERT_EQ(std::fesetround(fe[m]), 0);
+    for (float f : inputs) {
+      const uint16_t want = CompilerHalf(f);
+      if (FloatToHalf(f, modes[m]) != want) {
+        std::fesetround(FE_TONEAREST);
+        FAIL() << "f=" << f << " mode " << m << " got " << FloatToHalf(f, modes[m]) << " want "
+               << want;
+      }
     }
   }
+  std::fesetround(FE_TONEAREST);
 }
 #endif
 

@@ -1,6 +1,7 @@
 // Quantize/Dequantize: argument checks, the packed layout walk
 // (docs/quantization.md, "Packed layout") and the choice of kernel path. The
-// per-row arithmetic lives in kernels_scalar.cc and kernels_avx512.cc.
+// per-row arithmetic lives in kernels_scalar.cc (reference) and kernels_hwy.cc
+// (Highway, every SIMD target).
 #include "quant/kernels.h"
 
 #include <algorithm>
@@ -103,7 +104,7 @@ absl::Status LocateBadValue(const ConstKvView& src, int64_t t0, int64_t nt) {
 
 const KernelOps* OpsFor(KernelPath path) {
   if (!KernelPathSupported(path)) return nullptr;
-  return path == KernelPath::kAvx512 ? Avx512Ops() : &ScalarOps();
+  return path == KernelPath::kSimd ? &SimdOps() : &ScalarOps();
 }
 
 // Scratch for one call: per-slot parameter arrays and one row of codes.
@@ -269,18 +270,15 @@ void DequantizePerToken(const KernelOps& ops, const uint8_t* in, int group_size,
 }  // namespace
 
 bool KernelPathSupported(KernelPath path) {
-  return path == KernelPath::kScalar || (path == KernelPath::kAvx512 && Avx512Ops() != nullptr);
+  // Highway always has a target (EMU128 or SCALAR at worst).
+  return path == KernelPath::kScalar || path == KernelPath::kSimd;
 }
 
 const char* KernelPathName(KernelPath path) {
-  return path == KernelPath::kAvx512 ? "avx512" : "scalar";
+  return path == KernelPath::kSimd ? "simd" : "scalar";
 }
 
-KernelPath BestKernelPath() {
-  static const KernelPath best =
-      KernelPathSupported(KernelPath::kAvx512) ? KernelPath::kAvx512 : KernelPath::kScalar;
-  return best;
-}
+KernelPath BestKernelPath() { return KernelPath::kSimd; }
 
 absl::Status QuantizeWithPath(KernelPath path, const ConstKvView& src, const GroupSpec& spec,
                               absl::Span<const uint8_t> token_bits, absl::Span<uint8_t> out) {

@@ -1,7 +1,7 @@
 // File: quant/kernels_internal.h
 // -----------------------------------------------------------------------------
 // Internals of quant/kernels.h, exposed for tests and bench/ only: the kernel
-// paths (portable scalar, AVX-512) and the per-row primitives each path
+// paths (portable scalar, Highway SIMD) and the per-row primitives each path
 // implements. The layout walk (which bytes hold which row) lives once, in
 // kernels.cc; the paths only differ in how a row is computed, and must give
 // bit-identical bytes and outputs (kernels_test.cc checks this).
@@ -19,17 +19,20 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "base/dtype.h"
+#include "quant/fp16.h"
 #include "quant/kernels.h"
 #include "quant/kv_view.h"
 
 namespace qkvshare::quant::internal {
 
 enum class KernelPath : uint8_t {
-  kScalar = 0,  // portable C++, any CPU
-  kAvx512 = 1,  // AVX-512 F/BW/VL/DQ + F16C + BMI2 (pext/pdep), chosen at run time
+  kScalar = 0,  // portable C++ (kernels_scalar.cc), any CPU: the reference
+  kSimd = 1,    // Highway (kernels_hwy.cc), best target of this CPU chosen at
+                // run time (HWY_DYNAMIC_DISPATCH; base/cpu_info.h ForceSimdTarget)
 };
 
-// "scalar" / "avx512".
+// "scalar" / "simd".
 const char* KernelPathName(KernelPath path);
 
 // Whether `path` is compiled in and this CPU can run it.
@@ -106,10 +109,53 @@ struct KernelOps {
   void (*raw_row_out)(const uint8_t* in, const KvView& dst, int64_t t);
 };
 
-// The ops of each path; Avx512Ops() is nullptr when not compiled in or when
-// this CPU lacks AVX-512 F/BW/VL/DQ or BMI2.
+// The ops of each path. SimdOps() are those of the Highway target that
+// dispatch picks now (it follows ForceSimdTarget); they take the scalar
+// primitives where a row-sized loop does not pay (group parameters, tables).
 const KernelOps& ScalarOps();
-const KernelOps* Avx512Ops();
+const KernelOps& SimdOps();
+
+// ---- element helpers shared by the scalar path and the SIMD tails ----------
+
+// |x| <= 65504 (the fp16 range); false for NaN and +-Inf.
+inline bool Finite16(float x) { return x <= kFp16Max && x >= -kFp16Max; }
+
+// min(L, max(0, (x - lo) * scale)) + 0.5; the caller truncates it to the code.
+inline float Quantize1(float x, float lo, float scale, float levels) {
+  float v = (x - lo) * scale;
+  v = v < 0.0f ? 0.0f : v;
+  v = v > levels ? levels : v;
+  return v + 0.5f;
+}
+
+// Element i of a buffer of dtype D as float, and back (rounded to nearest
+// even).
+template <DType D>
+inline float LoadElem(const void* p, int64_t i) {
+  if constexpr (D == DType::kF32) {
+    return static_cast<const float*>(p)[i];
+  } else if constexpr (D == DType::kBF16) {
+    return Bf16ToFloat(static_cast<const uint16_t*>(p)[i]);
+  } else {
+    return HalfToFloat(static_cast<const uint16_t*>(p)[i]);
+  }
+}
+template <DType D>
+inline void StoreElem(void* p, int64_t i, float v) {
+  if constexpr (D == DType::kF32) {
+    static_cast<float*>(p)[i] = v;
+  } else if constexpr (D == DType::kBF16) {
+    static_cast<uint16_t*>(p)[i] = FloatToBf16(v);
+  } else {
+    static_cast<uint16_t*>(p)[i] = FloatToHalf(v);
+  }
+}
+
+inline uint16_t ReadU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+inline void WriteU16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v & 0xff);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
 
 }  // namespace qkvshare::quant::internal
 

@@ -1,6 +1,6 @@
 // Portable scalar row primitives of quant/kernels_internal.h: the reference
-// the AVX-512 path must match bit for bit. Straight loops, element conversions
-// through base/dtype.h and quant/fp16.h.
+// the Highway path (kernels_hwy.cc) must match bit for bit on every target. Straight loops, element
+// conversions through base/dtype.h and quant/fp16.h.
 #include <cstdint>
 #include <cstring>
 
@@ -13,34 +13,10 @@ namespace {
 
 // One dtype's element access.
 template <DType D>
-struct Elem;
-template <>
-struct Elem<DType::kF32> {
-  static float Load(const void* p, int64_t i) { return static_cast<const float*>(p)[i]; }
-  static void Store(void* p, int64_t i, float v) { static_cast<float*>(p)[i] = v; }
+struct Elem {
+  static float Load(const void* p, int64_t i) { return LoadElem<D>(p, i); }
+  static void Store(void* p, int64_t i, float v) { StoreElem<D>(p, i, v); }
 };
-template <>
-struct Elem<DType::kBF16> {
-  static float Load(const void* p, int64_t i) {
-    return Bf16ToFloat(static_cast<const uint16_t*>(p)[i]);
-  }
-  static void Store(void* p, int64_t i, float v) { static_cast<uint16_t*>(p)[i] = FloatToBf16(v); }
-};
-template <>
-struct Elem<DType::kF16> {
-  static float Load(const void* p, int64_t i) {
-    return HalfToFloat(static_cast<const uint16_t*>(p)[i]);
-  }
-  static void Store(void* p, int64_t i, float v) { static_cast<uint16_t*>(p)[i] = FloatToHalf(v); }
-};
-
-inline bool Finite16(float x) { return x <= kFp16Max && x >= -kFp16Max; }  // false for NaN
-
-inline uint16_t ReadU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-inline void WriteU16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v & 0xff);
-  p[1] = static_cast<uint8_t>(v >> 8);
-}
 
 // Calls f(c, i) for every channel c of token t, i = element index in the view.
 template <typename View, typename F>
@@ -64,13 +40,6 @@ auto DispatchDType(DType d, Fn&& fn) {
     default:
       return fn(Elem<DType::kF32>{});
   }
-}
-
-inline float Quantize1(float x, float lo, float scale, float levels) {
-  float v = (x - lo) * scale;
-  v = v < 0.0f ? 0.0f : v;
-  v = v > levels ? levels : v;
-  return v + 0.5f;
 }
 
 bool MinMaxPerChannel(const ConstKvView& src, int64_t t0, int nt, const uint8_t* bits, float* mn,

@@ -10,8 +10,10 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "base/cpu_info.h"
 #include "base/dtype.h"
 #include "gtest/gtest.h"
+#include "hwy/targets.h"
 #include "quant/bit_plan.h"
 #include "quant/fp16.h"
 #include "quant/kernels_internal.h"
@@ -170,11 +172,7 @@ absl::Status RoundTrip(KernelPath path, Tensor& src, const GroupSpec& spec,
   return s;
 }
 
-std::vector<KernelPath> SupportedPaths() {
-  std::vector<KernelPath> paths = {KernelPath::kScalar};
-  if (internal::KernelPathSupported(KernelPath::kAvx512)) paths.push_back(KernelPath::kAvx512);
-  return paths;
-}
+std::vector<KernelPath> SupportedPaths() { return {KernelPath::kScalar, KernelPath::kSimd}; }
 
 const char* AxisName(GroupAxis a) { return a == GroupAxis::kPerChannel ? "K" : "V"; }
 
@@ -534,37 +532,55 @@ struct Shape {
   int group_size;
 };
 
-TEST(KernelsTest, Avx512AndScalarAreBitIdentical) {
-  if (!internal::KernelPathSupported(KernelPath::kAvx512)) {
-    GTEST_SKIP() << "AVX-512 path not supported on this CPU";
-  }
-  const Shape shapes[] = {{4, 8, 100, 32}, {3, 64, 77, 32}, {2, 128, 40, 32}, {3, 5, 50, 7},
-                          {3, 24, 65, 20}, {1, 3, 9, 2},    {5, 64, 33, 64},  {3, 64, 64, 1}};
-  uint32_t seed = 100;
-  for (const Shape& sh : shapes) {
-    for (DType in : {DType::kF32, DType::kBF16, DType::kF16}) {
-      Tensor src(in, sh.heads, sh.head_dim, sh.tokens, sh.tokens + 3);
-      ++seed;
-      FillRandom(src, seed, seed % 2 ? 1.0f : 1e-3f);
-      src.Set(0, 0, -0.0f);  // signed zeros must not change the stored params
-      src.Set(sh.tokens - 1, 0, 0.0f);
-      const std::vector<uint8_t> bits = RandomBits(sh.tokens, ++seed);
-      for (GroupAxis axis : {GroupAxis::kPerChannel, GroupAxis::kPerToken}) {
-        const GroupSpec spec{axis, sh.group_size};
-        for (DType out : {DType::kF32, DType::kBF16, DType::kF16}) {
-          Tensor a(out, sh.heads, sh.head_dim, sh.tokens, sh.tokens);
-          Tensor b(out, sh.heads, sh.head_dim, sh.tokens, sh.tokens);
-          std::vector<uint8_t> pa, pb;
-          ASSERT_TRUE(RoundTrip(KernelPath::kScalar, src, spec, bits, a, &pa).ok());
-          ASSERT_TRUE(RoundTrip(KernelPath::kAvx512, src, spec, bits, b, &pb).ok());
-          ASSERT_EQ(pa, pb) << "packed bytes differ: heads " << sh.heads << " head_dim "
-                            << sh.head_dim << " G " << sh.group_size << " " << AxisName(axis)
-                            << " in " << DTypeName(in);
-          ASSERT_EQ(a.bytes(), b.bytes()) << "dequantized output differs, out " << DTypeName(out);
+// Every Highway target this binary has and this CPU runs (down to the
+// portable fallback HWY_BASELINE_SCALAR: EMU128, or SCALAR where Highway
+// deems EMU128 miscompiled, e.g. GCC < 12.3) against the scalar reference: identical packed bytes
+// and identical dequantized outputs, for odd shapes (vector tails), all dtypes, both axes, mixed
+// widths with raw 16-bit tokens.
+TEST(KernelsTest, EverySimdTargetMatchesScalarBitForBit) {
+  const std::vector<int64_t> targets = UsableSimdTargets();
+  ASSERT_FALSE(targets.empty());
+  bool saw_fallback = false;
+  for (int64_t target : targets) {
+    const char* name = hwy::TargetName(target);
+    saw_fallback |= target == HWY_BASELINE_SCALAR;
+    ASSERT_TRUE(ForceSimdTarget(name).ok()) << name;
+    ASSERT_EQ(BestSimdTargetName(), name);
+    const Shape shapes[] = {{4, 8, 100, 32}, {3, 64, 77, 32}, {2, 128, 40, 32}, {3, 5, 50, 7},
+                            {3, 24, 65, 20}, {1, 3, 9, 2},    {5, 64, 33, 64},  {3, 64, 64, 1},
+                            {2, 36, 41, 16}, {3, 100, 20, 48}};
+    uint32_t seed = 100;
+    for (const Shape& sh : shapes) {
+      for (DType in : {DType::kF32, DType::kBF16, DType::kF16}) {
+        Tensor src(in, sh.heads, sh.head_dim, sh.tokens, sh.tokens + 3);
+        ++seed;
+        FillRandom(src, seed, seed % 2 ? 1.0f : 1e-3f);
+        src.Set(0, 0, -0.0f);  // signed zeros must not change the stored params
+        src.Set(sh.tokens - 1, 0, 0.0f);
+        const std::vector<uint8_t> bits = RandomBits(sh.tokens, ++seed);
+        for (GroupAxis axis : {GroupAxis::kPerChannel, GroupAxis::kPerToken}) {
+          const GroupSpec spec{axis, sh.group_size};
+          for (DType out : {DType::kF32, DType::kBF16, DType::kF16}) {
+            Tensor a(out, sh.heads, sh.head_dim, sh.tokens, sh.tokens);
+            Tensor b(out, sh.heads, sh.head_dim, sh.tokens, sh.tokens);
+            std::vector<uint8_t> pa, pb;
+            ASSERT_TRUE(RoundTrip(KernelPath::kScalar, src, spec, bits, a, &pa).ok());
+            ASSERT_TRUE(RoundTrip(KernelPath::kSimd, src, spec, bits, b, &pb).ok()) << name;
+            ASSERT_EQ(pa, pb) << name << ": packed bytes differ: heads " << sh.heads << " head_dim "
+                              << sh.head_dim << " G " << sh.group_size << " " << AxisName(axis)
+                              << " in " << DTypeName(in);
+            ASSERT_EQ(a.bytes(), b.bytes())
+                << name << ": dequantized output differs, out " << DTypeName(out);
+          }
         }
       }
     }
   }
+  ASSERT_TRUE(ForceSimdTarget("").ok());
+  if (HWY_TARGETS & HWY_BASELINE_SCALAR) {  // not compiled in where NEON is the baseline
+    EXPECT_TRUE(saw_fallback) << hwy::TargetName(HWY_BASELINE_SCALAR) << " was not tested";
+  }
+  std::printf("kernels_test: SIMD targets checked against scalar: %s\n", CpuSummary().c_str());
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: setup, `bazel test //...`,
 # the Python SDK's pytest suite (python/tests, against the binaries just
-# built; its counts join the total), a short fuzz run, then `bazel shutdown`.
+# built; its counts join the total), a short fuzz run, the aarch64 cross
+# build of the torch-free tests under qemu (scripts/test_aarch64.sh; its
+# counts join the total; QKV_SKIP_AARCH64=1 skips it), then `bazel shutdown`.
 # Ends with the line "N passed, N failed" and exits non-zero when anything
 # failed or did not build.
 # Usage: scripts/test.sh [extra bazel test flags]
@@ -46,13 +48,28 @@ if [[ -x scripts/fuzz.sh ]]; then
     extra_rc=1
   fi
 fi
+aarch64_passed=0 aarch64_failed=0
+if [[ ${QKV_SKIP_AARCH64:-0} != 1 ]]; then
+  # Its own "N passed, N failed, N skipped" line joins the totals below.
+  aarch64_log=$(mktemp /tmp/qkvshare-test-aarch64.XXXXXX)
+  scripts/test_aarch64.sh 2>&1 | tee "$aarch64_log" | grep -E 'PASSED|FAILED|SKIPPED|passed,|targets checked|against scalar'
+  aarch64_rc=${PIPESTATUS[0]}
+  counts=$(grep -E '^test_aarch64.*passed, .* failed' "$aarch64_log" | tail -1)
+  aarch64_passed=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$counts")
+  aarch64_failed=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$counts")
+  [[ $aarch64_passed =~ ^[0-9]+$ ]] || aarch64_passed=0
+  [[ $aarch64_failed =~ ^[0-9]+$ ]] || aarch64_failed=0
+  if ((aarch64_rc != 0 && aarch64_failed == 0)); then aarch64_failed=1; fi
+  ((aarch64_failed == 0)) || extra_rc=1
+  rm -f "$aarch64_log"
+fi
 bazel shutdown >/dev/null 2>&1 || true
 
 # Bazel's short summary: one line per test target, "//pkg:name  PASSED in 1.2s".
 passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log" || true)
 failed=$(grep -cE '^//[^ ]+ +(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$log" || true)
-passed=$((passed + py_passed))
-failed=$((failed + py_failed))
+passed=$((passed + py_passed + aarch64_passed))
+failed=$((failed + py_failed + aarch64_failed))
 if ((rc != 0 || extra_rc != 0)) && ((failed == 0)); then
   failed=1  # the build itself failed before any test ran
 fi

@@ -168,6 +168,47 @@ TEST_F(StoryDaemonTest, HopOverContextLimitFailsTheTaskWithAReason) {
   EXPECT_EQ(ok->state(), v1::TASK_STATE_FINISHED);
 }
 
+// Each stop reason on a one-hop task that produces it (greedy stories260K):
+// the enum and its text twin agree.
+TEST_F(StoryDaemonTest, EachStopReasonOnACaseThatProducesIt) {
+  struct Case {
+    std::string input;
+    int max_new_tokens;
+    std::vector<std::string> stop;
+    v1::StopReason want;
+    const char* text;
+  };
+  std::string near_full;  // 506 tokens: the 512-token context fills first
+  for (int i = 0; i < 56; ++i) near_full += "The dog ran home. ";
+  const Case kCases[] = {
+      {"Tom had a red ball.", 400, {}, v1::STOP_REASON_STOP_TOKEN, "stop_token"},
+      {"Tom had a red ball.", 5, {}, v1::STOP_REASON_MAX_NEW_TOKENS, "max_new_tokens"},
+      {"Tom had a red ball.", 400, {"."}, v1::STOP_REASON_STOP_STRING, "stop_string"},
+      {near_full, 400, {}, v1::STOP_REASON_CONTEXT_FULL, "context_full"},
+  };
+  for (const Case& c : kCases) {
+    v1::SubmitTaskRequest r;
+    r.set_input(c.input);
+    v1::HopSpec* h = r.mutable_inline_()->add_hops();
+    h->set_agent("writer");
+    h->set_instruction("{input}");
+    h->mutable_generation()->set_max_new_tokens(c.max_new_tokens);
+    for (const std::string& s : c.stop) h->mutable_generation()->add_stop(s);
+    auto t = daemon_->RunTask(r);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_EQ(t->state(), v1::TASK_STATE_FINISHED) << t->reason();
+    ASSERT_EQ(t->hops_size(), 1);
+    const v1::HopResult& hop = t->hops(0);
+    EXPECT_EQ(hop.stop(), c.want) << c.text << ": " << hop.stop_reason();
+    EXPECT_EQ(hop.stop_reason(), c.text);
+    if (c.want == v1::STOP_REASON_MAX_NEW_TOKENS) EXPECT_EQ(hop.generated_tokens(), 5);
+    if (c.want == v1::STOP_REASON_STOP_STRING) EXPECT_EQ(hop.output().find('.'), std::string::npos);
+    if (c.want == v1::STOP_REASON_CONTEXT_FULL) {
+      EXPECT_GE(hop.prefill_tokens() + hop.generated_tokens(), 512) << hop.prefill_tokens();
+    }
+  }
+}
+
 std::vector<std::string> WorkflowNames(DaemonProcess& d) {
   grpc::ClientContext ctx;
   v1::ListWorkflowsResponse resp;
@@ -310,6 +351,36 @@ TEST_F(StoryDaemonTest, WatcherDisconnectDoesNotDisturbTask) {
   }
   EXPECT_TRUE(reader2->Finish().ok());
   EXPECT_TRUE(finished);
+}
+
+// models.NAME.min_card_bits raises a lower card budget; the receiving hop's
+// handoff stats and the log say so. Other budgets are untouched.
+TEST(DaemonCardBudgetTest, MinCardBitsRaisesLowBudgets) {
+  std::string config = DaemonProcess::StoriesConfig(12);
+  const std::string model_line = "dtype: f32, threads: 1}";
+  ASSERT_NE(config.find(model_line), std::string::npos) << config;
+  config.replace(config.find(model_line), model_line.size(),
+                 "dtype: f32, threads: 1, min_card_bits: 4}");
+  auto d = DaemonProcess::Start(
+      config, {{"low.yaml", DaemonProcess::StoryWorkflow("low", "{mode: card, bits: 2}")},
+               {"high.yaml", DaemonProcess::StoryWorkflow("high", "{mode: card, bits: 6}")}});
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto low = (*d)->RunTask(Submit("low"));
+  auto high = (*d)->RunTask(Submit("high"));
+  ASSERT_TRUE(low.ok() && high.ok());
+  ASSERT_EQ(low->state(), v1::TASK_STATE_FINISHED) << low->reason();
+  ASSERT_EQ(high->state(), v1::TASK_STATE_FINISHED) << high->reason();
+  for (int k = 1; k < 3; ++k) {
+    const v1::HandoffStats& h = low->hops(k).handoff_in();
+    EXPECT_EQ(h.mode(), v1::HANDOFF_MODE_CARD);
+    EXPECT_NEAR(h.avg_bits(), 4.0, 0.05) << "hop " << k;
+    EXPECT_EQ(h.budget_reason(), "bits 2 raised to 4 (models.stories.min_card_bits)");
+    const v1::HandoffStats& h6 = high->hops(k).handoff_in();
+    EXPECT_NEAR(h6.avg_bits(), 6.0, 0.05) << "hop " << k;
+    EXPECT_EQ(h6.budget_reason(), "");
+  }
+  EXPECT_THAT((*d)->Log(),
+              HasSubstr("card budget bits 2 raised to 4 (models.stories.min_card_bits)"));
 }
 
 // Two agents on different models: the card cannot serve, the hop falls back

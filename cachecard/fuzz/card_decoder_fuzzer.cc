@@ -104,9 +104,7 @@ void Exercise(const Card& card) {
     Check((*cache)->length() == 0, "cache untouched");
     return;
   }
-  CardId id;
-  id.bytes.fill(0xee);
-  absl::StatusOr<CardPtr> flat = Flatten(card, nullptr, {id, 0});
+  absl::StatusOr<CardPtr> flat = Flatten(card, nullptr, {0});
   if (flat.ok()) {
     Check(Card::Copy((*flat)->bytes()).ok(), "flat card re-parses");
   }

@@ -3,15 +3,13 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "cachecard/card_file.h"
+#include "cachecard/content_id.h"
 #include "cachecard/file_io.h"
-#include "cachecard/format.h"
-#include "cachecard/metadata_codec.h"
 
 namespace qkvshare::cachecard::shm {
 
@@ -61,6 +59,25 @@ void CardHandle::Reset() {
   card_ = nullptr;
 }
 
+CardNeed::CardNeed(CardNeed&& other) noexcept
+    : store_(std::exchange(other.store_, nullptr)), id_(other.id_) {}
+
+CardNeed& CardNeed::operator=(CardNeed&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    store_ = std::exchange(other.store_, nullptr);
+    id_ = other.id_;
+  }
+  return *this;
+}
+
+CardNeed::~CardNeed() { Reset(); }
+
+void CardNeed::Reset() {
+  if (store_ != nullptr) store_->ReleaseNeed(id_);
+  store_ = nullptr;
+}
+
 absl::StatusOr<std::unique_ptr<CardStore>> CardStore::Create(CardStoreOptions options) {
   QKV_RETURN_IF_ERROR(ValidateInstanceName(options.instance));
   if (options.quota_bytes == 0) return absl::InvalidArgumentError("CardStore: quota_bytes is 0");
@@ -105,16 +122,16 @@ void CardStore::Touch(Entry* entry) {
   entry->use_order = ++use_counter_;
 }
 
-absl::StatusOr<CardHandle> CardStore::Put(const CardId& id, const WriteFn& write) {
+absl::StatusOr<CardHandle> CardStore::Put(const WriteFn& write, IdCheck check) {
+  uint64_t n = 0;
   {
     absl::MutexLock lock(&mu_);
     EvictExpiredLocked();
-    if (entries_.contains(id)) {
-      return absl::AlreadyExistsError(absl::StrCat("card ", id.ToHex(), " is already stored"));
-    }
+    n = ++pending_counter_;
   }
   QKV_ASSIGN_OR_RETURN(std::unique_ptr<ShmSegmentSink> segment,
-                       ShmSegmentSink::Create(SegmentName(id)));
+                       ShmSegmentSink::Create(PendingSegmentName(options_.instance, n)));
+  const std::string pending = segment->name();
   CardPtr card;
   {
     StoreSink sink(this, segment.get());  // releases its reservation when done
@@ -124,30 +141,44 @@ absl::StatusOr<CardHandle> CardStore::Put(const CardId& id, const WriteFn& write
     absl::MutexLock lock(&mu_);
     used_bytes_ += card->bytes().size();
   }
-  const CardMetadata& m = card->metadata();
+  absl::Status verified = check == IdCheck::kVerify ? VerifyContentId(*card) : absl::OkStatus();
   absl::MutexLock lock(&mu_);
+  if (!verified.ok()) {
+    used_bytes_ -= card->bytes().size();
+    ::shm_unlink(pending.c_str());
+    return verified;
+  }
+  return Insert(std::move(card), pending);
+}
+
+absl::StatusOr<CardHandle> CardStore::Insert(CardPtr card, const std::string& pending) {
+  const CardId id = card->id();
+  const CardMetadata& m = card->metadata();
   auto undo = [&](absl::Status s) {
     used_bytes_ -= card->bytes().size();
-    ::shm_unlink(segment->name().c_str());
+    ::shm_unlink(pending.c_str());
     return s;
   };
-  if (card->id() != id) {
-    return undo(absl::InvalidArgumentError(
-        absl::StrCat("card written as ", id.ToHex(), " has id ", card->id().ToHex())));
-  }
-  if (entries_.contains(id)) {
-    return undo(absl::AlreadyExistsError(absl::StrCat("card ", id.ToHex(), " is already stored")));
-  }
-  if (m.first_token > 0) {
-    auto parent = entries_.find(m.parent_id);
-    if (parent == entries_.end()) {
-      return undo(absl::NotFoundError(absl::StrCat("parent card ", m.parent_id.ToHex(), " of card ",
-                                                   id.ToHex(), " is not stored")));
+  if (auto it = entries_.find(id); it != entries_.end()) {
+    Entry& stored = *it->second;
+    if (!SameContent(*stored.card, *card)) {
+      return undo(absl::AlreadyExistsError(
+          absl::StrCat("card ", id.ToHex(), " is stored with other content (an id collision)")));
     }
-    ++parent->second->children;
+    (void)undo(absl::OkStatus());  // dedup: drop the new copy, hand out the stored card
+    ++stored.handles;
+    Touch(&stored);
+    return CardHandle(this, stored.card.get());
   }
+  if (m.first_token > 0 && !entries_.contains(m.parent_id)) {
+    return undo(absl::NotFoundError(absl::StrCat("parent card ", m.parent_id.ToHex(), " of card ",
+                                                 id.ToHex(), " is not stored")));
+  }
+  const std::string name = SegmentName(id);
+  if (absl::Status renamed = RenameSegment(pending, name); !renamed.ok()) return undo(renamed);
+  if (m.first_token > 0) ++entries_[m.parent_id]->children;
   auto entry = std::make_unique<Entry>();
-  entry->segment = segment->name();
+  entry->segment = name;
   entry->bytes = card->bytes().size();
   entry->handles = 1;
   entry->stored = Now();
@@ -163,32 +194,28 @@ absl::StatusOr<CardHandle> CardStore::Build(const agents::KvCache& cache, int64_
                                             const CardEncoding& encoding,
                                             const ModelFingerprint& fingerprint,
                                             const Provenance& provenance, const Card* parent) {
-  return Put(provenance.card_id, [&](CardSink& sink) {
-    return WriteCard(cache, num_tokens, token_ids, encoding, fingerprint, provenance, parent, sink)
-        .status();
-  });
+  return Put(
+      [&](CardSink& sink) {
+        return WriteCard(cache, num_tokens, token_ids, encoding, fingerprint, provenance, parent,
+                         sink)
+            .status();
+      },
+      IdCheck::kTrusted);
 }
 
 absl::StatusOr<CardHandle> CardStore::Add(const Card& card) {
-  return Put(card.id(), [&](CardSink& sink) {
-    BufferSource source(card.bytes());
-    return CopyCard(source, sink).status();
-  });
+  return Put(
+      [&](CardSink& sink) {
+        BufferSource source(card.bytes());
+        return CopyCard(source, sink).status();
+      },
+      IdCheck::kVerify);
 }
 
 absl::StatusOr<CardHandle> CardStore::ImportFile(const std::string& path) {
   QKV_ASSIGN_OR_RETURN(std::unique_ptr<FileSource> source, FileSource::Open(path));
-  std::vector<uint8_t> prefix(std::min<uint64_t>(source->size(), sizeof(CardHeader)));
-  QKV_RETURN_IF_ERROR(source->Read(0, absl::MakeSpan(prefix)));
-  absl::StatusOr<CardHeader> header = ReadPreamble(prefix, source->size());
-  if (!header.ok()) {
-    return absl::Status(header.status().code(),
-                        absl::StrCat(path, ": ", header.status().message()));
-  }
-  CardId id;
-  std::memcpy(id.bytes.data(), header->card_id, id.bytes.size());
   absl::StatusOr<CardHandle> handle =
-      Put(id, [&](CardSink& sink) { return CopyCard(*source, sink).status(); });
+      Put([&](CardSink& sink) { return CopyCard(*source, sink).status(); }, IdCheck::kVerify);
   if (!handle.ok()) {
     return absl::Status(handle.status().code(),
                         absl::StrCat(path, ": ", handle.status().message()));
@@ -196,16 +223,58 @@ absl::StatusOr<CardHandle> CardStore::ImportFile(const std::string& path) {
   return handle;
 }
 
-absl::StatusOr<CardHandle> CardStore::Get(const CardId& id) {
+absl::StatusOr<CardHandle> CardStore::Get(const CardId& id, const CardExpectation& expect) {
   absl::MutexLock lock(&mu_);
   EvictExpiredLocked();
   auto it = entries_.find(id);
   if (it == entries_.end()) {
     return absl::NotFoundError(absl::StrCat("card ", id.ToHex(), " is not stored"));
   }
+  const CardMetadata& m = it->second->card->metadata();
+  if (expect.fingerprint != nullptr && *expect.fingerprint != m.fingerprint) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("card ", id.ToHex(), " is for model fingerprint ",
+                     FingerprintHex(m.fingerprint).substr(0, 12), ", expected ",
+                     FingerprintHex(*expect.fingerprint).substr(0, 12)));
+  }
+  if (expect.token_digest != nullptr) {
+    const Sha256 digest = DigestTokens(m.token_ids);
+    if (digest != *expect.token_digest) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("card ", id.ToHex(), " holds another context (token digest ",
+                       Sha256Hex(digest).substr(0, 12), ", expected ",
+                       Sha256Hex(*expect.token_digest).substr(0, 12), ")"));
+    }
+  }
   ++it->second->handles;
   Touch(it->second.get());
   return CardHandle(this, it->second->card.get());
+}
+
+absl::StatusOr<CardNeed> CardStore::Need(const CardId& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) {
+    return absl::NotFoundError(absl::StrCat("card ", id.ToHex(), " is not stored"));
+  }
+  ++it->second->needs;
+  return CardNeed(this, id);
+}
+
+void CardStore::ReleaseNeed(const CardId& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it != entries_.end()) --it->second->needs;
+}
+
+absl::Status CardStore::Pin(const CardId& id, absl::Time until) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) {
+    return absl::NotFoundError(absl::StrCat("card ", id.ToHex(), " is not stored"));
+  }
+  it->second->pinned_until = until;
+  return absl::OkStatus();
 }
 
 const Card* CardStore::Find(const CardId& id) const {
@@ -235,12 +304,21 @@ void CardStore::Drop(const CardId& id) {
   entries_.erase(it);  // unmaps; readers' own mappings stay valid
 }
 
+bool CardStore::Evictable(const Entry& entry, absl::Time now) const {
+  return entry.handles == 0 && entry.children == 0 && entry.pinned_until <= now;
+}
+
 bool CardStore::EvictOne() {
+  // Rule 4: unneeded before needed, then least recently used.
+  const absl::Time now = Now();
   const Entry* victim = nullptr;
   CardId victim_id;
   for (const auto& [id, entry] : entries_) {
-    if (entry->handles > 0 || entry->children > 0) continue;
-    if (victim == nullptr || entry->use_order < victim->use_order) {
+    if (!Evictable(*entry, now)) continue;
+    const bool better =
+        victim == nullptr || (entry->needs == 0) > (victim->needs == 0) ||
+        ((entry->needs == 0) == (victim->needs == 0) && entry->use_order < victim->use_order);
+    if (better) {
       victim = entry.get();
       victim_id = id;
     }
@@ -258,7 +336,7 @@ void CardStore::EvictExpiredLocked() {
   while (dropped) {  // dropping a child can expose its expired parent
     dropped = false;
     for (const auto& [id, entry] : entries_) {
-      if (entry->handles == 0 && entry->children == 0 && now - entry->stored > options_.ttl) {
+      if (Evictable(*entry, now) && entry->needs == 0 && now - entry->stored > options_.ttl) {
         const CardId evicted(id);
         Drop(evicted);
         if (options_.on_evict) options_.on_evict(evicted);
@@ -307,6 +385,8 @@ std::vector<StoredCardInfo> CardStore::List() const {
     info.children = entry->children;
     info.age = now - entry->stored;
     info.idle = now - entry->last_used;
+    info.needs = entry->needs;
+    info.pinned_until = entry->pinned_until;
     rows.emplace_back(entry->use_order, std::move(info));
   }
   std::sort(rows.begin(), rows.end(),

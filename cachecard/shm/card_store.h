@@ -5,6 +5,13 @@
 // injection reads them in place and other local processes can open them by
 // name (OpenSharedCard(store.SegmentName(id))).
 //
+// Identity and dedup (docs/cachecard.md "Card id"): a card's id is derived
+// from its content. Storing a card whose id is already stored returns the
+// stored one (another handle, no second copy) when the two hold the same
+// content (SameContent); a card from outside (Add, ImportFile) is refused
+// if its id does not match its content. Get() checks the model fingerprint
+// and a token digest the caller expects (CardExpectation).
+//
 // Lifetime rules (docs/cachecard.md "Shared-memory card store"):
 //   1. A card in use is never evicted: every CardHandle holds a reference.
 //   2. A child card pins its parent: storing an incremental card requires its
@@ -12,11 +19,15 @@
 //      the child leaves the store. A chain stays resolvable while any
 //      descendant lives, so Find() (CardResolver) of an ancestor of a card
 //      the caller holds a handle to is always safe.
-//   3. A byte quota (sum of card_bytes) is enforced when a card is stored:
-//      unreferenced cards are evicted in least-recently-used order (store or
-//      Get counts as use) until the new card fits, else ResourceExhausted.
-//   4. With a TTL, unreferenced cards created more than `ttl` ago are evicted
-//      at the next store operation.
+//   3. A pinned card (Pin(), e.g. a session's kept card or an agent's prefix
+//      card) is not evicted until its pin expires or it is removed.
+//   4. A byte quota (sum of card_bytes) is enforced when a card is stored,
+//      by evicting unreferenced, unpinned cards: first those no queued,
+//      running or paused task needs (CardNeed), least recently used first
+//      (store or Get counts as use), then needed ones, least recently used
+//      first; if that is not enough, ResourceExhausted.
+//   5. With a TTL, unreferenced, unpinned, unneeded cards created more than
+//      `ttl` ago are evicted at the next store operation.
 //
 // Lifecycle: Create() takes the instance lock (one live store per instance
 // name, across processes) and removes segments left by a crashed store of
@@ -34,7 +45,7 @@
 //   QKV_ASSIGN_OR_RETURN(CardHandle card,
 //       store->Build(cache, n, ids, CardEncoding::Quantized(plan), fp, prov, nullptr));
 //   ... hand card->id() to the next agent ...
-//   QKV_ASSIGN_OR_RETURN(CardHandle got, store->Get(id));
+//   QKV_ASSIGN_OR_RETURN(CardHandle got, store->Get(id, {&fp}));
 //   QKV_RETURN_IF_ERROR(InjectCard(*got, store.get(), fp, &their_cache));
 #ifndef QKVSHARE_CACHECARD_SHM_CARD_STORE_H_
 #define QKVSHARE_CACHECARD_SHM_CARD_STORE_H_
@@ -54,6 +65,7 @@
 #include "cachecard/build.h"
 #include "cachecard/card.h"
 #include "cachecard/chain.h"
+#include "cachecard/content_id.h"
 #include "cachecard/ids.h"
 #include "cachecard/io.h"
 #include "cachecard/shm/shm_segment.h"
@@ -105,6 +117,38 @@ class CardHandle {
   const Card* card_ = nullptr;
 };
 
+// A soft reference: a card a queued, running or paused task will need later
+// (e.g. its context card, an agent's prefix card). Unlike a CardHandle it
+// does not keep the card from eviction; it moves the card to the back of the
+// eviction order (rule 4). Movable, not copyable.
+class CardNeed {
+ public:
+  CardNeed() = default;
+  CardNeed(CardNeed&& other) noexcept;
+  CardNeed& operator=(CardNeed&& other) noexcept;
+  CardNeed(const CardNeed&) = delete;
+  CardNeed& operator=(const CardNeed&) = delete;
+  ~CardNeed();
+
+  explicit operator bool() const { return store_ != nullptr; }
+  const CardId& id() const { return id_; }
+
+ private:
+  friend class CardStore;
+  CardNeed(CardStore* store, const CardId& id) : store_(store), id_(id) {}
+  void Reset();
+
+  CardStore* store_ = nullptr;
+  CardId id_;
+};
+
+// What a lookup by id expects of the card (each part optional). A stored
+// card that differs is an error, never a silent use.
+struct CardExpectation {
+  const ModelFingerprint* fingerprint = nullptr;  // the consumer's model
+  const Sha256* token_digest = nullptr;           // DigestTokens of its whole context
+};
+
 // One row of CardStore::List().
 struct StoredCardInfo {
   CardId id;
@@ -118,6 +162,10 @@ struct StoredCardInfo {
   int children = 0;     // stored cards whose parent this is
   absl::Duration age;   // since stored
   absl::Duration idle;  // since last use
+  int needs = 0;        // live CardNeeds
+  // Pinned (rule 3) until this time; InfinitePast() if not pinned,
+  // InfiniteFuture() if pinned without a deadline.
+  absl::Time pinned_until = absl::InfinitePast();
 };
 
 class CardStore final : public CardResolver {
@@ -128,28 +176,38 @@ class CardStore final : public CardResolver {
   static absl::StatusOr<std::unique_ptr<CardStore>> Create(CardStoreOptions options);
   ~CardStore() override;
 
-  // Stores card `id`, which `write` produces through a sink backed by the
-  // new segment SegmentName(id) (zero copy: builders encode straight into
-  // shared memory). Its bytes count against the quota from the sink's
-  // Begin(card_bytes) on; the store parses the result once.
-  // Errors: from `write`; ResourceExhausted (quota with every card in use,
-  // or /dev/shm full); AlreadyExists (id already stored); InvalidArgument
-  // (the written card has another id); NotFound (an incremental card whose
-  // parent is not stored). Nothing is stored on error.
+  // Whether Put() recomputes the written card's id from its content.
+  enum class IdCheck {
+    kVerify,   // a card from outside (import): refuse it if its id is not its content's
+    kTrusted,  // a card this process just wrote with BuildCard/Flatten (id derived while writing)
+  };
+
+  // Stores the card `write` produces through a sink backed by a new segment
+  // (zero copy: builders encode straight into shared memory); once written,
+  // the segment is renamed SegmentName(card id). Its bytes count against the
+  // quota from the sink's Begin(card_bytes) on; the store parses the result
+  // once. If a card with that id is already stored and holds the same
+  // content, the new copy is dropped and a handle to the stored card is
+  // returned (dedup).
+  // Errors: from `write`; ResourceExhausted (quota with every card in use or
+  // pinned, or /dev/shm full); InvalidArgument (kVerify and the id does not
+  // match the content); AlreadyExists (the id is stored with other content:
+  // a hash collision); NotFound (an incremental card whose parent is not
+  // stored). Nothing is stored on error.
   // REQUIRES: a parent card `write` reads is pinned by the caller (a handle).
   using WriteFn = std::function<absl::Status(CardSink& sink)>;
-  absl::StatusOr<CardHandle> Put(const CardId& id, const WriteFn& write);
+  absl::StatusOr<CardHandle> Put(const WriteFn& write, IdCheck check);
 
-  // BuildCard (cachecard/build.h) straight into the store under
-  // provenance.card_id. `parent`, if any, must be a stored card the caller
-  // holds a handle to.
+  // BuildCard (cachecard/build.h) straight into the store (its id is
+  // content-derived; an existing equal card is returned instead). `parent`,
+  // if any, must be a stored card the caller holds a handle to.
   absl::StatusOr<CardHandle> Build(const agents::KvCache& cache, int64_t num_tokens,
                                    absl::Span<const int32_t> token_ids,
                                    const CardEncoding& encoding,
                                    const ModelFingerprint& fingerprint,
                                    const Provenance& provenance, const Card* parent);
   // Copies an existing card (e.g. imported from a file) into the store,
-  // validating it on the way.
+  // validating it and its id on the way (Put with kVerify).
   absl::StatusOr<CardHandle> Add(const Card& card);
 
   // Streams the card file at `path` (.qkvcard) into the store, validating
@@ -157,15 +215,25 @@ class CardStore final : public CardResolver {
   // Errors: from the file system, CopyCard and Put.
   absl::StatusOr<CardHandle> ImportFile(const std::string& path);
 
-  // A handle to a stored card. Errors: NotFound.
-  absl::StatusOr<CardHandle> Get(const CardId& id);
+  // A handle to stored card `id` after checking it against `expect`.
+  // Errors: NotFound; FailedPrecondition "fingerprint" / "token digest" if
+  // the card is for another model or holds another context than expected.
+  absl::StatusOr<CardHandle> Get(const CardId& id, const CardExpectation& expect = {});
+
+  // Marks stored card `id` as needed by a task (rule 4) while the returned
+  // object lives. Errors: NotFound.
+  absl::StatusOr<CardNeed> Need(const CardId& id);
+
+  // Pins stored card `id` until `until` (InfiniteFuture: until removed),
+  // replacing an earlier pin. Errors: NotFound.
+  absl::Status Pin(const CardId& id, absl::Time until);
 
   // CardResolver: the stored card with `id`, or null. The pointer stays
   // valid while the caller holds a handle to that card or to a descendant.
   const Card* Find(const CardId& id) const override;
 
-  // Drops an unreferenced card now. Errors: NotFound; FailedPrecondition if
-  // it has handles or stored children.
+  // Drops an unreferenced card now, pinned or not. Errors: NotFound;
+  // FailedPrecondition if it has handles or stored children.
   absl::Status Remove(const CardId& id);
 
   // Evicts unreferenced cards past the TTL (also done by Put/Get).
@@ -187,12 +255,15 @@ class CardStore final : public CardResolver {
     uint64_t bytes = 0;
     int handles = 0;
     int children = 0;
+    int needs = 0;
+    absl::Time pinned_until = absl::InfinitePast();
     absl::Time stored;
     absl::Time last_used;
     uint64_t use_order = 0;  // LRU tie-break: bigger is more recent
   };
   class StoreSink;
   friend class CardHandle;
+  friend class CardNeed;
 
   CardStore(CardStoreOptions options, std::unique_ptr<InstanceLock> lock)
       : options_(std::move(options)), lock_(std::move(lock)) {}
@@ -203,10 +274,17 @@ class CardStore final : public CardResolver {
   absl::Status Reserve(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
   void Unreserve(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
   void Release(const Card* card) ABSL_LOCKS_EXCLUDED(mu_);
+  void ReleaseNeed(const CardId& id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether rule 4 may evict `entry` now (unreferenced, no children, not pinned).
+  bool Evictable(const Entry& entry, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the sealed `card` (written to segment `pending`) under its id,
+  // or returns the stored equal card. Takes over `card`'s bytes reservation.
+  absl::StatusOr<CardHandle> Insert(CardPtr card, const std::string& pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Touch(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Unlinks and drops `id` (unreferenced), releasing its pin on its parent.
   void Drop(const CardId& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops the least recently used unreferenced card; false if none.
+  // Drops one card by rule 4's order; false if none may be evicted.
   bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictExpiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -217,6 +295,7 @@ class CardStore final : public CardResolver {
   uint64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;      // stored cards
   uint64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // cards being written
   uint64_t use_counter_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t pending_counter_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace qkvshare::cachecard::shm

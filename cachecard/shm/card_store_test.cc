@@ -8,12 +8,14 @@
 
 #include <atomic>
 #include <cstring>
+#include <map>
 #include <numeric>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "agents/kv_cache.h"
 #include "cachecard/build.h"
 #include "cachecard/card.h"
@@ -72,15 +74,35 @@ class CardStoreTest : public ::testing::Test {
     return store.ok() ? *std::move(store) : nullptr;
   }
 
-  // A self-contained 4-bit card of the first `tokens` tokens, id Id(seed).
+  // Token ids of card `seed`: the parent's, then 1000 * seed + position.
+  static std::vector<int32_t> TokensFor(uint8_t seed, int64_t tokens, const Card* parent) {
+    std::vector<int32_t> ids;
+    if (parent != nullptr) ids = parent->metadata().token_ids;
+    for (auto i = static_cast<int64_t>(ids.size()); i < tokens; ++i) ids.push_back(1000 * seed + i);
+    return ids;
+  }
+
+  // A 4-bit card of the first `tokens` tokens whose content (token ids)
+  // depends on `seed`; IdOf(seed) is its id once built.
   absl::StatusOr<CardHandle> Build(CardStore* store, uint8_t seed, int64_t tokens = 20,
-                                   const Card* parent = nullptr) {
+                                   const Card* parent = nullptr,
+                                   const std::string& agent = "agent") {
     Provenance prov;
-    prov.card_id = Id(seed);
+    prov.source_agent = agent;
     const int64_t first = parent ? parent->metadata().total_tokens() : 0;
-    return store->Build(*cache_, tokens, absl::MakeConstSpan(ids_).first(tokens),
-                        CardEncoding::Quantized(testing::UniformPlan(tokens - first, 4)),
-                        ModelFingerprint{}, prov, parent);
+    const std::vector<int32_t> ids = TokensFor(seed, tokens, parent);
+    absl::StatusOr<CardHandle> h = store->Build(
+        *cache_, tokens, ids, CardEncoding::Quantized(testing::UniformPlan(tokens - first, 4)),
+        ModelFingerprint{}, prov, parent);
+    if (h.ok()) {
+      absl::MutexLock lock(&mu_);
+      ids_of_[seed] = (*h)->id();
+    }
+    return h;
+  }
+  CardId IdOf(uint8_t seed) {
+    absl::MutexLock lock(&mu_);
+    return ids_of_.at(seed);
   }
 
   uint64_t CardBytes() {
@@ -93,14 +115,16 @@ class CardStoreTest : public ::testing::Test {
   std::vector<int32_t> ids_;
   absl::Time now_ = absl::FromUnixSeconds(1'780'000'000);
   std::vector<CardId> evicted_;
+  absl::Mutex mu_;
+  std::map<uint8_t, CardId> ids_of_;
 };
 
 TEST_F(CardStoreTest, PutGetListAndSegmentMode) {
   auto store = MakeStore(uint64_t{1} << 30);
   absl::StatusOr<CardHandle> built = Build(store.get(), 1);
   ASSERT_TRUE(built.ok()) << built.status();
-  const std::string name = store->SegmentName(Id(1));
-  EXPECT_EQ(name, absl::StrCat("/qkvshare.", Instance(), ".", Id(1).ToHex()));
+  const std::string name = store->SegmentName(IdOf(1));
+  EXPECT_EQ(name, absl::StrCat("/qkvshare.", Instance(), ".", IdOf(1).ToHex()));
   struct stat st;
   ASSERT_EQ(::stat(absl::StrCat(kShmDir, name).c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -108,12 +132,12 @@ TEST_F(CardStoreTest, PutGetListAndSegmentMode) {
   EXPECT_TRUE((*built)->VerifySections().ok());
 
   now_ += absl::Seconds(5);
-  absl::StatusOr<CardHandle> got = store->Get(Id(1));
+  absl::StatusOr<CardHandle> got = store->Get(IdOf(1));
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->get(), built->get());  // same mapping, zero copy
   const std::vector<StoredCardInfo> rows = store->List();
   ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0].id, Id(1));
+  EXPECT_EQ(rows[0].id, IdOf(1));
   EXPECT_EQ(rows[0].handles, 2);
   EXPECT_EQ(rows[0].total_tokens, 20);
   EXPECT_EQ(rows[0].avg_bits, 4.0);
@@ -122,21 +146,117 @@ TEST_F(CardStoreTest, PutGetListAndSegmentMode) {
   EXPECT_EQ(store->used_bytes(), (*built)->bytes().size());
 
   EXPECT_EQ(store->Get(Id(9)).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(Build(store.get(), 1).status().code(), absl::StatusCode::kAlreadyExists);
+  // Only the named segment: the pending one it was written to is gone.
+  EXPECT_FALSE(SegmentExists(PendingSegmentName(Instance(), 1)));
+}
+
+TEST_F(CardStoreTest, BuildingTheSameContentAgainReturnsTheStoredCard) {
+  auto store = MakeStore(uint64_t{1} << 30);
+  CardHandle first = *Build(store.get(), 1, 20, nullptr, "planner");
+  const uint64_t bytes = store->used_bytes();
+  absl::StatusOr<CardHandle> again = Build(store.get(), 1, 20, nullptr, "writer");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->get(), first.get());  // the stored card, provenance and all
+  EXPECT_EQ((*again)->metadata().provenance.source_agent, "planner");
+  EXPECT_EQ(store->used_bytes(), bytes);  // one copy
+  const std::vector<StoredCardInfo> rows = store->List();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].handles, 2);
+  EXPECT_FALSE(SegmentExists(PendingSegmentName(Instance(), 2)));
+  // Other content, another card.
+  ASSERT_TRUE(Build(store.get(), 2).ok());
+  EXPECT_NE(IdOf(2), IdOf(1));
+  EXPECT_EQ(store->List().size(), 2u);
+}
+
+TEST_F(CardStoreTest, LookupChecksFingerprintAndTokenDigest) {
+  auto store = MakeStore(uint64_t{1} << 30);
+  CardHandle card = *Build(store.get(), 1);
+  const ModelFingerprint same{};
+  ModelFingerprint other{};
+  other[0] = 1;
+  const Sha256 tokens = DigestTokens(TokensFor(1, 20, nullptr));
+  const Sha256 wrong = DigestTokens(TokensFor(2, 20, nullptr));
+  absl::StatusOr<CardHandle> ok = store->Get(IdOf(1), {&same, &tokens});
+  EXPECT_TRUE(ok.ok()) << ok.status();
+  absl::StatusOr<CardHandle> fp = store->Get(IdOf(1), {&other, &tokens});
+  EXPECT_EQ(fp.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(fp.status().message(),
+              HasSubstr("is for model fingerprint 000000000000, expected 010000000000"));
+  absl::StatusOr<CardHandle> ctx = store->Get(IdOf(1), {&same, &wrong});
+  EXPECT_EQ(ctx.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(ctx.status().message(), HasSubstr("holds another context (token digest"));
+  EXPECT_EQ(store->List()[0].handles, 2);  // `card` and `ok`: failed lookups take no reference
 }
 
 TEST_F(CardStoreTest, QuotaEvictsLeastRecentlyUsedUnreferencedCards) {
   const uint64_t bytes = CardBytes();
   auto store = MakeStore(3 * bytes);
   for (uint8_t i = 1; i <= 3; ++i) ASSERT_TRUE(Build(store.get(), i).ok());  // handles dropped
-  ASSERT_TRUE(store->Get(Id(1)).ok());  // 1 is now more recent than 2 and 3
+  ASSERT_TRUE(store->Get(IdOf(1)).ok());  // 1 is now more recent than 2 and 3
   ASSERT_TRUE(Build(store.get(), 4).ok());
   std::vector<CardId> ids;
   for (const StoredCardInfo& row : store->List()) ids.push_back(row.id);
-  EXPECT_THAT(ids, ElementsAre(Id(3), Id(1), Id(4)));  // 2 evicted; LRU first
-  EXPECT_FALSE(SegmentExists(store->SegmentName(Id(2))));
+  EXPECT_THAT(ids, ElementsAre(IdOf(3), IdOf(1), IdOf(4)));  // 2 evicted; LRU first
+  EXPECT_FALSE(SegmentExists(store->SegmentName(IdOf(2))));
   EXPECT_EQ(store->used_bytes(), 3 * bytes);
-  EXPECT_THAT(evicted_, ElementsAre(Id(2)));
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(2)));
+}
+
+TEST_F(CardStoreTest, EvictionOrderUnneededThenNeededLruAndPinsStay) {
+  const uint64_t bytes = CardBytes();
+  auto store = MakeStore(4 * bytes);
+  for (uint8_t i = 1; i <= 4; ++i) ASSERT_TRUE(Build(store.get(), i).ok());  // LRU: 1 2 3 4
+  absl::StatusOr<CardNeed> need1 = store->Need(IdOf(1));  // a queued task needs 1
+  ASSERT_TRUE(need1.ok());
+  absl::StatusOr<CardNeed> need3 = store->Need(IdOf(3));
+  ASSERT_TRUE(store->Pin(IdOf(2), now_ + absl::Minutes(1)).ok());  // a kept card
+  // 1 is the least recently used, but needed; 2 is pinned: 4 goes first.
+  ASSERT_TRUE(Build(store.get(), 5).ok());
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(4)));
+  // Only needed or pinned cards left besides 5: the least recently used needed one (1).
+  ASSERT_TRUE(store->Pin(IdOf(5), absl::InfiniteFuture()).ok());
+  ASSERT_TRUE(Build(store.get(), 6).ok());
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(4), IdOf(1)));
+  // 3 is older than 6, but needed: 6 goes.
+  ASSERT_TRUE(Build(store.get(), 7).ok());
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(4), IdOf(1), IdOf(6)));
+  *need1 = CardNeed();  // releasing the need of an evicted card is harmless
+  *need3 = CardNeed();  // 3 is an ordinary card again, older than 7
+  ASSERT_TRUE(Build(store.get(), 8).ok());
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(4), IdOf(1), IdOf(6), IdOf(3)));
+  // Everything left is pinned or in use: full.
+  CardHandle h7 = *store->Get(IdOf(7));
+  CardHandle h8 = *store->Get(IdOf(8));
+  absl::StatusOr<CardHandle> full = Build(store.get(), 9);
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  // The pin of 2 expires: it is an ordinary card again.
+  now_ += absl::Minutes(2);
+  ASSERT_TRUE(Build(store.get(), 9).ok());
+  EXPECT_EQ(evicted_.back(), IdOf(2));
+  std::vector<StoredCardInfo> rows = store->List();
+  ASSERT_EQ(rows.size(), 4u);
+  for (const StoredCardInfo& row : rows) {
+    if (row.id == IdOf(5)) EXPECT_EQ(row.pinned_until, absl::InfiniteFuture());
+  }
+  // An explicit delete removes a pinned card.
+  EXPECT_TRUE(store->Remove(IdOf(5)).ok());
+}
+
+TEST_F(CardStoreTest, TtlSkipsPinnedAndNeededCards) {
+  auto store = MakeStore(uint64_t{1} << 30, absl::Minutes(10));
+  for (uint8_t i = 1; i <= 3; ++i) ASSERT_TRUE(Build(store.get(), i).ok());
+  ASSERT_TRUE(store->Pin(IdOf(1), now_ + absl::Minutes(30)).ok());
+  CardNeed need = *store->Need(IdOf(2));
+  now_ += absl::Minutes(11);
+  store->EvictExpired();
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(3)));
+  need = CardNeed();
+  store->EvictExpired();
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(3), IdOf(2)));
+  now_ += absl::Minutes(20);  // the pin of 1 expired
+  store->EvictExpired();
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(3), IdOf(2), IdOf(1)));
 }
 
 TEST_F(CardStoreTest, CardsInUseAreNeverEvicted) {
@@ -147,15 +267,13 @@ TEST_F(CardStoreTest, CardsInUseAreNeverEvicted) {
   absl::StatusOr<CardHandle> c = Build(store.get(), 3);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(c.status().message(), HasSubstr("card store full"));
-  EXPECT_FALSE(SegmentExists(store->SegmentName(Id(3))));
   EXPECT_EQ(store->List().size(), 2u);
   b = CardHandle();  // release: 2 becomes evictable
   ASSERT_TRUE(Build(store.get(), 3).ok());
-  EXPECT_TRUE(store->Get(Id(1)).ok());
-  EXPECT_EQ(store->Get(Id(2)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store->Get(IdOf(1)).ok());
+  EXPECT_EQ(store->Get(IdOf(2)).status().code(), absl::StatusCode::kNotFound);
 
   Provenance prov;
-  prov.card_id = Id(5);
   absl::StatusOr<CardHandle> huge =
       store->Build(*cache_, 40, ids_, CardEncoding::Full(), ModelFingerprint{}, prov, nullptr);
   EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted);
@@ -168,7 +286,7 @@ TEST_F(CardStoreTest, AChildPinsItsParent) {
   CardHandle parent = *Build(store.get(), 1, 20);
   CardHandle child = *Build(store.get(), 2, 30, parent.get());
   parent = CardHandle();  // only the child references it now
-  EXPECT_EQ(store->Remove(Id(1)).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->Remove(IdOf(1)).code(), absl::StatusCode::kFailedPrecondition);
   // Fill the quota: the unreferenced parent stays (pinned by the child).
   absl::StatusOr<CardHandle> other = Build(store.get(), 3);
   ASSERT_TRUE(other.ok()) << other.status();
@@ -181,20 +299,18 @@ TEST_F(CardStoreTest, AChildPinsItsParent) {
 
   child = CardHandle();
   *other = CardHandle();
-  ASSERT_TRUE(store->Remove(Id(2)).ok());  // the child goes, the parent is free
-  EXPECT_TRUE(store->Remove(Id(1)).ok());
+  ASSERT_TRUE(store->Remove(IdOf(2)).ok());  // the child goes, the parent is free
+  EXPECT_TRUE(store->Remove(IdOf(1)).ok());
 }
 
 TEST_F(CardStoreTest, AChildWithoutItsParentIsRefused) {
   auto store = MakeStore(uint64_t{1} << 30);
-  Provenance prov;
-  prov.card_id = Id(1);
   auto parent = *BuildCard(*cache_, 10, absl::MakeConstSpan(ids_).first(10), CardEncoding::Full(),
-                           ModelFingerprint{}, prov);
+                           ModelFingerprint{}, Provenance());
   absl::StatusOr<CardHandle> child = Build(store.get(), 2, 20, parent.get());
   EXPECT_EQ(child.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(child.status().message(), HasSubstr("parent card " + Id(1).ToHex()));
-  EXPECT_FALSE(SegmentExists(store->SegmentName(Id(2))));
+  EXPECT_THAT(child.status().message(), HasSubstr("parent card " + parent->id().ToHex()));
+  EXPECT_FALSE(SegmentExists(PendingSegmentName(Instance(), 1)));
   EXPECT_EQ(store->used_bytes(), 0u);
 }
 
@@ -208,10 +324,10 @@ TEST_F(CardStoreTest, TtlEvictsOnlyUnreferencedExpiredCards) {
   store->EvictExpired();
   std::vector<CardId> ids;
   for (const StoredCardInfo& row : store->List()) ids.push_back(row.id);
-  EXPECT_THAT(ids, ElementsAre(Id(1), Id(3)));
-  EXPECT_THAT(evicted_, ElementsAre(Id(2)));
-  ASSERT_TRUE(store->Remove(Id(3)).ok());
-  EXPECT_THAT(evicted_, ElementsAre(Id(2)));  // explicit removal is not an eviction
+  EXPECT_THAT(ids, ElementsAre(IdOf(1), IdOf(3)));
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(2)));
+  ASSERT_TRUE(store->Remove(IdOf(3)).ok());
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(2)));  // explicit removal is not an eviction
 }
 
 TEST_F(CardStoreTest, StartRemovesCrashLeftoversOfTheSameInstanceOnly) {
@@ -247,7 +363,7 @@ TEST_F(CardStoreTest, DestructionUnlinksEverySegment) {
   {
     auto store = MakeStore(uint64_t{1} << 20);
     { ASSERT_TRUE(Build(store.get(), 1).ok()); }
-    name = store->SegmentName(Id(1));
+    name = store->SegmentName(IdOf(1));
     EXPECT_TRUE(SegmentExists(name));
   }
   EXPECT_FALSE(SegmentExists(name));
@@ -256,7 +372,7 @@ TEST_F(CardStoreTest, DestructionUnlinksEverySegment) {
 TEST_F(CardStoreTest, AnotherProcessSeesTheSameBytes) {
   auto store = MakeStore(uint64_t{1} << 20);
   CardHandle card = *Build(store.get(), 1);
-  const std::string name = store->SegmentName(Id(1));
+  const std::string name = store->SegmentName(IdOf(1));
   int pipefd[2];
   ASSERT_EQ(::pipe(pipefd), 0);
   const pid_t pid = ::fork();
@@ -286,38 +402,68 @@ TEST_F(CardStoreTest, AnotherProcessSeesTheSameBytes) {
 TEST_F(CardStoreTest, ReadersKeepTheirMappingAfterEviction) {
   auto store = MakeStore(uint64_t{1} << 20);
   { ASSERT_TRUE(Build(store.get(), 1).ok()); }
-  absl::StatusOr<CardPtr> reader = OpenSharedCard(store->SegmentName(Id(1)));
+  absl::StatusOr<CardPtr> reader = OpenSharedCard(store->SegmentName(IdOf(1)));
   ASSERT_TRUE(reader.ok()) << reader.status();
-  ASSERT_TRUE(store->Remove(Id(1)).ok());
-  EXPECT_EQ(OpenSharedCard(store->SegmentName(Id(1))).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store->Remove(IdOf(1)).ok());
+  EXPECT_EQ(OpenSharedCard(store->SegmentName(IdOf(1))).status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_TRUE((*reader)->VerifySections().ok());
 }
 
-TEST_F(CardStoreTest, AddCopiesAValidatedCard) {
+TEST_F(CardStoreTest, AddCopiesAValidatedCardOnce) {
   auto store = MakeStore(uint64_t{1} << 20);
   Provenance prov;
-  prov.card_id = Id(5);
+  prov.source_agent = "a";
   auto card = *BuildCard(*cache_, 12, absl::MakeConstSpan(ids_).first(12), CardEncoding::Full(),
                          ModelFingerprint{}, prov);
   absl::StatusOr<CardHandle> stored = store->Add(*card);
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_TRUE(std::equal(card->bytes().begin(), card->bytes().end(), (*stored)->bytes().begin(),
                          (*stored)->bytes().end()));
-  EXPECT_EQ(store->Add(*card).status().code(), absl::StatusCode::kAlreadyExists);
+  // Again, and the same content with other provenance: OK, the stored card.
+  absl::StatusOr<CardHandle> again = store->Add(*card);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->get(), stored->get());
+  prov.source_agent = "b";
+  auto relabelled = *BuildCard(*cache_, 12, absl::MakeConstSpan(ids_).first(12),
+                               CardEncoding::Full(), ModelFingerprint{}, prov);
+  ASSERT_EQ(relabelled->id(), card->id());
+  absl::StatusOr<CardHandle> same = store->Add(*relabelled);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->get(), stored->get());
+  EXPECT_EQ(store->used_bytes(), card->bytes().size());
+}
+
+TEST_F(CardStoreTest, AddRefusesACardWhoseIdIsNotItsContent) {
+  auto store = MakeStore(uint64_t{1} << 20);
+  auto card = *BuildCard(*cache_, 12, absl::MakeConstSpan(ids_).first(12), CardEncoding::Full(),
+                         ModelFingerprint{}, Provenance());
+  std::vector<uint8_t> bytes(card->bytes().begin(), card->bytes().end());
+  bytes[64] ^= 0x5a;  // another id, a valid header checksum: only the id check can tell
+  SealHeaderChecksum(absl::MakeSpan(bytes).first(card->metadata().metadata_bytes));
+  auto forged = *Card::Copy(bytes);
+  absl::StatusOr<CardHandle> stored = store->Add(*forged);
+  EXPECT_EQ(stored.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(
+      stored.status().message(),
+      HasSubstr("card id " + forged->id().ToHex() +
+                " does not match its content (the content hashes to " + card->id().ToHex() + ")"));
+  EXPECT_EQ(store->used_bytes(), 0u);
+  EXPECT_TRUE(store->List().empty());
+  EXPECT_FALSE(SegmentExists(PendingSegmentName(Instance(), 1)));
+  EXPECT_FALSE(SegmentExists(store->SegmentName(forged->id())));
 }
 
 TEST_F(CardStoreTest, ImportFileStreamsAValidatedCard) {
   auto store = MakeStore(uint64_t{1} << 20);
-  Provenance prov;
-  prov.card_id = Id(6);
-  auto card =
-      *BuildCard(*cache_, 30, absl::MakeConstSpan(ids_).first(30),
-                 CardEncoding::Quantized(testing::UniformPlan(30, 3)), ModelFingerprint{}, prov);
+  auto card = *BuildCard(*cache_, 30, absl::MakeConstSpan(ids_).first(30),
+                         CardEncoding::Quantized(testing::UniformPlan(30, 3)), ModelFingerprint{},
+                         Provenance());
   const std::string path = ::testing::TempDir() + "/store_import.qkvcard";
   ASSERT_TRUE(ExportCard(*card, path).ok());
   absl::StatusOr<CardHandle> stored = store->ImportFile(path);
   ASSERT_TRUE(stored.ok()) << stored.status();
-  EXPECT_EQ((*stored)->id(), Id(6));
+  EXPECT_EQ((*stored)->id(), card->id());
   EXPECT_TRUE(std::equal(card->bytes().begin(), card->bytes().end(), (*stored)->bytes().begin(),
                          (*stored)->bytes().end()));
 
@@ -335,9 +481,10 @@ TEST_F(CardStoreTest, ImportFileStreamsAValidatedCard) {
   absl::StatusOr<CardHandle> bad = store->ImportFile(path);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(bad.status().message(), HasSubstr("checksum of segment 0 layer 4 V section"));
-  CardId other = Id(6);
+  CardId other = card->id();
   other.bytes[0] = 0x77;
   EXPECT_FALSE(SegmentExists(store->SegmentName(other)));
+  EXPECT_FALSE(SegmentExists(PendingSegmentName(Instance(), 2)));
   EXPECT_EQ(store->List().size(), 1u);
 }
 

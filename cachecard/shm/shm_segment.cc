@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/match.h"
@@ -41,6 +42,19 @@ absl::Status ValidateInstanceName(absl::string_view instance) {
 
 std::string SegmentName(absl::string_view instance, const CardId& id) {
   return absl::StrCat("/", kPrefix, instance, ".", id.ToHex());
+}
+
+std::string PendingSegmentName(absl::string_view instance, uint64_t n) {
+  return absl::StrCat("/", kPrefix, instance, ".pending-", n);
+}
+
+absl::Status RenameSegment(const std::string& from, const std::string& to) {
+  const std::string from_path = absl::StrCat(kShmDir, from);
+  const std::string to_path = absl::StrCat(kShmDir, to);
+  if (::renameat2(AT_FDCWD, from_path.c_str(), AT_FDCWD, to_path.c_str(), RENAME_NOREPLACE) != 0) {
+    return Errno(errno, absl::StrCat("cannot rename segment ", from, " to"), to);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<ShmSegmentSink>> ShmSegmentSink::Create(const std::string& name) {

@@ -47,6 +47,15 @@ absl::Status ValidateInstanceName(absl::string_view instance);
 // "/qkvshare.<instance>.<id hex>" (a shm_open name).
 std::string SegmentName(absl::string_view instance, const CardId& id);
 
+// "/qkvshare.<instance>.pending-<n>": where a store writes a card before
+// its (content-derived) id is known. Removed with the instance's other
+// segments by RemoveInstanceSegments.
+std::string PendingSegmentName(absl::string_view instance, uint64_t n);
+
+// Renames segment `from` to `to` (both shm_open names; a mapping of it stays
+// valid). Errors: AlreadyExists if `to` exists; others from rename.
+absl::Status RenameSegment(const std::string& from, const std::string& to);
+
 // A CardSink creating and filling one new segment (mode 0600). The segment is
 // sized and its memory committed in Begin() (posix_fallocate, so a full
 // /dev/shm is ResourceExhausted, never SIGBUS). After Finish(), Seal() maps it

@@ -17,11 +17,9 @@ namespace {
 
 constexpr agents::KvShape kShape{5, 4, 8};
 
-CardId IdFrom(uint8_t seed) {
-  CardId id;
-  for (size_t i = 0; i < id.bytes.size(); ++i) id.bytes[i] = static_cast<uint8_t>(seed + 3 * i);
-  return id;
-}
+// The golden card's content-derived id (docs/cachecard.md "Card id"); a
+// writer or reader in another language checks its id derivation against it.
+constexpr char kGoldenCardIdHex[] = "dbc378aef9bbf0582e4620ee37e14c15";
 
 }  // namespace
 
@@ -36,7 +34,7 @@ ModelFingerprint GoldenFingerprint() {
   return fp;
 }
 
-CardId GoldenCardId() { return IdFrom(0x30); }
+CardId GoldenCardId() { return *CardId::FromHex(kGoldenCardIdHex); }
 
 std::string GoldenFileName() { return absl::StrCat("golden_v", kCardFormatVersion, ".qkvcard"); }
 
@@ -62,18 +60,18 @@ absl::StatusOr<CardPtr> MakeGoldenCard() {
   quant::BitPlan plan;
   plan.k_bits = {2, 3, 4, 8, 16};
   plan.v_bits = {16, 8, 5, 3, 2};
-  Provenance hop0{IdFrom(0x10), "planner", 0, 1'780'000'000'000, "importance", 4.0};
+  Provenance hop0{/*card_id=*/{}, "planner", 0, 1'780'000'000'000, "importance", 4.0};
   QKV_ASSIGN_OR_RETURN(CardPtr first,
                        BuildCard(*cache, 5, absl::MakeConstSpan(ids).first(5),
                                  CardEncoding::Quantized(plan, {quant::GroupAxis::kPerChannel, 4},
                                                          {quant::GroupAxis::kPerToken, 16}),
                                  GoldenFingerprint(), hop0));
-  Provenance hop1{IdFrom(0x20), "writer", 1, 1'780'000'000'500, "full", 0.0};
+  Provenance hop1{/*card_id=*/{}, "writer", 1, 1'780'000'000'500, "full", 0.0};
   QKV_ASSIGN_OR_RETURN(CardPtr second, BuildCard(*cache, kGoldenTokens, ids, CardEncoding::Full(),
                                                  GoldenFingerprint(), hop1, first.get()));
   CardSet parents;
   parents.Add(first.get());
-  return Flatten(*second, &parents, {GoldenCardId(), 1'780'000'001'000});
+  return Flatten(*second, &parents, {1'780'000'001'000});
 }
 
 }  // namespace qkvshare::cachecard::testing

@@ -98,8 +98,15 @@ absl::Status CheckModelDirectories(const DaemonConfig& config) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Card budgets (handoff bits, min_card_bits): 2..8 (fractional) or 16.
+bool ValidCardBits(double bits) { return (bits >= 2 && bits <= 8) || bits == 16; }
+
+}  // namespace
+
 absl::Status ValidateHandoff(const HandoffConfig& h, const std::string& where) {
-  if (h.mode == HandoffMode::kCard && !((h.bits >= 2 && h.bits <= 8) || h.bits == 16)) {
+  if (h.mode == HandoffMode::kCard && !ValidCardBits(h.bits)) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": bits ", h.bits, " must be in [2, 8] or exactly 16"));
   }
@@ -170,7 +177,7 @@ absl::Status ParseHandoff(YamlMap map, HandoffConfig* h) {
   h->mode = mode == "card" ? HandoffMode::kCard
                            : (mode == "full" ? HandoffMode::kFull : HandoffMode::kReprefill);
   QKV_RETURN_IF_ERROR(map.GetDouble("bits", &h->bits, 2, 16));
-  if (!((h->bits >= 2 && h->bits <= 8) || h->bits == 16)) {
+  if (!ValidCardBits(h->bits)) {
     return map.Error("bits", absl::StrCat(h->bits, " must be in [2, 8] or exactly 16"));
   }
   QKV_RETURN_IF_ERROR(map.GetEnum("policy", {"adaptive", "uniform"}, &policy));
@@ -209,6 +216,11 @@ absl::Status ParseModels(YamlMap models, DaemonConfig* cfg) {
     QKV_RETURN_IF_ERROR(m.GetInt("prefill_chunk", &chunk, 1, 1 << 20));
     e.threads = static_cast<int>(threads);
     e.prefill_chunk = static_cast<int>(chunk);
+    QKV_RETURN_IF_ERROR(m.GetDouble("min_card_bits", &e.min_card_bits, 2, 16));
+    if (!ValidCardBits(e.min_card_bits)) {
+      return m.Error("min_card_bits",
+                     absl::StrCat(e.min_card_bits, " must be in [2, 8] or exactly 16"));
+    }
     QKV_RETURN_IF_ERROR(m.Finish());
     cfg->models.push_back(std::move(e));
   }

@@ -68,7 +68,10 @@ struct ModelEntry {
   DType dtype = DType::kF32;
   int threads = 0;          // intra-op threads; 0: all cores
   int prefill_chunk = 512;  // tokens per prefill chunk
-  std::string where;        // "file:line:col: models.NAME.path", for errors
+  // Floor of the bit budget of quantized cards this model's agents build
+  // (2..8 or 16): a lower `bits` is raised to it (daemon/card_budget.h).
+  double min_card_bits = 2.0;
+  std::string where;  // "file:line:col: models.NAME.path", for errors
 };
 
 struct AgentEntry {

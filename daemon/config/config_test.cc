@@ -99,6 +99,27 @@ TEST(ConfigTest, BadValuesNameTheKey) {
   EXPECT_THAT(ParseError("models: [1, 2]\n"), HasSubstr("models: expected a mapping"));
 }
 
+TEST(ConfigTest, MinCardBitsPerModel) {
+  auto cfg = ParseDaemonConfig(R"(
+models:
+  small: {path: /m/s, min_card_bits: 4}
+  big: {path: /m/b}
+agents:
+  a: {model: small}
+)",
+                               "/etc/q/daemon.yaml");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->FindModel("small")->min_card_bits, 4.0);
+  EXPECT_EQ(cfg->FindModel("big")->min_card_bits, 2.0);  // default: no floor beyond 2
+  EXPECT_THAT(ParseError("models: {m: {path: p, min_card_bits: 9}}\nagents: {a: {model: m}}\n"),
+              HasSubstr(":1:38: models.m.min_card_bits: 9 must be in [2, 8] or exactly 16"));
+  EXPECT_THAT(ParseError("models: {m: {path: p, min_card_bits: 1}}\nagents: {a: {model: m}}\n"),
+              HasSubstr("models.m.min_card_bits: 1 is out of range [2, 16]"));
+  EXPECT_TRUE(ParseDaemonConfig(
+                  "models: {m: {path: p, min_card_bits: 16}}\nagents: {a: {model: m}}\n", "/d.yaml")
+                  .ok());
+}
+
 TEST(ConfigTest, SyntaxErrorHasPosition) {
   absl::Status s =
       ParseDaemonConfig("models:\n  m: {path: [unclosed\n", "/etc/q/daemon.yaml").status();

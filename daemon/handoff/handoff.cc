@@ -12,6 +12,7 @@
 #include "cachecard/build.h"
 #include "cachecard/inject.h"
 #include "cachecard/io.h"
+#include "daemon/card_budget.h"
 #include "quant/controller.h"
 #include "quant/importance.h"
 
@@ -87,6 +88,7 @@ absl::StatusOr<Received> Handoff::Receive(Agent& agent, const HandedContext& con
   stats.set_requested_mode(ToProto(context.handoff.mode));
   stats.set_context_tokens(static_cast<int64_t>(context.ids.size()));
   stats.set_fp16_bytes(Fp16Bytes(seq.kv_cache().shape(), context.ids.size()));
+  stats.set_budget_reason(context.budget_reason);
   std::string fallback;
   if (wants_card && !context.card) {
     fallback = context.card_fallback_reason;
@@ -154,14 +156,19 @@ HandedContext Handoff::Send(Agent& agent, const HandoffConfig& h, const cachecar
 
   cachecard::CardEncoding enc = cachecard::CardEncoding::Full();
   std::string policy = "full";
+  const CardBudget budget = ApplyMinCardBits(h.bits, agent.min_card_bits, agent.model_name);
   if (h.mode == HandoffMode::kCard) {
+    if (!budget.raised_reason.empty()) {
+      out.budget_reason = budget.raised_reason;
+      spdlog::warn("{}: card budget {}", log_prefix, budget.raised_reason);
+    }
     quant::AllocationRequest req;
     req.num_tokens = n - first;
-    req.avg_bits = h.bits;
+    req.avg_bits = budget.bits;
     req.hop = position.hop;
     req.num_hops = std::max(1, position.num_hops);
     std::vector<float> importance;
-    if (h.policy == BitPolicy::kAdaptive && h.bits != 16) {
+    if (h.policy == BitPolicy::kAdaptive && budget.bits != 16) {
       absl::StatusOr<agents::AttentionCapture> cap = seq.GetAttentionCapture();
       absl::StatusOr<std::vector<float>> imp =
           cap.ok() ? quant::TokenImportance({cap->probs.data(), cap->num_layers, cap->num_kv_heads,
@@ -197,7 +204,7 @@ HandedContext Handoff::Send(Agent& agent, const HandoffConfig& h, const cachecar
   prov.hop_index = static_cast<uint32_t>(position.hop);
   prov.created_unix_ms = absl::ToUnixMillis(absl::Now());
   prov.quant_policy = policy;
-  prov.budget_bits = h.mode == HandoffMode::kCard ? h.bits : 0;
+  prov.budget_bits = h.mode == HandoffMode::kCard ? budget.bits : 0;
 
   const agents::ModelFingerprint& fp = model.fingerprint();
   // Size first (no encoding): refuse over-limit cards before any work.

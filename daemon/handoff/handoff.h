@@ -51,6 +51,7 @@ struct HandedContext {
   cachecard::shm::CardHandle card;   // card/full, unless the build fell back
   double card_build_ms = 0;          // wall time of the card build
   std::string card_fallback_reason;  // why `card` is empty (card/full modes)
+  std::string budget_reason;         // why the card's bits differ from handoff.bits
   std::vector<int32_t> ids;          // the whole context, BOS included
   std::string text;                  // its decoded text (another model re-prefills it)
   agents::ModelFingerprint fingerprint;

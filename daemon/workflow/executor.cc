@@ -11,6 +11,7 @@
 #include "absl/strings/str_replace.h"
 #include "agents/generator.h"
 #include "base/status_macros.h"
+#include "daemon/stop_reason.h"
 
 namespace qkvshare::daemon {
 
@@ -151,7 +152,7 @@ class TaskRun {
     r.set_ttft_ms(absl::ToDoubleMilliseconds(gen_start - hop_start) + result.timings.ttft_ms);
     r.set_prefill_ms(result.timings.prefill_ms);
     r.set_decode_tokens_per_s(result.timings.decode_tokens_per_s);
-    r.set_stop_reason(std::string(agents::StopReasonName(result.stop_reason)));
+    SetStopReason(result.stop_reason, &r);
 
     HandedContext out;
     if (!last) {

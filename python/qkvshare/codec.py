@@ -20,6 +20,7 @@ legacy-cache layout without the batch axis); `Card.kv()` returns
 [num_layers, 2, num_kv_heads, tokens, head_dim] (axis 1: 0 = K, 1 = V) for
 the tokens the card carries, positions [first_token, first_token+num_tokens).
 """
+import hashlib
 import math
 import os
 import struct
@@ -32,7 +33,8 @@ from .errors import CardError
 from .xxh64 import xxh64
 
 MAGIC = b"QKVC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CARD_ID_DOMAIN = b"qkvshare.card-id.v2\0"
 HEADER_BYTES = 256
 SEGMENT_BYTES = 96
 SECTION_BYTES = 24
@@ -71,6 +73,37 @@ def header_checksum(metadata):
     b = bytearray(metadata)
     b[CHECKSUM_OFFSET:CHECKSUM_OFFSET + 8] = bytes(8)
     return xxh64(bytes(b))
+
+
+def _content_id(fingerprint, parent, shape, source_dtype_code, first, ntok, token_ids, segments,
+                section_blobs):
+    """The content-derived card id (docs/cachecard.md "Card id"): the first
+    16 bytes of SHA-256 over the preimage; all-zero becomes ...01."""
+    h = hashlib.sha256()
+    h.update(CARD_ID_DOMAIN)
+    h.update(struct.pack("<I", FORMAT_VERSION))
+    h.update(fingerprint)
+    h.update(parent)
+    h.update(struct.pack("<IIIBQQI", shape[0], shape[1], shape[2], source_dtype_code, first, ntok,
+                         len(segments)))
+    h.update(np.asarray(token_ids, dtype="<u4").tobytes())
+    blobs = iter(section_blobs)
+    for seg in segments:
+        q = seg.mode == "quantized"
+        h.update(struct.pack("<QQBBBBII", seg.first_token, seg.num_tokens, QUANTIZED if q else FULL,
+                             0 if q else seg.raw_dtype_code, seg.k_axis if q else 0,
+                             seg.v_axis if q else 0, seg.k_group_size if q else 0,
+                             seg.v_group_size if q else 0))
+        h.update(np.asarray(seg.k_bits, np.uint8).tobytes())
+        h.update(np.asarray(seg.v_bits, np.uint8).tobytes())
+        for _ in range(2 * shape[0]):
+            blob = next(blobs)
+            h.update(struct.pack("<Q", len(blob)))
+            h.update(hashlib.sha256(blob).digest())
+    cid = bytearray(h.digest()[:16])
+    if not any(cid):
+        cid[-1] = 1
+    return bytes(cid)
 
 
 class Segment:
@@ -426,6 +459,24 @@ class Card:
                                     % (s, i // 2, side, size, off, checksum, got), "DATA_LOSS")
                 pos = off + size
 
+    def content_id(self):
+        """The id this card's content hashes to (docs/cachecard.md "Card id"),
+        32 hex digits; equals card_id for every card a daemon or write_card made."""
+        blobs = [bytes(self.section(s, i // 2, i % 2)) for s, seg in enumerate(self.segments)
+                 for i in range(2 * self.num_layers)]
+        parent = bytes.fromhex(self.parent_id) if self.parent_id else bytes(16)
+        src = DTYPE_CODES[self.source_dtype]
+        return _content_id(self.fingerprint, parent, self.shape, src, self.first_token,
+                           self.num_tokens, self.token_ids, self.segments, blobs).hex()
+
+    def verify_id(self):
+        """Raises CardError (INVALID_ARGUMENT) when card_id is not the content's
+        id, as the daemon's import does ("does not match its content")."""
+        want = self.content_id()
+        if want != self.card_id:
+            raise CardError("card id %s does not match its content (the content hashes to %s)"
+                            % (self.card_id, want), "INVALID_ARGUMENT")
+
     # -- access ------------------------------------------------------------
     @property
     def fingerprint_hex(self):
@@ -542,7 +593,7 @@ def _as_fingerprint(fp):
 def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=None, v_bits=None,
                group_size=32, k_axis=quant.PER_CHANNEL, v_axis=quant.PER_TOKEN,
                source_agent="python", quant_policy=None, budget_bits=None, hop_index=0,
-               card_id=None, created_unix_ms=None, source_dtype="f32", raw_dtype=None):
+               created_unix_ms=None, source_dtype="f32", raw_dtype=None):
     """Builds a self-contained card (positions 0..T-1) from arrays.
 
     k, v: [num_layers, num_kv_heads, T, head_dim] (float32; float16 too for
@@ -555,7 +606,9 @@ def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=No
     plan) if given, else the `uniform` policy at `bits` average bits
     (2..8 or 16, fractional allowed: quant/controller.cc Uniform).
     group_size, k_axis (0 per-channel), v_axis (1 per-token): the daemon's
-    defaults. Returns a validated Card. Raises CardError (INVALID_ARGUMENT)
+    defaults. The card id is derived from the content (format v2), so the
+    same context encoded the same way gets the daemon's id. Returns a
+    validated Card. Raises CardError (INVALID_ARGUMENT)
     for bad shapes, widths or values beyond the fp16 range."""
     k = np.asarray(k)
     v = np.asarray(v)
@@ -573,13 +626,10 @@ def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=No
     if source_dtype not in DTYPE_CODES:
         raise CardError("source_dtype must be f32, f16 or bf16", "INVALID_ARGUMENT")
     fp = _as_fingerprint(fingerprint)
-    cid = bytes.fromhex(card_id) if card_id else os.urandom(16)
-    while not any(cid):
-        cid = os.urandom(16)
     channels = heads * hd
     seg = Segment()
     seg.first_token, seg.num_tokens = 0, total
-    seg.origin_hop_index, seg.origin_card_id = hop_index, cid.hex()
+    seg.origin_hop_index = hop_index
     sections = []
     if mode == "full":
         raw = raw_dtype or {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32"}.get(k.dtype)
@@ -653,6 +703,8 @@ def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=No
         assert len(blob) == size, (len(blob), size)
         out[off:off + size] = blob
         refs.append((off, size, xxh64(blob)))
+    cid = _content_id(fp, bytes(16), (layers, heads, hd), DTYPE_CODES[source_dtype], 0, total,
+                      ids, [seg], sections)
     all_bits = np.concatenate([seg.k_bits, seg.v_bits]).astype(np.int64)
     avg = int(all_bits.sum()) / all_bits.size
     created = int(time.time() * 1000) if created_unix_ms is None else int(created_unix_ms)

@@ -108,21 +108,32 @@ def _half_order_key(h):
 
 
 def _unpack_rows(blob, offs, channels, b):
+    """Codes [len(offs), C] of the coded rows starting at offs. With the
+    LSB-first layout 8 codes are exactly b bytes: each chunk is read as one
+    little-endian integer and split by shifts."""
     nbytes = (channels * b + 7) // 8
+    chunks = (channels + 7) // 8
     raw = blob[offs[:, None] + np.arange(nbytes)[None, :]]
-    bitsarr = np.unpackbits(raw, axis=1, bitorder="little")[:, :channels * b]
-    bitsarr = bitsarr.reshape(len(offs), channels, b).astype(np.uint16)
-    return (bitsarr << np.arange(b, dtype=np.uint16)).sum(axis=2).astype(np.uint8)
+    buf = np.zeros((len(offs), chunks * 8), np.uint8)  # each chunk's b bytes, zero-extended to 8
+    cols = (np.arange(chunks)[:, None] * 8 + np.arange(b)[None, :]).reshape(-1)[:nbytes]
+    buf[:, cols] = raw
+    val = buf.view("<u8")  # [n, chunks]
+    shifts = (np.arange(8, dtype=np.uint64) * np.uint64(b))
+    codes = (val[:, :, None] >> shifts) & np.uint64((1 << b) - 1)
+    return codes.reshape(len(offs), chunks * 8)[:, :channels].astype(np.uint8)
 
 
 def _pack_rows(codes, b):
+    """Rows of codes [n, C] -> packed bytes [n, ceil(C*b/8)] (LSB-first)."""
     n, channels = codes.shape
     nbytes = (channels * b + 7) // 8
-    bitsarr = ((codes[:, :, None] >> np.arange(b, dtype=np.uint8)) & 1).reshape(n, channels * b)
-    pad = nbytes * 8 - channels * b
-    if pad:
-        bitsarr = np.concatenate([bitsarr, np.zeros((n, pad), np.uint8)], axis=1)
-    return np.packbits(bitsarr, axis=1, bitorder="little")
+    chunks = (channels + 7) // 8
+    c = np.zeros((n, chunks * 8), np.uint64)
+    c[:, :channels] = codes
+    shifts = (np.arange(8, dtype=np.uint64) * np.uint64(b))
+    val = np.bitwise_or.reduce(c.reshape(n, chunks, 8) << shifts, axis=2)  # [n, chunks]
+    by = np.ascontiguousarray(val.astype("<u8")).view(np.uint8).reshape(n, chunks, 8)[:, :, :b]
+    return np.ascontiguousarray(by.reshape(n, chunks * b)[:, :nbytes])
 
 
 def _params(blob, param_off, channels, axis, group_size):
@@ -149,10 +160,12 @@ def dequantize(blob, channels, axis, group_size, bits, where="packed data"):
     coded = np.nonzero(bits <= 8)[0]
     raw = np.nonzero(bits == 16)[0]
     if coded.size:
-        lo_b, hi_b = _params(blob, param_off[coded], channels, axis, group_size)
+        # Each parameter block once (per-channel: one per token block), then per token.
+        starts, inv = np.unique(param_off[coded], return_inverse=True)
+        lo_b, hi_b = _params(blob, starts, channels, axis, group_size)
         ok = _half_finite(lo_b) & _half_finite(hi_b) & (_half_order_key(lo_b) <= _half_order_key(hi_b))
         if not ok.all():
-            t = int(coded[np.nonzero(~ok.all(axis=1))[0][0]])
+            t = int(coded[np.nonzero(~ok.all(axis=1)[inv])[0][0]])
             raise CardError("%s: group parameters of token %d at byte %d are not finite (or lo > hi)"
                             % (where, t, int(param_off[t])), "INVALID_ARGUMENT")
     if raw.size:
@@ -169,6 +182,7 @@ def dequantize(blob, channels, axis, group_size, bits, where="packed data"):
         if axis == PER_TOKEN:
             g = np.arange(channels) // group_size
             lo, rng = lo[:, g], rng[:, g]
+        lo, rng = lo[inv], rng[inv]
         cb = bits[coded]
         for b in np.unique(cb):
             sel = cb == b
@@ -227,33 +241,36 @@ def quantize(x, axis, group_size, bits, head_dim=None):
     blob = np.zeros(total, dtype=np.uint8)
     coded = bits <= 8
     m = channels if axis == PER_CHANNEL else _num_groups(channels, group_size)
-    # Group minima/maxima per token's groups: [n, m] (rows of blocks without
-    # a coded token stay 0 and are never stored).
+    # Group minima/maxima, one row per parameter block (per-channel: a block
+    # of G tokens; per-token: a token); owner[t] = token t's row.
     if axis == PER_CHANNEL:
-        mn = np.zeros((n, channels), np.float32)
-        mx = np.zeros((n, channels), np.float32)
-        for t0 in range(0, n, group_size):
-            t1 = min(n, t0 + group_size)
+        nb = (n + group_size - 1) // group_size
+        mn = np.zeros((nb, channels), np.float32)  # blocks without a coded token stay 0
+        mx = np.zeros((nb, channels), np.float32)
+        for bi in range(nb):
+            t0, t1 = bi * group_size, min(n, (bi + 1) * group_size)
             c = coded[t0:t1]
             if c.any():
-                mn[t0:t1] = x[t0:t1][c].min(axis=0)
-                mx[t0:t1] = x[t0:t1][c].max(axis=0)
+                mn[bi] = x[t0:t1][c].min(axis=0)
+                mx[bi] = x[t0:t1][c].max(axis=0)
+        owner = np.arange(n) // group_size
     else:
         pad = m * group_size - channels
         xp = np.pad(x, ((0, 0), (0, pad)), constant_values=np.nan) if pad else x
         xg = xp.reshape(n, m, group_size)
         mn = np.nanmin(xg, axis=2) if pad else xg.min(axis=2)
         mx = np.nanmax(xg, axis=2) if pad else xg.max(axis=2)
+        owner = np.arange(n)
     lo_b = f16_directed(mn + _F32(0.0), up=False)
     hi_b = f16_directed(mx + _F32(0.0), up=True)
     lo = _f16_bits_to_f32(lo_b)
     rng = _f16_bits_to_f32(hi_b) - lo
     ct = np.nonzero(coded)[0]
     if ct.size:
-        # Parameters: write each token's (per-channel: each block's) lo/hi.
+        # Parameters: each block's (per-token: each coded token's) lo/hi.
         starts = param_off[ct]
         uniq, first = np.unique(starts, return_index=True)
-        src = ct[first]
+        src = owner[ct[first]]
         idx = uniq[:, None] + 2 * np.arange(m)[None, :]
         for arr, base in ((lo_b, 0), (hi_b, 2 * m)):
             v = arr[src]
@@ -268,10 +285,10 @@ def quantize(x, axis, group_size, bits, head_dim=None):
         for b in np.unique(cb):
             ts = ct[cb == b]
             levels = _F32((1 << int(b)) - 1)
-            r = rng_c[ts]
+            r = rng_c[owner[ts]]
             with np.errstate(divide="ignore", invalid="ignore"):
                 scale = np.where(r > 0, levels / r, _F32(0.0)).astype(np.float32)
-            v = (x[ts] - lo_c[ts]) * scale
+            v = (x[ts] - lo_c[owner[ts]]) * scale
             v = np.minimum(np.maximum(v, _F32(0.0)), levels)
             codes = (v + _F32(0.5)).astype(np.int32).astype(np.uint8)
             packed = _pack_rows(codes, int(b))

@@ -3,7 +3,7 @@ against cachecard:dump_card), write cards the C++ reader accepts."""
 import numpy as np
 import pytest
 
-from conftest import GOLDEN_CARD, MODEL_DIR
+from conftest import GOLDEN_CARD, GOLDEN_CARD_ID, MODEL_DIR
 from qkvshare import quant
 from qkvshare.codec import Card, write_card
 from qkvshare.errors import CardError
@@ -66,7 +66,8 @@ def test_uniform_plan_matches_controller_rule():
 
 def test_golden_card_decodes_like_cpp(dumper):
     card = Card.load(GOLDEN_CARD)
-    assert card.format_version == 1 and card.first_token == 0
+    assert card.format_version == 2 and card.first_token == 0
+    assert card.card_id == card.content_id() == GOLDEN_CARD_ID
     assert [s.mode for s in card.segments] == ["quantized", "full"]
     assert_same_bits(card.kv(), dumper.kv(card.to_bytes()))
 
@@ -118,6 +119,11 @@ def test_uniform_card_fields():
     assert card.source_agent == "hf-agent" and card.parent_id == ""
     again = Card.from_bytes(card.to_bytes())
     assert again.card_id == card.card_id and again.to_bytes() == card.to_bytes()
+    card.verify_id()  # content-derived id
+    other = write_card(k, v, list(range(100, 133)), model_fingerprint_hex(MODEL_DIR), bits=4,
+                       source_agent="someone else", created_unix_ms=1)
+    assert other.card_id == card.card_id  # provenance is not part of the id
+    assert write_card(k, v, list(range(100, 133)), FP, bits=4).card_id != card.card_id
 
 
 def test_quantize_is_deterministic_and_matches_dequantize_bound():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import GOLDEN_CARD
-from qkvshare.codec import CHECKSUM_OFFSET, Card, header_checksum, write_card
+from qkvshare.codec import CHECKSUM_OFFSET, FORMAT_VERSION, Card, header_checksum, write_card
 from qkvshare.errors import CardError
 
 FP = bytes(range(32))
@@ -50,7 +50,7 @@ def test_trailing_bytes(good):
 
 def test_wrong_magic_and_version(good, dumper):
     expect(b"QKVX" + good[4:], "INVALID_ARGUMENT", "not a CacheCard")
-    v2 = good[:4] + struct.pack("<I", 2) + good[8:]
+    v2 = good[:4] + struct.pack("<I", FORMAT_VERSION + 1) + good[8:]
     expect(v2, "UNIMPLEMENTED", "format version")
     rc, err, _ = dumper.run(v2)
     assert rc == 1 and "format version" in err
@@ -128,3 +128,12 @@ def test_golden_card_flips(dumper):
         with pytest.raises(CardError) as e:
             Card.from_bytes(bytes(b))
         assert e.value.code in ("DATA_LOSS", "INVALID_ARGUMENT", "UNIMPLEMENTED")
+
+
+def test_forged_id_is_detected(good):
+    b = bytearray(good)
+    b[64] ^= 0x01  # card_id, header resealed: a valid container with a forged id
+    forged = Card.from_bytes(reseal(b))
+    with pytest.raises(CardError, match="does not match its content") as e:
+        forged.verify_id()
+    assert e.value.code == "INVALID_ARGUMENT"

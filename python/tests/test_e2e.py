@@ -5,8 +5,8 @@ import pytest
 from conftest import INPUT, MAX_CARD_BYTES, MODEL_DIR
 from qkvshare import client as cl
 from qkvshare.codec import Card, write_card
-from qkvshare.errors import (AlreadyExists, CardError, FailedPrecondition, InvalidArgument,
-                             NotFound, ResourceExhausted)
+from qkvshare.errors import (CardError, FailedPrecondition, InvalidArgument,
+                             NotFound, ResourceExhausted, RpcError)
 from qkvshare.fingerprint import model_fingerprint_hex
 
 
@@ -54,7 +54,10 @@ def test_daemon_cards_decode_like_cpp(client, story_runs, dumper):
             data = client.cards.export_bytes(cid)
             card = Card.from_bytes(data)
             info = client.cards.get(cid)
-            assert card.card_id == cid and info.mode == card.segments[-1].mode
+            card.verify_id()  # the daemon's content-derived id, recomputed in Python
+            # Export flattens a chain: other content, so another id than the leaf's.
+            assert (card.card_id == cid) == (hop == 0)
+            assert info.mode == card.segments[-1].mode
             assert card.fingerprint_hex == info.fingerprint
             assert card.total_tokens == info.context_tokens and card.first_token == 0
             assert len(card.segments) == hop + 1
@@ -79,6 +82,7 @@ def test_python_quantizer_reproduces_daemon_cards(client, story_runs):
         seg = dcard.segments[0]
         mine = write_card(kv[:, 0], kv[:, 1], full.token_ids, full.fingerprint,
                           bits=dcard.budget_bits, group_size=(seg.k_group_size, seg.v_group_size))
+        assert mine.card_id == dcard.card_id  # same content, same id
         assert mine.segments[0].k_bits.tolist() == seg.k_bits.tolist()
         assert mine.segments[0].v_bits.tolist() == seg.v_bits.tolist()
         for layer in range(dcard.num_layers):
@@ -87,8 +91,12 @@ def test_python_quantizer_reproduces_daemon_cards(client, story_runs):
                     (name, layer, side)
 
 
-@pytest.mark.parametrize("mode,bits", [("full", None), ("quantized", 8), ("quantized", 4)])
+@pytest.mark.parametrize("mode,bits", [("full", None), ("quantized", 8), ("quantized", 4),
+                                       ("quantized", 5)])
 def test_python_cards_import(client, story_runs, mode, bits):
+    """Python cards of the daemon's context: full, 8 and 4 bits have the
+    content (hence the id) of the daemon's own hop-0 cards, and the store
+    dedups them; a 5-bit card is new to the store and round-trips byte for byte."""
     _, events = story_runs["story_full"]
     full = client.cards.export(hop_card_ids(events)[0])
     kv = full.kv()
@@ -98,13 +106,18 @@ def test_python_cards_import(client, story_runs, mode, bits):
     info = client.cards.import_(mine)
     assert info.id == mine.card_id and info.mode == mode
     assert info.tokens == info.context_tokens == full.total_tokens
-    assert info.avg_bits == mine.avg_bits and info.source_agent == "pytest"
-    assert info.fingerprint == full.fingerprint_hex
-    back = client.cards.export_bytes(mine.card_id)
-    assert back == mine.to_bytes()  # stored and exported byte for byte
-    with pytest.raises(AlreadyExists):
-        client.cards.import_(mine)
+    assert info.avg_bits == mine.avg_bits and info.fingerprint == full.fingerprint_hex
+    back = client.cards.export(mine.card_id)
+    assert back.content_id() == mine.card_id
+    np.testing.assert_array_equal(back.kv().view(np.uint32), mine.kv().view(np.uint32))
+    assert client.cards.import_(mine).id == mine.card_id  # a second import: the same card
     assert mine.card_id in {c.id for c in client.cards.list()}
+    daemon_built = {"full": "story_full", 8: "story_u8", 4: "story_u4"}.get(bits or mode)
+    if daemon_built:
+        assert mine.card_id == hop_card_ids(story_runs[daemon_built][1])[0]
+        assert info.source_agent == "writer"  # the stored card is the daemon's
+        return
+    assert info.source_agent == "pytest" and back.to_bytes() == mine.to_bytes()
     client.cards.delete(mine.card_id)
     with pytest.raises(NotFound):
         client.cards.get(mine.card_id)
@@ -118,6 +131,9 @@ def test_error_codes(client, story_runs):
         list(client.watch("no-such-task"))
     with pytest.raises(NotFound):
         client.cancel("no-such-task")
+    with pytest.raises(RpcError) as e:  # UNIMPLEMENTED until the API has ResumeTask
+        client.resume("no-such-task")
+    assert e.value.code in ("NOT_FOUND", "UNIMPLEMENTED")
     with pytest.raises(NotFound) as e:
         client.submit("no_such_workflow", INPUT)
     assert "no_such_workflow" in e.value.details
@@ -132,6 +148,17 @@ def test_error_codes(client, story_runs):
         client.submit("story", "")
     with pytest.raises(InvalidArgument):
         client.submit("story", INPUT, mode="card", bits=1.0)
+    rng0 = np.random.default_rng(3)
+    k0 = rng0.standard_normal((5, 4, 6, 8)).astype(np.float32)
+    forged = bytearray(write_card(k0, k0, range(6), model_fingerprint_hex(MODEL_DIR),
+                                  bits=4).to_bytes())
+    forged[64] ^= 1
+    from qkvshare.codec import header_checksum
+    import struct
+    struct.pack_into("<Q", forged, 24, header_checksum(bytes(forged[:struct.unpack_from(
+        "<Q", forged, 16)[0]])))
+    with pytest.raises(InvalidArgument, match="does not match its content"):
+        client.cards.import_(bytes(forged))
     with pytest.raises(InvalidArgument) as e:
         client.cards.import_(b"QKVC not a card at all")
     assert "truncated" in e.value.details or "card" in e.value.details

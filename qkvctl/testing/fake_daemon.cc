@@ -151,6 +151,7 @@ std::vector<v1::TaskEvent> ScriptTask(const std::string& id, const std::vector<s
     r.set_ttft_ms(4.5 + hop);
     r.set_prefill_ms(2);
     r.set_decode_tokens_per_s(250.0 - 10 * hop);
+    r.set_stop(v1::STOP_REASON_MAX_NEW_TOKENS);
     r.set_stop_reason("max_new_tokens");
     r.set_total_ms(40);
     if (!last) {
