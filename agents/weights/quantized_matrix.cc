@@ -37,8 +37,9 @@ absl::StatusOr<WeightFormat> ParseWeightFormat(std::string_view name) {
   for (WeightFormat f : kAllFormats) {
     if (WeightFormatName(f) == name) return f;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown weights '", absl::string_view(name.data(), name.size()), "' (expected auto, f32, bf16, f16, q8 or q4)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown weights '",
+                                                 absl::string_view(name.data(), name.size()),
+                                                 "' (expected auto, f32, bf16, f16, q8 or q4)"));
 }
 
 void QuantizedMatrix::Free::operator()(void* p) const { std::free(p); }
