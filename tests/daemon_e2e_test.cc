@@ -159,11 +159,11 @@ TEST_F(StoryDaemonTest, StatusCodes) {
 TEST_F(StoryDaemonTest, HostileRequestsAreRejectedCheaply) {
   std::string msg;
   // Unknown enum values are not "unset".
-  v1::SubmitTaskRequest mode = Submit("story");
+  v1::SubmitTaskRequest mode = Submit("story_card4");
   mode.mutable_handoff_override()->set_mode(static_cast<v1::HandoffMode>(99));
   EXPECT_EQ(SubmitCode(*daemon_, mode, &msg), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(msg, HasSubstr("handoff_override.mode: unknown HandoffMode value 99"));
-  v1::SubmitTaskRequest policy = Submit("story");
+  v1::SubmitTaskRequest policy = Submit("story_card4");
   policy.mutable_handoff_override()->set_policy(static_cast<v1::BitPolicy>(77));
   EXPECT_EQ(SubmitCode(*daemon_, policy, &msg), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(msg, HasSubstr("handoff_override.policy: unknown BitPolicy value 77"));
@@ -192,7 +192,7 @@ TEST_F(StoryDaemonTest, HostileRequestsAreRejectedCheaply) {
   std::string long_input;
   while (long_input.size() < 1000000) long_input += "Lily saw a dog. ";
   t0 = absl::Now();
-  EXPECT_EQ(SubmitCode(*daemon_, Submit("story", long_input), &msg),
+  EXPECT_EQ(SubmitCode(*daemon_, Submit("story_card4", long_input), &msg),
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
   EXPECT_THAT(msg, HasSubstr("more than 512 tokens"));
@@ -371,7 +371,7 @@ TEST_F(StoryDaemonTest, ReloadWorkflows) {
   s = daemon_->catalog().ReloadWorkflows(&ctx_utf8, v1::ReloadWorkflowsRequest(), &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(),
-              HasSubstr("zz_extra.yaml:3:35: hops[0].instruction: text is not valid UTF-8"));
+              HasSubstr("zz_extra.yaml:3:34: hops[0].instruction: text is not valid UTF-8"));
   const std::vector<std::string> kept = WorkflowNames(*daemon_);
   EXPECT_EQ(kept.size(), 5u);
   EXPECT_NE(std::find(kept.begin(), kept.end(), "extra"), kept.end());
