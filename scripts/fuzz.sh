@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Builds and runs a libFuzzer target with AddressSanitizer and UBSan:
 #   card_decoder  the CacheCard decoder/validator
 #                 (cachecard/fuzz/card_decoder_fuzzer.cc; the default)
@@ -57,13 +58,14 @@ case "$target" in
     EXTRA_MAINS=(cachecard/fuzz/make_seeds.cc)
     LIB_SOURCES=(
   agents/kv_cache.cc
-  quant/kernels.cc quant/kernels_scalar.cc quant/kernels_avx512.cc
-  cachecard/format.cc cachecard/ids.cc cachecard/metadata.cc cachecard/metadata_codec.cc
+  quant/kernels.cc quant/kernels_scalar.cc quant/kernels_hwy.cc base/cpu_info.cc
+  cachecard/format.cc cachecard/ids.cc cachecard/content_id.cc cachecard/metadata.cc cachecard/metadata_codec.cc
   cachecard/io.cc cachecard/file_io.cc cachecard/card.cc cachecard/chain.cc
   cachecard/dtype_convert.cc cachecard/section_codec.cc cachecard/parallel.cc cachecard/card_writer.cc
   cachecard/build.cc cachecard/inject.cc cachecard/flatten.cc cachecard/card_file.cc
   cachecard/inspect.cc cachecard/testing/synthetic_kv.cc
     )
+    LIBS+=(-lhwy -lcrypto)
     MAX_LEN=16384 ;;
   config)
     FUZZER=daemon/config/fuzz/config_fuzzer.cc
