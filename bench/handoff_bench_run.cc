@@ -126,14 +126,14 @@ absl::Status CardHandoff(const HandoffMode& mode, const CardParams& params,
                                            prov, nullptr, counter)
                           .status());
   s.size_ms = laps.Lap(&s.size_cpu_ms);
-  left.id = prov.card_id;
   QKV_ASSIGN_OR_RETURN(left.handle, store.Build(cache, sender.length(), sender.token_ids(), enc, fp,
                                                 prov, /*parent=*/nullptr));
+  left.id = left.handle->id();  // content-derived: not prov.card_id
   s.encode_ms = laps.Lap(&s.encode_cpu_ms);
 
   // Receiver: map the segment by name, read-only, as another process would.
   QKV_ASSIGN_OR_RETURN(left.mapped,
-                       cachecard::shm::OpenSharedCard(store.SegmentName(prov.card_id),
+                       cachecard::shm::OpenSharedCard(store.SegmentName(left.id),
                                                       cachecard::Card::Verify::kMetadataOnly));
   const cachecard::Card& card = *left.mapped;
   s.map_ms = laps.Lap(&s.map_cpu_ms);

@@ -100,7 +100,7 @@ void DecodeChunk(const DecodeWeights& w, const int32_t* tokens, int64_t n, KvCac
   s.qkv.resize(n * QKV);
   s.attn.resize(n * QD);
   s.mlp.resize(n * 2 * I);
-  s.probs.resize(H * ctx_max);
+  s.probs.resize(n * H * ctx_max);
   // Rows fed to the recorder: the last window() of the chunk.
   const int64_t first_recorded =
       recorder == nullptr ? n : n - std::min<int64_t>(n, recorder->window());
@@ -136,21 +136,21 @@ void DecodeChunk(const DecodeWeights& w, const int32_t* tokens, int64_t n, KvCac
       }
     }
     // Attention, one kv head (its group of G query heads, which are
-    // consecutive: query head h uses kv head h / G) per task; token t sees
-    // the cache up to its own position.
+    // consecutive: query head h uses kv head h / G) per task, all n tokens
+    // at once; token t sees the cache up to its own position.
     parallel_for(KV, 1, [&](int64_t kb, int64_t ke) {
       for (int64_t kh = kb; kh < ke; ++kh) {
-        float* probs = s.probs.data() + kh * G * ctx_max;
-        for (int64_t t = 0; t < n; ++t) {
+        float* probs = s.probs.data() + kh * n * G * ctx_max;  // [n, G, ctx_max]
+        AttendChunk(s.qkv.data() + kh * G * hd, QKV, n, G, kc + kh * head_stride * esize,
+                    vc + kh * head_stride * esize, kvt, pos0 + 1, hd, probs, ctx_max,
+                    s.attn.data() + kh * G * hd, QD);
+        for (int64_t t = first_recorded; t < n; ++t) {
           const int64_t ctx = pos0 + t + 1;
-          AttendQueryGroup(s.qkv.data() + t * QKV + kh * G * hd, G, kc + kh * head_stride * esize,
-                           vc + kh * head_stride * esize, kvt, ctx, hd, probs,
-                           s.attn.data() + t * QD + kh * G * hd);
-          if (t < first_recorded) continue;
           float* a = s.avg.data() + ((t - first_recorded) * KV + kh) * ctx_max;
           std::fill(a, a + ctx, 0.0f);
           for (int64_t g = 0; g < G; ++g) {
-            for (int64_t c = 0; c < ctx; ++c) a[c] += probs[g * ctx + c] / static_cast<float>(G);
+            const float* pg = probs + (t * G + g) * ctx_max;
+            for (int64_t c = 0; c < ctx; ++c) a[c] += pg[c] / static_cast<float>(G);
           }
         }
       }

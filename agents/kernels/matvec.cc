@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "agents/kernels/matvec.cc"
@@ -183,12 +184,18 @@ void SoftmaxInPlaceImpl(float* HWY_RESTRICT p, int64_t n) {
   for (; i < n; ++i) p[i] *= inv;
 }
 
-// Attention of NG (1..4) queries of a group: each K/V row is loaded once for
-// all of them; accumulators stay in registers (explicit variables, since
-// scalable vectors cannot live in arrays).
+// Cache rows per attention tile: a tile of K (and then of V) is read from
+// memory once and reused from L1 / L2 by every query of the chunk (16 KiB of
+// fp32 rows at head_dim 64).
+constexpr int64_t kAttnTile = 64;
+
+// Scores of NG (1..4) queries against `rows` cache rows k[0 .. rows):
+// p_g[r] = dot(q_g, k_r). Each K row is loaded once for all NG queries;
+// accumulators stay in registers (explicit variables, since scalable vectors
+// cannot live in arrays). q_g = q + g * hd; p_g = p + g * p_stride.
 template <int NG, typename T>
-void AttendBlock(const float* HWY_RESTRICT q, const T* HWY_RESTRICT k, const T* HWY_RESTRICT v,
-                 int64_t ctx, int64_t hd, float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
+void ScoresTile(const float* HWY_RESTRICT q, const T* HWY_RESTRICT k, int64_t rows, int64_t hd,
+                float* HWY_RESTRICT p, int64_t p_stride) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const float* HWY_RESTRICT q0 = q;
@@ -196,18 +203,17 @@ void AttendBlock(const float* HWY_RESTRICT q, const T* HWY_RESTRICT k, const T* 
   const float* HWY_RESTRICT q2 = q + (NG > 2 ? 2 * hd : 0);
   const float* HWY_RESTRICT q3 = q + (NG > 3 ? 3 * hd : 0);
   float* HWY_RESTRICT p0 = p;
-  float* HWY_RESTRICT p1 = p + (NG > 1 ? ctx : 0);
-  float* HWY_RESTRICT p2 = p + (NG > 2 ? 2 * ctx : 0);
-  float* HWY_RESTRICT p3 = p + (NG > 3 ? 3 * ctx : 0);
+  float* HWY_RESTRICT p1 = p + (NG > 1 ? p_stride : 0);
+  float* HWY_RESTRICT p2 = p + (NG > 2 ? 2 * p_stride : 0);
+  float* HWY_RESTRICT p3 = p + (NG > 3 ? 3 * p_stride : 0);
   const int64_t full = hd / N * N;
   const size_t rest = static_cast<size_t>(hd - full);
-  // Scores.
-  for (int64_t t = 0; t < ctx; ++t) {
-    const T* HWY_RESTRICT kt = k + t * hd;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* HWY_RESTRICT kr = k + r * hd;
     auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
     for (int64_t i = 0; i < hd; i += N) {
       const bool whole = i < full;
-      const auto kv = whole ? LoadWidened(df, kt + i) : LoadWidenedN(df, kt + i, rest);
+      const auto kv = whole ? LoadWidened(df, kr + i) : LoadWidenedN(df, kr + i, rest);
       auto qv = [&](const float* HWY_RESTRICT qg) {
         return whole ? hn::LoadU(df, qg + i) : LoadWidenedN(df, qg + i, rest);
       };
@@ -216,26 +222,46 @@ void AttendBlock(const float* HWY_RESTRICT q, const T* HWY_RESTRICT k, const T* 
       if constexpr (NG > 2) a2 = hn::MulAdd(kv, qv(q2), a2);
       if constexpr (NG > 3) a3 = hn::MulAdd(kv, qv(q3), a3);
     }
-    p0[t] = ReduceSum(df, a0);
-    if constexpr (NG > 1) p1[t] = ReduceSum(df, a1);
-    if constexpr (NG > 2) p2[t] = ReduceSum(df, a2);
-    if constexpr (NG > 3) p3[t] = ReduceSum(df, a3);
+    p0[r] = ReduceSum(df, a0);
+    if constexpr (NG > 1) p1[r] = ReduceSum(df, a1);
+    if constexpr (NG > 2) p2[r] = ReduceSum(df, a2);
+    if constexpr (NG > 3) p3[r] = ReduceSum(df, a3);
   }
-  SoftmaxInPlaceImpl(p0, ctx);
-  if constexpr (NG > 1) SoftmaxInPlaceImpl(p1, ctx);
-  if constexpr (NG > 2) SoftmaxInPlaceImpl(p2, ctx);
-  if constexpr (NG > 3) SoftmaxInPlaceImpl(p3, ctx);
-  // out_g = sum_t p_g[t] v_t, one column block at a time.
+}
+
+// out_g (+)= sum_r p_g[r] v_r over `rows` cache rows v[0 .. rows) for NG
+// (1..4) queries, one column block at a time (the tile stays in L1 across
+// blocks); `first`: out_g is overwritten, else accumulated into.
+// p_g = p + g * p_stride; out_g = out + g * hd.
+template <int NG, typename T>
+void ValuesTile(const float* HWY_RESTRICT p, int64_t p_stride, const T* HWY_RESTRICT v,
+                int64_t rows, int64_t hd, bool first, float* HWY_RESTRICT out) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const float* HWY_RESTRICT p0 = p;
+  const float* HWY_RESTRICT p1 = p + (NG > 1 ? p_stride : 0);
+  const float* HWY_RESTRICT p2 = p + (NG > 2 ? 2 * p_stride : 0);
+  const float* HWY_RESTRICT p3 = p + (NG > 3 ? 3 * p_stride : 0);
+  const int64_t full = hd / N * N;
+  const size_t rest = static_cast<size_t>(hd - full);
   for (int64_t i = 0; i < hd; i += N) {
     const bool whole = i < full;
-    auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
-    for (int64_t t = 0; t < ctx; ++t) {
-      const T* HWY_RESTRICT vt = v + t * hd + i;
-      const auto vv = whole ? LoadWidened(df, vt) : LoadWidenedN(df, vt, rest);
-      a0 = hn::MulAdd(hn::Set(df, p0[t]), vv, a0);
-      if constexpr (NG > 1) a1 = hn::MulAdd(hn::Set(df, p1[t]), vv, a1);
-      if constexpr (NG > 2) a2 = hn::MulAdd(hn::Set(df, p2[t]), vv, a2);
-      if constexpr (NG > 3) a3 = hn::MulAdd(hn::Set(df, p3[t]), vv, a3);
+    auto load_out = [&](int g) {
+      const float* HWY_RESTRICT o = out + g * hd + i;
+      if (first) return hn::Zero(df);
+      return whole ? hn::LoadU(df, o) : LoadWidenedN(df, o, rest);
+    };
+    auto a0 = load_out(0);
+    auto a1 = NG > 1 ? load_out(1) : hn::Zero(df);
+    auto a2 = NG > 2 ? load_out(2) : hn::Zero(df);
+    auto a3 = NG > 3 ? load_out(3) : hn::Zero(df);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* HWY_RESTRICT vr = v + r * hd + i;
+      const auto vv = whole ? LoadWidened(df, vr) : LoadWidenedN(df, vr, rest);
+      a0 = hn::MulAdd(hn::Set(df, p0[r]), vv, a0);
+      if constexpr (NG > 1) a1 = hn::MulAdd(hn::Set(df, p1[r]), vv, a1);
+      if constexpr (NG > 2) a2 = hn::MulAdd(hn::Set(df, p2[r]), vv, a2);
+      if constexpr (NG > 3) a3 = hn::MulAdd(hn::Set(df, p3[r]), vv, a3);
     }
     auto store = [&](decltype(a0) a, int g) {
       float* HWY_RESTRICT o = out + g * hd + i;
@@ -254,42 +280,75 @@ void AttendBlock(const float* HWY_RESTRICT q, const T* HWY_RESTRICT k, const T* 
   }
 }
 
-template <typename T>
-void AttendT(const float* q, int64_t group, const T* k, const T* v, int64_t ctx, int64_t hd,
-             float* p, float* out) {
+// Runs fn(std::integral_constant<int, NG>, g) over the group in blocks of up
+// to 4 queries (NG = block size, g = first query of the block).
+template <class Fn>
+HWY_INLINE void ForQueryBlocks(int64_t group, const Fn& fn) {
   for (int64_t g = 0; g < group; g += 4) {
-    const float* qg = q + g * hd;
-    float* pg = p + g * ctx;
-    float* og = out + g * hd;
     switch (std::min<int64_t>(4, group - g)) {
       case 4:
-        AttendBlock<4>(qg, k, v, ctx, hd, pg, og);
+        fn(std::integral_constant<int, 4>(), g);
         break;
       case 3:
-        AttendBlock<3>(qg, k, v, ctx, hd, pg, og);
+        fn(std::integral_constant<int, 3>(), g);
         break;
       case 2:
-        AttendBlock<2>(qg, k, v, ctx, hd, pg, og);
+        fn(std::integral_constant<int, 2>(), g);
         break;
       default:
-        AttendBlock<1>(qg, k, v, ctx, hd, pg, og);
+        fn(std::integral_constant<int, 1>(), g);
         break;
     }
   }
 }
 
-void AttendQueryGroupImpl(const float* q, int64_t group, const void* k, const void* v, DType dtype,
-                          int64_t ctx, int64_t hd, float* p, float* out) {
+template <typename T>
+void AttendChunkT(const float* q, int64_t q_stride, int64_t n, int64_t group, const T* k,
+                  const T* v, int64_t ctx0, int64_t hd, float* p, int64_t p_stride, float* out,
+                  int64_t out_stride) {
+  const int64_t ctx_last = ctx0 + n - 1;
+  // Probabilities of query g of token t: row t * group + g of p.
+  auto prow = [&](int64_t t, int64_t g) { return p + (t * group + g) * p_stride; };
+  for (int64_t c0 = 0; c0 < ctx_last; c0 += kAttnTile) {
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t rows = std::min(c0 + kAttnTile, ctx0 + t) - c0;
+      if (rows <= 0) continue;
+      ForQueryBlocks(group, [&](auto ng, int64_t g) {
+        ScoresTile<decltype(ng)::value>(q + t * q_stride + g * hd, k + c0 * hd, rows, hd,
+                                        prow(t, g) + c0, p_stride);
+      });
+    }
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t g = 0; g < group; ++g) SoftmaxInPlaceImpl(prow(t, g), ctx0 + t);
+  }
+  for (int64_t c0 = 0; c0 < ctx_last; c0 += kAttnTile) {
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t rows = std::min(c0 + kAttnTile, ctx0 + t) - c0;
+      if (rows <= 0) continue;
+      ForQueryBlocks(group, [&](auto ng, int64_t g) {
+        ValuesTile<decltype(ng)::value>(prow(t, g) + c0, p_stride, v + c0 * hd, rows, hd,
+                                        /*first=*/c0 == 0, out + t * out_stride + g * hd);
+      });
+    }
+  }
+}
+
+void AttendChunkImpl(const float* q, int64_t q_stride, int64_t n, int64_t group, const void* k,
+                     const void* v, DType dtype, int64_t ctx0, int64_t hd, float* p,
+                     int64_t p_stride, float* out, int64_t out_stride) {
   switch (dtype) {
     case DType::kF32:
-      return AttendT(q, group, static_cast<const float*>(k), static_cast<const float*>(v), ctx, hd,
-                     p, out);
+      return AttendChunkT(q, q_stride, n, group, static_cast<const float*>(k),
+                          static_cast<const float*>(v), ctx0, hd, p, p_stride, out, out_stride);
     case DType::kBF16:
-      return AttendT(q, group, static_cast<const hwy::bfloat16_t*>(k),
-                     static_cast<const hwy::bfloat16_t*>(v), ctx, hd, p, out);
+      return AttendChunkT(q, q_stride, n, group, static_cast<const hwy::bfloat16_t*>(k),
+                          static_cast<const hwy::bfloat16_t*>(v), ctx0, hd, p, p_stride, out,
+                          out_stride);
     case DType::kF16:
-      return AttendT(q, group, static_cast<const hwy::float16_t*>(k),
-                     static_cast<const hwy::float16_t*>(v), ctx, hd, p, out);
+      return AttendChunkT(q, q_stride, n, group, static_cast<const hwy::float16_t*>(k),
+                          static_cast<const hwy::float16_t*>(v), ctx0, hd, p, p_stride, out,
+                          out_stride);
   }
 }
 
@@ -407,7 +466,7 @@ HWY_EXPORT(RopeImpl);
 HWY_EXPORT(SwiGluImpl);
 HWY_EXPORT(AddInPlaceImpl);
 HWY_EXPORT(SoftmaxInPlaceImpl);
-HWY_EXPORT(AttendQueryGroupImpl);
+HWY_EXPORT(AttendChunkImpl);
 HWY_EXPORT(StoreAsImpl);
 HWY_EXPORT(WidenToF32Impl);
 
@@ -445,7 +504,15 @@ void SoftmaxInPlace(float* p, int64_t n) { HWY_DYNAMIC_DISPATCH(SoftmaxInPlaceIm
 
 void AttendQueryGroup(const float* q, int64_t group, const void* k, const void* v, DType dtype,
                       int64_t ctx, int64_t head_dim, float* p, float* out) {
-  HWY_DYNAMIC_DISPATCH(AttendQueryGroupImpl)(q, group, k, v, dtype, ctx, head_dim, p, out);
+  HWY_DYNAMIC_DISPATCH(AttendChunkImpl)
+  (q, head_dim * group, 1, group, k, v, dtype, ctx, head_dim, p, ctx, out, head_dim * group);
+}
+
+void AttendChunk(const float* q, int64_t q_stride, int64_t n, int64_t group, const void* k,
+                 const void* v, DType dtype, int64_t ctx0, int64_t head_dim, float* p,
+                 int64_t p_stride, float* out, int64_t out_stride) {
+  HWY_DYNAMIC_DISPATCH(AttendChunkImpl)
+  (q, q_stride, n, group, k, v, dtype, ctx0, head_dim, p, p_stride, out, out_stride);
 }
 
 void WidenToF32(const void* src, DType dtype, float* dst, int64_t n) {

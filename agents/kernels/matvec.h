@@ -69,15 +69,28 @@ void SoftmaxInPlace(float* p, int64_t n);
 // the first `ctx` cache rows: for each query g, p_g[t] = softmax_t(dot(q_g,
 // k_t)) and out_g = sum_t p_g[t] * v_t, where k_t = k + t * head_dim and v_t
 // likewise (rows of one head of the KvCache, `dtype` kF32, kBF16 or kF16).
-// Each cache row is read once for up to 4 queries. Serves single-token decode
-// (ctx = position + 1) and short prefill chunks (one call per token with its
-// causal ctx).
+// Each cache row is read once for up to 4 queries. Single-token decode (ctx =
+// position + 1); AttendChunk with n = 1.
 //   q: [group, head_dim] fp32, already scaled by 1/sqrt(head_dim);
 //   p: [group, ctx] fp32 (the probabilities on return);
 //   out: [group, head_dim] fp32 (overwritten).
 // REQUIRES: ctx >= 1, group >= 1.
 void AttendQueryGroup(const float* q, int64_t group, const void* k, const void* v, DType dtype,
                       int64_t ctx, int64_t head_dim, float* p, float* out);
+
+// The same for a causal chunk of n consecutive tokens (a receiver's
+// instruction after a card inject): token t's `group` queries attend to the
+// first ctx0 + t cache rows. The cache is walked in tiles of rows; each tile
+// of K and of V is read from memory once for all n * group queries (one call
+// per token would stream the whole head n times).
+//   q: token t's queries at q + t * q_stride, [group, head_dim] fp32, scaled;
+//   p: row (t * group + g) at p + (t * group + g) * p_stride, p_stride >=
+//      ctx0 + n - 1 (the probabilities of query g of token t on return);
+//   out: token t's [group, head_dim] at out + t * out_stride (overwritten).
+// REQUIRES: n >= 1, ctx0 >= 1, group >= 1.
+void AttendChunk(const float* q, int64_t q_stride, int64_t n, int64_t group, const void* k,
+                 const void* v, DType dtype, int64_t ctx0, int64_t head_dim, float* p,
+                 int64_t p_stride, float* out, int64_t out_stride);
 
 // Widens n values of `dtype` (kF32, kBF16 or kF16) at src to fp32 (exact).
 void WidenToF32(const void* src, DType dtype, float* dst, int64_t n);

@@ -269,6 +269,56 @@ TEST_P(KernelsTest, AttendQueryGroupMatchesFloat64Reference) {
   }
 }
 
+TEST_P(KernelsTest, AttendChunkMatchesFloat64ReferencePerToken) {
+  std::mt19937 rng(12);
+  for (DType t : kDTypes) {
+    for (int64_t hd : {24, 64}) {
+      for (int64_t group : {1, 3, 6}) {
+        // ctx0 / n pairs whose causal ranges start, cross and end on the
+        // kernel's 64-row tiles.
+        for (auto [ctx0, n] : std::vector<std::pair<int64_t, int64_t>>{
+                 {1, 1}, {1, 9}, {60, 9}, {64, 1}, {130, 16}, {300, 3}}) {
+          const int64_t ctx_max = ctx0 + n - 1;
+          Matrix k = RandomMatrix(ctx_max * hd, rng), v = RandomMatrix(ctx_max * hd, rng);
+          // Token stride wider than group * hd, as in the decode's qkv rows.
+          const int64_t q_stride = group * hd + 5, out_stride = group * hd + 3;
+          Matrix q = RandomMatrix(n * q_stride, rng, 3.0f);
+          const int64_t p_stride = ctx_max + 2;
+          std::vector<float> p(n * group * p_stride, -7.0f), out(n * out_stride, 99.0f);
+          AttendChunk(q.f32.data(), q_stride, n, group, k.data(t), v.data(t), t, ctx0, hd, p.data(),
+                      p_stride, out.data(), out_stride);
+          for (int64_t tok = 0; tok < n; ++tok) {
+            const int64_t ctx = ctx0 + tok;
+            for (int64_t g = 0; g < group; ++g) {
+              const float* qg = q.f32.data() + tok * q_stride + g * hd;
+              const float* pg = p.data() + (tok * group + g) * p_stride;
+              std::vector<double> s(ctx);
+              double mx = -1e300, sum = 0;
+              for (int64_t r = 0; r < ctx; ++r) {
+                for (int64_t i = 0; i < hd; ++i) s[r] += qg[i] * k.at(t, r * hd + i);
+                mx = std::max(mx, s[r]);
+              }
+              for (double& e : s) sum += (e = std::exp(e - mx));
+              for (int64_t r = 0; r < ctx; ++r) ASSERT_NEAR(pg[r], s[r] / sum, 1e-5);
+              for (int64_t i = 0; i < hd; ++i) {
+                double want = 0;
+                for (int64_t r = 0; r < ctx; ++r) want += s[r] / sum * v.at(t, r * hd + i);
+                ASSERT_NEAR(out[tok * out_stride + g * hd + i], want, 1e-5)
+                    << DTypeName(t) << " hd " << hd << " group " << group << " ctx0 " << ctx0
+                    << " token " << tok;
+              }
+            }
+            // The gap between tokens' outputs is left alone.
+            for (int64_t i = group * hd; i < out_stride; ++i) {
+              ASSERT_EQ(out[tok * out_stride + i], 99.0f);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(KernelsTargets, EveryUsableTargetIncludingThePortableOneIsTested) {
   const std::vector<int64_t> targets = UsableSimdTargets();
   std::string names;
