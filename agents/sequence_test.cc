@@ -13,9 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "agents/kernels/matvec.h"
 #include "agents/testing/random_llama.h"
+#include "base/cpu_info.h"
 #include "gtest/gtest.h"
+#include "hwy/targets.h"
 #include "nlohmann/json.hpp"
 
 namespace qkvshare::agents {
@@ -233,9 +234,11 @@ TEST_P(VariantTest, DecodeAndChunkedPrefillMatchFullForwardF32) {
   EXPECT_LT(MaxAbsDiff(full, DecodeLogits(model, ids)), 1e-4);  // decode kernels
   EXPECT_LT(MaxAbsDiff(full, AllLogits(model, ids, 6)), 1e-4);
   EXPECT_LT(MaxAbsDiff(full, AllLogits(model, ids, 1)), 1e-4);
-  kernels::ForceScalarKernelsForTest(true);  // the portable fallback
-  EXPECT_LT(MaxAbsDiff(full, DecodeLogits(model, ids)), 1e-4);
-  kernels::ForceScalarKernelsForTest(false);
+  for (int64_t target : UsableSimdTargets()) {  // every SIMD target of the kernels
+    ASSERT_TRUE(ForceSimdTarget(hwy::TargetName(target)).ok());
+    EXPECT_LT(MaxAbsDiff(full, DecodeLogits(model, ids)), 1e-4) << hwy::TargetName(target);
+  }
+  ASSERT_TRUE(ForceSimdTarget("best").ok());
   // The plain libtorch single-token path.
   ModelHandle torch_path = LoadModel(WriteModel(), DType::kF32, /*decode_kernels=*/false);
   EXPECT_LT(MaxAbsDiff(full, DecodeLogits(torch_path, ids)), 1e-4);

@@ -13,8 +13,9 @@
 #include "cachecard/card.h"
 #include "cachecard/flatten.h"
 #include "cachecard/inspect.h"
-#include "daemon/hop_runner.h"
+#include "daemon/handoff/handoff.h"
 #include "daemon/version.h"
+#include "daemon/workflow/executor.h"
 
 namespace qkvshare::daemon {
 
@@ -42,12 +43,6 @@ BitPolicy FromProto(v1::BitPolicy p, BitPolicy fallback) {
     default:
       return fallback;
   }
-}
-
-v1::HandoffMode ToProtoMode(HandoffMode m) {
-  return m == HandoffMode::kCard   ? v1::HANDOFF_MODE_CARD
-         : m == HandoffMode::kFull ? v1::HANDOFF_MODE_FULL
-                                   : v1::HANDOFF_MODE_REPREFILL;
 }
 
 // Applies the set fields of `h` over `base`.
@@ -122,7 +117,8 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig conf
     absl::MutexLock lock(&core->mu_);
     core->workflows_ = std::move(workflows);
   }
-  HopRunnerDeps deps{core->pool_.get(), core->store_.get(), &core->stats_, cfg.limits};
+  core->handoff_ = std::make_unique<Handoff>(core->store_.get(), &core->stats_, cfg.limits);
+  ExecutorDeps deps{core->pool_.get(), core->handoff_.get(), &core->stats_};
   Stats* stats = &core->stats_;
   TaskManager::Options to{cfg.limits.max_concurrent_tasks, cfg.limits.queue_length,
                           cfg.limits.keep_finished_tasks};
@@ -270,7 +266,7 @@ std::vector<v1::WorkflowInfo> ServerCore::ListWorkflows() const {
       hop->set_agent(h.agent);
       hop->set_instruction(h.instruction);
       const HandoffConfig hc = h.handoff.value_or(config_.handoff);
-      hop->set_handoff_mode(ToProtoMode(hc.mode));
+      hop->set_handoff_mode(ToProto(hc.mode));
       hop->set_handoff_bits(hc.bits);
       hop->set_handoff_policy(hc.policy == BitPolicy::kAdaptive ? v1::BIT_POLICY_ADAPTIVE
                                                                 : v1::BIT_POLICY_UNIFORM);

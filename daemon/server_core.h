@@ -2,7 +2,7 @@
 // -----------------------------------------------------------------------------
 // ServerCore: everything qkvshared does, without gRPC transport: the hosted
 // agents (AgentPool), the shared-memory card store, the workflows, the task
-// scheduler (TaskManager running daemon/hop_runner.h) and the statistics.
+// scheduler (TaskManager running the workflow executor, daemon/workflow/) and the statistics.
 // The gRPC services (daemon/grpc_services.h) are thin, stateless adapters
 // over it; it speaks absl::Status and the qkvshare.v1 message types.
 //
@@ -25,6 +25,7 @@
 #include "cachecard/shm/card_store.h"
 #include "daemon/agent_pool.h"
 #include "daemon/config/config.h"
+#include "daemon/handoff/handoff.h"
 #include "daemon/stats.h"
 #include "daemon/task_manager.h"
 #include "qkvshare/v1/admin.pb.h"
@@ -94,6 +95,7 @@ class ServerCore {
   Stats stats_;
   std::unique_ptr<AgentPool> pool_;
   std::unique_ptr<cachecard::shm::CardStore> store_;
+  std::unique_ptr<Handoff> handoff_;
   std::unique_ptr<TaskManager> tasks_;
 
   mutable absl::Mutex mu_;

@@ -3,7 +3,7 @@
 // TaskSpec: a fully resolved multi-hop task (workflow + per-task overrides
 // applied, agents checked), and TaskContext: what a running task's code sees
 // (event emission, cancellation and deadline checks). Used by TaskManager
-// (daemon/task_manager.h) and the hop runner (daemon/hop_runner.h).
+// (daemon/task_manager.h) and the workflow executor (daemon/workflow/executor.h).
 #ifndef QKVSHARE_DAEMON_TASK_H_
 #define QKVSHARE_DAEMON_TASK_H_
 

@@ -1,7 +1,7 @@
 // File: eval/handoff_chain.h
 // -----------------------------------------------------------------------------
 // A multi-hop KV handoff of one fixed context, simulated the way the daemon
-// runs it (daemon/hop_runner.cc), for the fidelity evaluation:
+// runs it (daemon/handoff/handoff.cc), for the fidelity evaluation:
 //
 //   The context (token ids) is split into `num_hops` contiguous chunks
 //   (SplitIntoHops). Hop h's agent is a fresh Sequence that

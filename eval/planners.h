@@ -1,7 +1,7 @@
 // File: eval/planners.h
 // -----------------------------------------------------------------------------
 // BitPlanners (eval/handoff_chain.h) for the fidelity evaluation. DaemonPlanner
-// does what daemon/hop_runner.cc does on a card handoff: importance from the
+// does what daemon/handoff/handoff.cc does on a card handoff: importance from the
 // hop agent's attention capture (quant::TokenImportance), restricted to the
 // hop's new tokens, then quant::AllocateBits with hop = h, num_hops = H.
 //

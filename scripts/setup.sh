@@ -21,6 +21,7 @@ PACKAGES=(
   clang-14 libclang-rt-14-dev libfuzzer-14-dev systemd gnuplot-nox python3-numpy
   # Python SDK (python/): gRPC client, tests, Hugging Face cache adapters, offline pip install
   python3-grpcio python3-protobuf python3-pytest python3-torch python3-pip python3-setuptools
+  python3-venv
 )
 
 missing=()

@@ -200,6 +200,19 @@ TEST_F(StoryDaemonTest, ReloadWorkflows) {
   EXPECT_THAT(s.error_message(), HasSubstr("hops[0].colour: unknown key"));
   EXPECT_EQ(WorkflowNames(*daemon_).size(), 5u);  // the previous set stays
 
+  // Invalid UTF-8 in an instruction: refused at reload with the location;
+  // the previous set stays and still lists (a proto3 string needs UTF-8).
+  std::ofstream(extra, std::ios::trunc)
+      << "name: extra\nhops:\n  - {agent: writer, instruction: \"\xff\xfe\"}\n";
+  grpc::ClientContext ctx_utf8;
+  s = daemon_->catalog().ReloadWorkflows(&ctx_utf8, v1::ReloadWorkflowsRequest(), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(),
+              HasSubstr("zz_extra.yaml:3:35: hops[0].instruction: text is not valid UTF-8"));
+  const std::vector<std::string> kept = WorkflowNames(*daemon_);
+  EXPECT_EQ(kept.size(), 5u);
+  EXPECT_NE(std::find(kept.begin(), kept.end(), "extra"), kept.end());
+
   std::filesystem::remove(extra);
   grpc::ClientContext ctx2;
   ASSERT_TRUE(daemon_->catalog().ReloadWorkflows(&ctx2, v1::ReloadWorkflowsRequest(), &resp).ok());

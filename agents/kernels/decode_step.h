@@ -9,8 +9,9 @@
 //   RMSNorm, q/k/v = W x (+ b), RoPE (rotate_half, position = cache length),
 //   K/V appended to the KvCache, GQA softmax attention over the cache, o_proj,
 //   residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm and lm_head.
-// Activations are fp32 throughout; weights and the KV cache are F32 or BF16
-// (widened exactly); sums in fp32.
+// Activations are fp32 throughout; weights are F32, BF16 or F16 and the KV
+// cache F32, BF16 or F16, independently (widened exactly in registers by the
+// Highway kernels of matvec.h); sums in fp32.
 //
 // Parallelism: each matrix-vector product (q/k/v fused into one pass, gate/up
 // fused) and the attention heads are split across threads with the caller's
@@ -33,7 +34,7 @@
 namespace qkvshare::agents::kernels {
 
 // Non-owning views of one decoder layer. Matrices are [out, in] row-major in
-// DecodeWeights::dtype; biases fp32 (nullptr when absent); norms fp32.
+// DecodeWeights::weight_dtype; biases fp32 (nullptr when absent); norms fp32.
 struct DecodeLayerWeights {
   const void* q = nullptr;     // [H*hd, D]
   const void* k = nullptr;     // [KV*hd, D]
@@ -54,7 +55,8 @@ struct DecodeLayerWeights {
 };
 
 struct DecodeWeights {
-  DType dtype = DType::kF32;  // of every matrix and of the KV cache: kF32 or kBF16
+  DType weight_dtype = DType::kF32;  // of every matrix and the embedding
+  DType kv_dtype = DType::kF32;      // of the KV cache
   int hidden = 0;
   int intermediate = 0;
   int num_heads = 0;
@@ -87,7 +89,7 @@ using ParallelFor =
 // (cache.length() is NOT advanced: the caller commits), writes vocab logits
 // to `logits` unless it is null, feeds `recorder` unless it is null.
 // REQUIRES: cache.capacity() > cache.length(), cache.length() <
-// w.rope_positions, cache dtype == w.dtype, 0 <= token < w.vocab.
+// w.rope_positions, cache dtype == w.kv_dtype, 0 <= token < w.vocab.
 void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScratch& scratch,
                 float* logits, AttentionRecorder* recorder, const ParallelFor& parallel_for);
 

@@ -1,20 +1,27 @@
 // File: agents/kernels/matvec.h
 // -----------------------------------------------------------------------------
-// Matrix-vector products and small vector helpers for single-token decode,
-// where every weight is read once per step and the step is bound by memory
-// bandwidth. Torch-free; callers split rows across threads.
+// The vector kernels of single-token decode (and of short prefill chunks):
+// matrix-vector products, RMSNorm, RoPE, softmax, SwiGLU and attention over
+// the KV cache. Decode reads every weight once per step, so it is bound by
+// memory bandwidth; these kernels keep the streams sequential and the
+// arithmetic in registers. Torch-free; callers split rows across threads.
 //
-// Weights are row-major [rows, cols] (nn.Linear layout) in F32 or BF16; the
-// input vector and the output are fp32; accumulation is fp32. BF16 weights
-// are widened exactly (bf16 -> fp32 is a 16-bit shift), so the only rounding
-// differences to a float64 reference are the fp32 sums.
+// One source, every SIMD target: agents/kernels/matvec.cc is compiled by
+// Google Highway once per target of the architecture (x86: SSE4, AVX2, AVX3
+// = AVX-512, AVX3_DL...; aarch64: NEON, SVE...; EMU128 everywhere) and each
+// call dispatches at run time (HWY_DYNAMIC_DISPATCH) to the best target the
+// CPU supports. base/cpu_info.h names the target (BestSimdTargetName()) and
+// can force a weaker one (ForceSimdTarget()) for tests and benchmarks.
 //
-// Dispatch: on first use the CPU is probed once (AVX-512F/BW/VL, as on the
-// target Zen 4 / Sapphire Rapids CPUs); without it a portable scalar path
-// runs. ForceScalarKernelsForTest() pins the scalar path.
+// Dtypes: weights row-major [rows, cols] (nn.Linear layout) in F32, BF16 or
+// F16; the KV cache in F32, BF16 or F16; activations, inputs and outputs fp32;
+// every sum in fp32. BF16/F16 values are widened exactly in registers, so the
+// only differences to a float64 reference are fp32 rounding of the sums, whose
+// order depends on the target's vector width (results agree across targets to
+// ~1e-6 relative, not bit for bit).
 //
 // Thread safety: the functions are reentrant; callers give each thread a
-// disjoint row range.
+// disjoint row range (MatVecRows) or disjoint outputs.
 #ifndef QKVSHARE_AGENTS_KERNELS_MATVEC_H_
 #define QKVSHARE_AGENTS_KERNELS_MATVEC_H_
 
@@ -25,19 +32,39 @@
 namespace qkvshare::agents::kernels {
 
 // y[r] = sum_c w[r, c] * x[c] (+ bias[r] when bias != nullptr) for r in
-// [row_begin, row_end). w: [rows, cols] of `w_dtype` (kF32 or kBF16); x:
-// [cols]; y and bias indexed by absolute row.
+// [row_begin, row_end). w: [rows, cols] of `w_dtype` (kF32, kBF16 or kF16);
+// x: [cols] fp32; y and bias indexed by absolute row.
 void MatVecRows(const void* w, DType w_dtype, int64_t cols, const float* x, const float* bias,
                 float* y, int64_t row_begin, int64_t row_end);
 
 // out[i] = x[i] * rsqrt(mean(x^2) + eps) * weight[i], i < n (RMSNorm, fp32).
+// out may alias x.
 void RmsNorm(const float* x, const float* weight, double eps, int64_t n, float* out);
 
-// Softmax attention of the `group` queries that share one kv head (GQA;
-// single-token decode): for each query g, p_g[t] = softmax_t(dot(q_g, k_t))
-// and out_g = sum_t p_g[t] * v_t, where k_t = k + t * head_dim and v_t
-// likewise (rows of one head of the KvCache, `dtype` kF32 or kBF16). Each
-// cache row is read once for the whole group.
+// RoPE (HF rotate_half pairs (i, i + head_dim / 2)) in place on `heads`
+// consecutive vectors of head_dim at v, then multiplies by `scale`:
+//   (x1, x2) -> ((x1 cos - x2 sin) * scale, (x2 cos + x1 sin) * scale).
+// cos, sin: [head_dim / 2] for the position. REQUIRES: head_dim even.
+void Rope(float* v, int64_t heads, int64_t head_dim, const float* cos, const float* sin,
+          float scale);
+
+// out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + exp(-gate[i])) * up[i].
+// out may alias gate or up.
+void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
+
+// x[i] += y[i], i < n (the residual stream).
+void AddInPlace(float* x, const float* y, int64_t n);
+
+// Numerically stable softmax of p[0 .. n) in place. REQUIRES: n >= 1.
+void SoftmaxInPlace(float* p, int64_t n);
+
+// Softmax attention of the `group` queries that share one kv head (GQA) over
+// the first `ctx` cache rows: for each query g, p_g[t] = softmax_t(dot(q_g,
+// k_t)) and out_g = sum_t p_g[t] * v_t, where k_t = k + t * head_dim and v_t
+// likewise (rows of one head of the KvCache, `dtype` kF32, kBF16 or kF16).
+// Each cache row is read once for up to 4 queries. Serves single-token decode
+// (ctx = position + 1) and short prefill chunks (one call per token with its
+// causal ctx).
 //   q: [group, head_dim] fp32, already scaled by 1/sqrt(head_dim);
 //   p: [group, ctx] fp32 (the probabilities on return);
 //   out: [group, head_dim] fp32 (overwritten).
@@ -45,14 +72,12 @@ void RmsNorm(const float* x, const float* weight, double eps, int64_t n, float* 
 void AttendQueryGroup(const float* q, int64_t group, const void* k, const void* v, DType dtype,
                       int64_t ctx, int64_t head_dim, float* p, float* out);
 
-// Converts n fp32 values to `dtype` (kF32: copy; kBF16: round to nearest even).
+// Widens n values of `dtype` (kF32, kBF16 or kF16) at src to fp32 (exact).
+void WidenToF32(const void* src, DType dtype, float* dst, int64_t n);
+
+// Converts n fp32 values to `dtype` (kF32: copy; kBF16 and kF16: round to
+// nearest even; NaN stays NaN).
 void StoreAs(const float* src, DType dtype, void* dst, int64_t n);
-
-// True when the AVX-512 kernels are in use.
-bool UsingAvx512();
-
-// Pins the scalar kernels (tests compare both paths). Not thread-safe.
-void ForceScalarKernelsForTest(bool scalar);
 
 }  // namespace qkvshare::agents::kernels
 

@@ -1,45 +1,78 @@
+// Every kernel of matvec.h on every SIMD target this binary has and this CPU
+// supports (best first, down to EMU128), against float64 references.
 #include "agents/kernels/matvec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "base/cpu_info.h"
 #include "gtest/gtest.h"
+#include "hwy/targets.h"
 
 namespace qkvshare::agents::kernels {
 namespace {
 
-// Random matrix stored as `dtype` plus its exact float values.
+// Random values stored as f32, bf16 and f16, plus the exact value each
+// stored form holds.
 struct Matrix {
   std::vector<float> f32;
   std::vector<uint16_t> bf16;
-  std::vector<float> exact;  // the values the kernel sees
+  std::vector<_Float16> f16;
   const void* data(DType t) const {
-    return t == DType::kF32 ? static_cast<const void*>(f32.data()) : bf16.data();
+    switch (t) {
+      case DType::kF32:
+        return f32.data();
+      case DType::kBF16:
+        return bf16.data();
+      case DType::kF16:
+        return f16.data();
+    }
+    return nullptr;
+  }
+  double at(DType t, int64_t i) const {
+    switch (t) {
+      case DType::kF32:
+        return f32[i];
+      case DType::kBF16:
+        return Bf16ToFloat(bf16[i]);
+      case DType::kF16:
+        return static_cast<float>(f16[i]);
+    }
+    return 0;
   }
 };
 
-Matrix RandomMatrix(int64_t n, std::mt19937& rng) {
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+Matrix RandomMatrix(int64_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::uniform_real_distribution<float> u(-scale, scale);
   Matrix m;
   for (int64_t i = 0; i < n; ++i) {
     const float v = u(rng);
     m.f32.push_back(v);
     m.bf16.push_back(FloatToBf16(v));
+    m.f16.push_back(static_cast<_Float16>(v));
   }
   return m;
 }
 
-class KernelsTest : public ::testing::TestWithParam<bool> {  // param: force scalar
+constexpr DType kDTypes[] = {DType::kF32, DType::kBF16, DType::kF16};
+
+// Param: a Highway target bit; the test forces dispatch to it.
+class KernelsTest : public ::testing::TestWithParam<int64_t> {
  protected:
-  void SetUp() override { ForceScalarKernelsForTest(GetParam()); }
-  void TearDown() override { ForceScalarKernelsForTest(false); }
+  void SetUp() override {
+    ASSERT_TRUE(ForceSimdTarget(hwy::TargetName(GetParam())).ok());
+    ASSERT_EQ(BestSimdTargetName(), hwy::TargetName(GetParam()));
+  }
+  void TearDown() override { ASSERT_TRUE(ForceSimdTarget("best").ok()); }
 };
 
 TEST_P(KernelsTest, MatVecMatchesFloat64Reference) {
   std::mt19937 rng(7);
-  for (DType t : {DType::kF32, DType::kBF16}) {
+  for (DType t : kDTypes) {
     for (int64_t cols : {1, 7, 16, 33, 64, 100, 768}) {
       for (int64_t rows : {1, 5, 9, 40}) {
         Matrix w = RandomMatrix(rows * cols, rng);
@@ -49,17 +82,12 @@ TEST_P(KernelsTest, MatVecMatchesFloat64Reference) {
           std::vector<float> y(rows, -7.0f);
           // Two disjoint ranges, as two threads would do.
           const int64_t mid = rows / 2;
-          MatVecRows(w.data(t), t, cols, x.f32.data(), with_bias ? b.f32.data() : nullptr, y.data(),
-                     0, mid);
-          MatVecRows(w.data(t), t, cols, x.f32.data(), with_bias ? b.f32.data() : nullptr, y.data(),
-                     mid, rows);
+          const float* bias = with_bias ? b.f32.data() : nullptr;
+          MatVecRows(w.data(t), t, cols, x.f32.data(), bias, y.data(), 0, mid);
+          MatVecRows(w.data(t), t, cols, x.f32.data(), bias, y.data(), mid, rows);
           for (int64_t r = 0; r < rows; ++r) {
             double want = with_bias ? b.f32[r] : 0.0;
-            for (int64_t c = 0; c < cols; ++c) {
-              const double wv =
-                  t == DType::kF32 ? w.f32[r * cols + c] : Bf16ToFloat(w.bf16[r * cols + c]);
-              want += wv * x.f32[c];
-            }
+            for (int64_t c = 0; c < cols; ++c) want += w.at(t, r * cols + c) * x.f32[c];
             ASSERT_NEAR(y[r], want, 1e-5 * (1 + std::sqrt(static_cast<double>(cols))))
                 << DTypeName(t) << " rows " << rows << " cols " << cols << " row " << r;
           }
@@ -69,44 +97,132 @@ TEST_P(KernelsTest, MatVecMatchesFloat64Reference) {
   }
 }
 
-TEST_P(KernelsTest, RmsNormAndStore) {
+TEST_P(KernelsTest, RmsNormMatchesFloat64Reference) {
   std::vector<float> x = {3, -4, 0, 0}, w = {1, 2, 1, 1}, y(4);
   RmsNorm(x.data(), w.data(), 0.0, 4, y.data());  // rms = sqrt(25 / 4) = 2.5
   EXPECT_FLOAT_EQ(y[0], 1.2f);
   EXPECT_FLOAT_EQ(y[1], -3.2f);
+  std::mt19937 rng(3);
+  for (int64_t n : {1, 5, 17, 64, 577}) {
+    Matrix a = RandomMatrix(n, rng, 4.0f), g = RandomMatrix(n, rng);
+    std::vector<float> out(n);
+    RmsNorm(a.f32.data(), g.f32.data(), 1e-5, n, out.data());
+    double ss = 0;
+    for (float v : a.f32) ss += double{v} * v;
+    const double inv = 1.0 / std::sqrt(ss / n + 1e-5);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(out[i], a.f32[i] * inv * g.f32[i], 1e-5) << "n " << n << " i " << i;
+    }
+  }
+}
+
+TEST_P(KernelsTest, RopeMatchesFloat64Reference) {
+  std::mt19937 rng(5);
+  for (int64_t hd : {2, 8, 24, 64, 128}) {
+    const int64_t heads = 3, half = hd / 2;
+    Matrix v = RandomMatrix(heads * hd, rng, 2.0f);
+    std::vector<float> cos(half), sin(half);
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = 17.0 / std::pow(10000.0, 2.0 * i / hd);
+      cos[i] = static_cast<float>(std::cos(angle));
+      sin[i] = static_cast<float>(std::sin(angle));
+    }
+    std::vector<float> got = v.f32;
+    Rope(got.data(), heads, hd, cos.data(), sin.data(), 0.125f);
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < half; ++i) {
+        const double x1 = v.f32[h * hd + i], x2 = v.f32[h * hd + half + i];
+        ASSERT_NEAR(got[h * hd + i], (x1 * cos[i] - x2 * sin[i]) * 0.125, 1e-6) << hd;
+        ASSERT_NEAR(got[h * hd + half + i], (x2 * cos[i] + x1 * sin[i]) * 0.125, 1e-6) << hd;
+      }
+    }
+  }
+}
+
+TEST_P(KernelsTest, SwiGluSoftmaxAddMatchFloat64Reference) {
+  std::mt19937 rng(9);
+  for (int64_t n : {1, 3, 8, 31, 200}) {
+    Matrix g = RandomMatrix(n, rng, 12.0f), u = RandomMatrix(n, rng, 3.0f);
+    std::vector<float> out(n);
+    SwiGlu(g.f32.data(), u.f32.data(), n, out.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const double gi = g.f32[i];
+      const double want = gi / (1.0 + std::exp(-gi)) * u.f32[i];
+      ASSERT_NEAR(out[i], want, 2e-6 * (1 + std::fabs(want))) << "n " << n << " i " << i;
+    }
+    std::vector<float> p = g.f32;
+    SoftmaxInPlace(p.data(), n);
+    const double mx = *std::max_element(g.f32.begin(), g.f32.end());
+    double sum = 0;
+    for (float v : g.f32) sum += std::exp(v - mx);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(p[i], std::exp(g.f32[i] - mx) / sum, 1e-6) << "n " << n << " i " << i;
+    }
+    std::vector<float> acc = g.f32;
+    AddInPlace(acc.data(), u.f32.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(acc[i], g.f32[i] + u.f32[i]);
+  }
+}
+
+TEST_P(KernelsTest, StoreAsAndWidenRoundTrip) {
   std::vector<float> src = {1.0f, 1.00390625f, -2.5f};  // 1 + 2^-8 ties to even: 1
   std::vector<uint16_t> dst(3);
   StoreAs(src.data(), DType::kBF16, dst.data(), 3);
   EXPECT_EQ(dst, std::vector<uint16_t>({0x3f80, 0x3f80, 0xc020}));
+  std::mt19937 rng(13);
+  for (int64_t n : {1, 9, 16, 45}) {
+    Matrix m = RandomMatrix(n, rng, 100.0f);
+    // Edge cases of the f16 rounding: subnormals, ties, overflow.
+    const float edges[] = {1e-6f, -6e-8f, 2.98023224e-8f, 3e-8f, 65519.0f, 65520.0f, -7e4f, 0.0f};
+    for (int64_t i = 1; i < n && i <= 8; ++i) {
+      m.f32[i] = edges[i - 1];
+      m.bf16[i] = FloatToBf16(m.f32[i]);
+      m.f16[i] = static_cast<_Float16>(m.f32[i]);
+    }
+    m.f32[0] = std::nanf("");
+    std::vector<uint16_t> bf(n), hf(n);
+    StoreAs(m.f32.data(), DType::kBF16, bf.data(), n);
+    StoreAs(m.f32.data(), DType::kF16, hf.data(), n);
+    std::vector<float> back(n);
+    WidenToF32(bf.data(), DType::kBF16, back.data(), n);
+    EXPECT_TRUE(std::isnan(back[0]));
+    for (int64_t i = 1; i < n; ++i) {
+      ASSERT_EQ(bf[i], FloatToBf16(m.f32[i])) << i;
+      ASSERT_EQ(back[i], Bf16ToFloat(bf[i])) << i;
+    }
+    WidenToF32(hf.data(), DType::kF16, back.data(), n);
+    EXPECT_TRUE(std::isnan(back[0]));
+    for (int64_t i = 1; i < n; ++i) {
+      ASSERT_EQ(back[i], static_cast<float>(m.f16[i])) << i;  // RNE, as the compiler's
+    }
+    WidenToF32(m.f32.data(), DType::kF32, back.data(), n);
+    for (int64_t i = 1; i < n; ++i) ASSERT_EQ(back[i], m.f32[i]);
+  }
 }
 
 TEST_P(KernelsTest, AttendQueryGroupMatchesFloat64Reference) {
   std::mt19937 rng(11);
-  for (DType t : {DType::kF32, DType::kBF16}) {
+  for (DType t : kDTypes) {
     for (int64_t hd : {8, 24, 64, 128}) {
       for (int64_t group : {1, 3, 6}) {
         for (int64_t ctx : {1, 2, 7, 300}) {
           Matrix k = RandomMatrix(ctx * hd, rng), v = RandomMatrix(ctx * hd, rng);
-          Matrix q = RandomMatrix(group * hd, rng);
-          for (float& e : q.f32) e *= 3.0f;  // peaked enough to matter
+          Matrix q = RandomMatrix(group * hd, rng, 3.0f);  // peaked enough to matter
           std::vector<float> p(group * ctx), out(group * hd, 99.0f);
           AttendQueryGroup(q.f32.data(), group, k.data(t), v.data(t), t, ctx, hd, p.data(),
                            out.data());
-          auto val = [&](const Matrix& m, int64_t i) {
-            return t == DType::kF32 ? double{m.f32[i]} : double{Bf16ToFloat(m.bf16[i])};
-          };
           for (int64_t g = 0; g < group; ++g) {
             std::vector<double> s(ctx);
             double mx = -1e300, sum = 0;
             for (int64_t r = 0; r < ctx; ++r) {
-              for (int64_t i = 0; i < hd; ++i) s[r] += q.f32[g * hd + i] * val(k, r * hd + i);
+              for (int64_t i = 0; i < hd; ++i) s[r] += q.f32[g * hd + i] * k.at(t, r * hd + i);
               mx = std::max(mx, s[r]);
             }
             for (double& e : s) sum += (e = std::exp(e - mx));
             for (int64_t r = 0; r < ctx; ++r) ASSERT_NEAR(p[g * ctx + r], s[r] / sum, 1e-5);
             for (int64_t i = 0; i < hd; ++i) {
               double want = 0;
-              for (int64_t r = 0; r < ctx; ++r) want += s[r] / sum * val(v, r * hd + i);
+              for (int64_t r = 0; r < ctx; ++r) want += s[r] / sum * v.at(t, r * hd + i);
               ASSERT_NEAR(out[g * hd + i], want, 1e-5)
                   << DTypeName(t) << " hd " << hd << " group " << group << " ctx " << ctx;
             }
@@ -117,8 +233,22 @@ TEST_P(KernelsTest, AttendQueryGroupMatchesFloat64Reference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(ScalarAndSimd, KernelsTest, ::testing::Bool(),
-                         [](const auto& info) { return info.param ? "scalar" : "dispatched"; });
+TEST(KernelsTargets, EveryUsableTargetIncludingThePortableOneIsTested) {
+  const std::vector<int64_t> targets = UsableSimdTargets();
+  std::string names;
+  for (int64_t t : targets) names += std::string(hwy::TargetName(t)) + " ";
+  std::printf("kernel targets tested: %s\n", names.c_str());
+  // The portable fallback: EMU128, or SCALAR where Highway marks EMU128
+  // broken for the compiler (GCC 12 here).
+  const bool has_emu128 = std::count(targets.begin(), targets.end(), int64_t{HWY_EMU128}) > 0;
+  const bool has_scalar = std::count(targets.begin(), targets.end(), int64_t{HWY_SCALAR}) > 0;
+  EXPECT_TRUE(has_emu128 || has_scalar) << names;
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryTarget, KernelsTest, ::testing::ValuesIn(UsableSimdTargets()),
+                         [](const ::testing::TestParamInfo<int64_t>& info) {
+                           return std::string(hwy::TargetName(info.param));
+                         });
 
 }  // namespace
 }  // namespace qkvshare::agents::kernels

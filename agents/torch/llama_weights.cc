@@ -170,7 +170,8 @@ absl::Status LoadWeights(const WeightFiles& files, bool copy_all, LlamaEngine::I
 void BuildDecodeWeights(LlamaEngine::Impl& impl) {
   const ModelConfig& c = impl.config;
   kernels::DecodeWeights& d = impl.decode;
-  d.dtype = impl.dtype;
+  d.weight_dtype = impl.dtype;
+  d.kv_dtype = impl.dtype;
   d.hidden = c.hidden_size;
   d.intermediate = c.intermediate_size;
   d.num_heads = c.num_heads;

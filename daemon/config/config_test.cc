@@ -169,6 +169,60 @@ TEST(ConfigTest, NamesAndPlaceholdersAreChecked) {
       HasSubstr("allowed here: agent, generation, handoff, instruction"));
 }
 
+// Strings from YAML end up in proto3 strings (which must be UTF-8) and in
+// the tokenizer: invalid UTF-8 is a config error at the value, not a failure
+// later in a listing or a task.
+TEST(ConfigTest, InvalidUtf8IsAnErrorWithLocationAndKey) {
+  DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
+  EXPECT_THAT(
+      Msg(ParseWorkflow("hops:\n  - agent: a\n    instruction: \"ok \xff\xfe\"\n", "/w/x.yaml", cfg)
+              .status()),
+      HasSubstr("/w/x.yaml:3:18: hops[0].instruction: text is not valid UTF-8 "
+                "(ill-formed or truncated sequence at byte 3 of the value)"));
+  EXPECT_THAT(
+      Msg(ParseWorkflow("description: \xc3\nhops: [{agent: a}]\n", "/w/x.yaml", cfg).status()),
+      HasSubstr("/w/x.yaml:1:14: description: text is not valid UTF-8"));
+  EXPECT_THAT(
+      Msg(ParseWorkflow("hops:\n  - {agent: a, generation: {stop: [\"x\", \"\xed\xa0\x80\"]}}\n",
+                        "/w/x.yaml", cfg)
+              .status()),
+      HasSubstr("/w/x.yaml:2:41: hops[0].generation.stop[1]: text is not valid UTF-8"));
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "  b: {model: m, system: \"\xff\"}\n"),
+              HasSubstr("/etc/q/daemon.yaml:7:25: agents.b.system: text is not valid UTF-8"));
+  EXPECT_THAT(ParseError(std::string(kMinimal) +
+                         "  b: {model: m, prompt_template: \"\xfe{instruction}\"}\n"),
+              HasSubstr("agents.b.prompt_template: text is not valid UTF-8"));
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "  b: {model: m, generation: {stop: \"\x80\"}}\n"),
+              HasSubstr("agents.b.generation.stop: text is not valid UTF-8"));
+  // Valid multi-byte text passes unchanged.
+  auto wf = ParseWorkflow("hops:\n  - {agent: a, instruction: \"caf\xc3\xa9 {input}\"}\n",
+                          "/w/x.yaml", cfg);
+  ASSERT_TRUE(wf.ok()) << wf.status();
+  EXPECT_EQ(wf->hops[0].instruction, "caf\xc3\xa9 {input}");
+}
+
+// docs/configuration.md states the card store bounds the parser enforces,
+// and when TTL expiry happens.
+TEST(ConfigTest, CardStoreBoundsAreDocumented) {
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "card_store: {quota_bytes: 65535}\n"),
+              HasSubstr("card_store.quota_bytes: 65535 is out of range [65536, "));
+  EXPECT_TRUE(
+      ParseDaemonConfig(std::string(kMinimal) + "card_store: {quota_bytes: 65536}\n", "/d.yaml")
+          .ok());
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "card_store: {ttl_seconds: 31536001}\n"),
+              HasSubstr("card_store.ttl_seconds: 31536001 is out of range [0, 31536000]"));
+  std::ifstream in("docs/configuration.md");
+  ASSERT_TRUE(in) << "docs/configuration.md is not a runfile";
+  std::string quota_row, ttl_row;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("| `quota_bytes` |", 0) == 0) quota_row = line;
+    if (line.rfind("| `ttl_seconds` |", 0) == 0) ttl_row = line;
+  }
+  EXPECT_THAT(quota_row, HasSubstr("at least 65536"));
+  EXPECT_THAT(ttl_row, HasSubstr("at most 31536000"));
+  EXPECT_THAT(ttl_row, HasSubstr("next card store or fetch"));
+}
+
 TEST(ConfigTest, WorkflowHopCountIsBounded) {
   DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
   std::string hops = "hops:\n";

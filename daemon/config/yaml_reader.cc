@@ -8,6 +8,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agents/tokenizer/utf8.h"
+#include "base/status_macros.h"
 
 namespace qkvshare::daemon::config_internal {
 
@@ -24,6 +26,16 @@ std::string Location(const std::string& file, const YAML::Node& node, const std:
 }
 
 }  // namespace
+
+absl::Status CheckUtf8(const std::string& file, const YAML::Node& node, const std::string& path,
+                       const std::string& text) {
+  const size_t bad = agents::tokenizer_internal::FindInvalidUtf8(text);
+  if (bad == std::string::npos) return absl::OkStatus();
+  return YamlError(file, node, path,
+                   absl::StrCat("text is not valid UTF-8 (ill-formed or truncated sequence at "
+                                "byte ",
+                                bad, " of the value)"));
+}
 
 absl::Status YamlError(const std::string& file, const YAML::Node& node, const std::string& path,
                        const std::string& message) {
@@ -98,6 +110,7 @@ absl::Status YamlMap::GetString(const std::string& key, std::string* out, bool r
   bool found = false;
   if (absl::Status s = Lookup(key, required, &v, &found); !s.ok() || !found) return s;
   if (!v.IsScalar()) return YamlError(file_, v, KeyPath(key), "expected a string");
+  QKV_RETURN_IF_ERROR(CheckUtf8(file_, v, KeyPath(key), v.Scalar()));
   *out = v.Scalar();
   return absl::OkStatus();
 }
@@ -164,10 +177,13 @@ absl::Status YamlMap::GetStringList(const std::string& key, std::vector<std::str
   if (absl::Status s = Lookup(key, false, &v, &found); !s.ok() || !found) return s;
   std::vector<std::string> items;
   if (v.IsScalar()) {
+    QKV_RETURN_IF_ERROR(CheckUtf8(file_, v, KeyPath(key), v.Scalar()));
     items.push_back(v.Scalar());
   } else if (v.IsSequence()) {
     for (const YAML::Node& item : v) {
-      if (!item.IsScalar()) return YamlError(file_, item, KeyPath(key), "expected strings");
+      const std::string item_path = absl::StrCat(KeyPath(key), "[", items.size(), "]");
+      if (!item.IsScalar()) return YamlError(file_, item, item_path, "expected strings");
+      QKV_RETURN_IF_ERROR(CheckUtf8(file_, item, item_path, item.Scalar()));
       items.push_back(item.Scalar());
     }
   } else {

@@ -29,6 +29,13 @@ namespace qkvshare::daemon::config_internal {
 absl::Status YamlError(const std::string& file, const YAML::Node& node, const std::string& path,
                        const std::string& message);
 
+// InvalidArgument "file:line:col: path: text is not valid UTF-8 (...)" when
+// `text` (the scalar of `node`) is not valid UTF-8: every string the daemon
+// reads from YAML ends up in a proto3 string or a tokenizer, both of which
+// need UTF-8.
+absl::Status CheckUtf8(const std::string& file, const YAML::Node& node, const std::string& path,
+                       const std::string& text);
+
 // Parses YAML text; syntax errors become InvalidArgument with file:line:col.
 absl::StatusOr<YAML::Node> ParseYaml(const std::string& text, const std::string& file);
 
@@ -42,6 +49,7 @@ class YamlMap {
   absl::Status Init() const;
 
   bool Has(const std::string& key) const;
+  // String getters refuse text that is not valid UTF-8 (CheckUtf8).
   absl::Status GetString(const std::string& key, std::string* out, bool required = false);
   absl::Status GetInt(const std::string& key, int64_t* out, int64_t min, int64_t max,
                       bool required = false);

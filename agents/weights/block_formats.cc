@@ -1,0 +1,138 @@
+#include "agents/weights/block_formats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "quant/fp16.h"
+
+namespace qkvshare::agents::weights {
+namespace {
+
+using quant::FloatToHalf;
+using quant::HalfToFloat;
+
+void QuantizeBlockQ8(const float* x, int n, BlockQ8* b) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  b->d = FloatToHalf(amax / 127.0f);
+  const float d = HalfToFloat(b->d);
+  std::memset(b->qs, 0, sizeof b->qs);
+  if (d == 0.0f) return;
+  const float inv = 1.0f / d;
+  for (int i = 0; i < n; ++i) {
+    const float q = std::nearbyint(x[i] * inv);
+    b->qs[i] = static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f));
+  }
+}
+
+// Codes of x for value = d * q + m, q in [0, 15].
+void AssignQ4Codes(const float* x, int n, float d, float m, uint8_t* codes) {
+  const float inv = d > 0.0f ? 1.0f / d : 0.0f;
+  for (int i = 0; i < n; ++i) {
+    codes[i] = static_cast<uint8_t>(std::clamp(std::nearbyint((x[i] - m) * inv), 0.0f, 15.0f));
+  }
+}
+
+double Q4Error(const float* x, int n, float d, float m, const uint8_t* codes) {
+  double err = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double e = static_cast<double>(d) * codes[i] + m - x[i];
+    err += e * e;
+  }
+  return err;
+}
+
+// Least-squares (d, m) for fixed codes; false when the codes are all equal.
+bool FitQ4(const float* x, int n, const uint8_t* codes, float* d, float* m) {
+  double sl = 0, sl2 = 0, sx = 0, sxl = 0;
+  for (int i = 0; i < n; ++i) {
+    sl += codes[i];
+    sl2 += static_cast<double>(codes[i]) * codes[i];
+    sx += x[i];
+    sxl += static_cast<double>(x[i]) * codes[i];
+  }
+  const double det = n * sl2 - sl * sl;
+  if (det <= 0.0) return false;
+  const double fd = (n * sxl - sl * sx) / det;
+  if (!(fd > 0.0)) return false;
+  *d = static_cast<float>(fd);
+  *m = static_cast<float>((sl2 * sx - sl * sxl) / det);
+  return true;
+}
+
+void QuantizeBlockQ4(const float* x, int n, BlockQ4* b) {
+  float lo = x[0], hi = x[0];
+  for (int i = 1; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  uint8_t codes[kBlockSize] = {};
+  float best_d = (hi - lo) / 15.0f, best_m = lo;
+  if (hi > lo) {
+    // Candidate code assignments from scales around 15 / (hi - lo), each
+    // refitted by least squares; keep the one of least squared error.
+    AssignQ4Codes(x, n, best_d, best_m, codes);
+    double best_err = Q4Error(x, n, best_d, best_m, codes);
+    constexpr int kSteps = 16;
+    for (int s = -kSteps; s <= kSteps; ++s) {
+      const float iscale = (15.0f + 0.1f * s) / (hi - lo);
+      for (int i = 0; i < n; ++i) {
+        codes[i] =
+            static_cast<uint8_t>(std::clamp(std::nearbyint(iscale * (x[i] - lo)), 0.0f, 15.0f));
+      }
+      float d, m;
+      if (!FitQ4(x, n, codes, &d, &m)) continue;
+      const double err = Q4Error(x, n, d, m, codes);
+      if (err < best_err) {
+        best_err = err;
+        best_d = d;
+        best_m = m;
+      }
+    }
+  }
+  // Store fp16 parameters; the codes are assigned with the stored values.
+  b->d = FloatToHalf(best_d);
+  b->m = FloatToHalf(best_m);
+  const float d = HalfToFloat(b->d), m = HalfToFloat(b->m);
+  std::memset(codes, 0, sizeof codes);
+  AssignQ4Codes(x, n, d, m, codes);
+  for (int j = 0; j < kBlockSize / 2; ++j) {
+    b->qs[j] = static_cast<uint8_t>(codes[j] | (codes[j + kBlockSize / 2] << 4));
+  }
+}
+
+template <typename Block, typename Fn>
+void QuantizeRow(absl::Span<const float> x, Block* out, Fn quantize_block) {
+  const int64_t cols = static_cast<int64_t>(x.size());
+  for (int64_t b = 0; b < BlocksPerRow(cols); ++b) {
+    const int64_t begin = b * kBlockSize;
+    quantize_block(x.data() + begin, static_cast<int>(std::min(kBlockSize, cols - begin)), out + b);
+  }
+}
+
+}  // namespace
+
+void QuantizeRowQ8(absl::Span<const float> x, BlockQ8* out) {
+  QuantizeRow(x, out, QuantizeBlockQ8);
+}
+
+void QuantizeRowQ4(absl::Span<const float> x, BlockQ4* out) {
+  QuantizeRow(x, out, QuantizeBlockQ4);
+}
+
+void DequantizeRowQ8(const BlockQ8* blocks, int64_t cols, float* out) {
+  for (int64_t c = 0; c < cols; ++c) {
+    const BlockQ8& b = blocks[c / kBlockSize];
+    out[c] = HalfToFloat(b.d) * b.qs[c % kBlockSize];
+  }
+}
+
+void DequantizeRowQ4(const BlockQ4* blocks, int64_t cols, float* out) {
+  for (int64_t c = 0; c < cols; ++c) {
+    const BlockQ4& b = blocks[c / kBlockSize];
+    out[c] = HalfToFloat(b.d) * Q4Code(b, static_cast<int>(c % kBlockSize)) + HalfToFloat(b.m);
+  }
+}
+
+}  // namespace qkvshare::agents::weights

@@ -1,0 +1,73 @@
+// File: agents/weights/block_formats.h
+// -----------------------------------------------------------------------------
+// Block formats of quantized weight matrices and their scalar reference
+// quantizers / dequantizers. Torch-free; the SIMD kernels that read these
+// blocks (agents/kernels/matvec_quant.h) are tested against this file.
+//
+// A matrix [rows, cols] (nn.Linear layout, rows = outputs) is stored row by
+// row; each row is ceil(cols / 32) blocks of 32 consecutive input columns.
+// When cols is not a multiple of 32 the last block of every row covers the
+// remaining columns and its padding lanes hold code 0 / value ~0; kernels
+// multiply them with zero-padded activations, so they never matter.
+//
+//   q8 (BlockQ8): GGUF Q8_0's block byte layout: fp16 scale d, 32 int8 codes;
+//      value = d * q, q in [-127, 127], d = amax / 127 (rounded to fp16 and
+//      the codes computed with the rounded d). 34 bytes per 32 weights
+//      (8.5 bits per weight).
+//   q4 (BlockQ4): GGUF Q4_1's block byte layout: fp16 scale d, fp16 minimum
+//      m, 16 bytes of 4-bit codes; value = d * q + m, q in [0, 15]; byte j
+//      holds element j in its low nibble and element j + 16 in its high
+//      nibble. The quantizer searches (d, m) per block to minimize the
+//      squared error (least squares over candidate code assignments, as
+//      llama.cpp's K-quant quantizers do), instead of Q4_1's plain
+//      (max - min) / 15. 20 bytes per 32 weights (5 bits per weight).
+//      Why this one: docs/results.md "Quantized weights" (measured against
+//      Q4_0, Q4_1, Q4_0 with a scale search and a Q4_K-like layout).
+//
+// Thread safety: pure functions.
+#ifndef QKVSHARE_AGENTS_WEIGHTS_BLOCK_FORMATS_H_
+#define QKVSHARE_AGENTS_WEIGHTS_BLOCK_FORMATS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/types/span.h"
+
+namespace qkvshare::agents::weights {
+
+// Weights per block in every quantized format.
+inline constexpr int64_t kBlockSize = 32;
+
+struct BlockQ8 {
+  uint16_t d;  // fp16 scale
+  int8_t qs[kBlockSize];
+};
+static_assert(sizeof(BlockQ8) == 34, "GGUF Q8_0 block layout");
+
+struct BlockQ4 {
+  uint16_t d;  // fp16 scale
+  uint16_t m;  // fp16 minimum (value of code 0)
+  uint8_t qs[kBlockSize / 2];
+};
+static_assert(sizeof(BlockQ4) == 20, "GGUF Q4_1 block layout");
+
+// Number of blocks of one row of `cols` columns: ceil(cols / 32).
+constexpr int64_t BlocksPerRow(int64_t cols) { return (cols + kBlockSize - 1) / kBlockSize; }
+
+// Quantizes one row: x has x.size() = cols values (finite; |x| <= 65504 so
+// the fp16 scales are finite), out has BlocksPerRow(cols) blocks.
+void QuantizeRowQ8(absl::Span<const float> x, BlockQ8* out);
+void QuantizeRowQ4(absl::Span<const float> x, BlockQ4* out);
+
+// Decodes one row of `cols` values (padding lanes are not written).
+void DequantizeRowQ8(const BlockQ8* blocks, int64_t cols, float* out);
+void DequantizeRowQ4(const BlockQ4* blocks, int64_t cols, float* out);
+
+// The 4-bit code of element i (0..31) of a BlockQ4.
+inline int Q4Code(const BlockQ4& b, int i) {
+  return i < kBlockSize / 2 ? (b.qs[i] & 0x0F) : (b.qs[i - kBlockSize / 2] >> 4);
+}
+
+}  // namespace qkvshare::agents::weights
+
+#endif  // QKVSHARE_AGENTS_WEIGHTS_BLOCK_FORMATS_H_

@@ -1,0 +1,116 @@
+#include "agents/weights/block_formats.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "quant/fp16.h"
+
+namespace qkvshare::agents::weights {
+namespace {
+
+using quant::FloatToHalf;
+using quant::HalfToFloat;
+
+std::vector<float> RandomRow(int64_t cols, uint32_t seed, float scale = 0.05f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> x(cols);
+  for (float& v : x) v = dist(rng);
+  return x;
+}
+
+double SquaredError(const std::vector<float>& a, const std::vector<float>& b) {
+  double e = 0;
+  for (size_t i = 0; i < a.size(); ++i) e += (double{a[i]} - b[i]) * (double{a[i]} - b[i]);
+  return e;
+}
+
+TEST(BlockQ8Test, KnownBlockMatchesQ8_0Layout) {
+  std::vector<float> x(32);
+  for (int i = 0; i < 32; ++i) x[i] = (i - 16) * 0.25f;  // amax = 4 at i = 0
+  BlockQ8 b;
+  QuantizeRowQ8(x, &b);
+  EXPECT_EQ(b.d, FloatToHalf(4.0f / 127.0f));
+  EXPECT_EQ(b.qs[0], -127);
+  EXPECT_EQ(b.qs[16], 0);
+  const float d = HalfToFloat(b.d);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(b.qs[i], static_cast<int>(std::nearbyint(x[i] / d)));
+}
+
+TEST(BlockQ8Test, RoundTripWithinHalfAStep) {
+  for (int64_t cols : {32, 64, 172, 200}) {
+    const std::vector<float> x = RandomRow(cols, 7 + cols);
+    std::vector<BlockQ8> blocks(BlocksPerRow(cols));
+    QuantizeRowQ8(x, blocks.data());
+    std::vector<float> y(cols);
+    DequantizeRowQ8(blocks.data(), cols, y.data());
+    for (int64_t c = 0; c < cols; ++c) {
+      const float d = HalfToFloat(blocks[c / 32].d);
+      // Half a step, plus the clip at 127 when fp16 rounded d down.
+      EXPECT_LE(std::fabs(x[c] - y[c]), 0.5f * d * 1.001f + 1e-7f) << "col " << c;
+    }
+    // Padding lanes of the partial last block are zero codes.
+    for (int64_t c = cols; c < BlocksPerRow(cols) * 32; ++c) EXPECT_EQ(blocks.back().qs[c % 32], 0);
+  }
+}
+
+TEST(BlockQ8Test, ZeroBlock) {
+  std::vector<float> x(32, 0.0f);
+  BlockQ8 b;
+  QuantizeRowQ8(x, &b);
+  EXPECT_EQ(HalfToFloat(b.d), 0.0f);
+  for (int8_t q : b.qs) EXPECT_EQ(q, 0);
+}
+
+TEST(BlockQ4Test, ExactlyRepresentableBlockIsExactAndNibblesFollowQ4_1) {
+  // Codes 0..15 then 15..0 with d = 0.5, m = -1: representable exactly.
+  std::vector<float> x(32);
+  for (int i = 0; i < 16; ++i) {
+    x[i] = 0.5f * i - 1.0f;
+    x[16 + i] = 0.5f * (15 - i) - 1.0f;
+  }
+  BlockQ4 b;
+  QuantizeRowQ4(x, &b);
+  EXPECT_EQ(HalfToFloat(b.d), 0.5f);
+  EXPECT_EQ(HalfToFloat(b.m), -1.0f);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(b.qs[j], j | ((15 - j) << 4)) << "byte " << j;
+  std::vector<float> y(32);
+  DequantizeRowQ4(&b, 32, y.data());
+  EXPECT_EQ(y, x);
+}
+
+TEST(BlockQ4Test, SearchNeverWorseThanPlainMinMaxAndWithinRange) {
+  double searched = 0, plain = 0;
+  for (int64_t cols : {32, 64, 172, 768}) {
+    const std::vector<float> x = RandomRow(cols, 11 + cols);
+    std::vector<BlockQ4> blocks(BlocksPerRow(cols));
+    QuantizeRowQ4(x, blocks.data());
+    std::vector<float> y(cols);
+    DequantizeRowQ4(blocks.data(), cols, y.data());
+    searched += SquaredError(x, y);
+    // Plain Q4_1: d = (max - min) / 15, m = min, round to nearest.
+    std::vector<float> z(cols);
+    for (int64_t b0 = 0; b0 < cols; b0 += 32) {
+      const int64_t e = std::min<int64_t>(cols, b0 + 32);
+      float lo = x[b0], hi = x[b0];
+      for (int64_t c = b0; c < e; ++c) lo = std::min(lo, x[c]), hi = std::max(hi, x[c]);
+      const float d = HalfToFloat(FloatToHalf((hi - lo) / 15)), m = HalfToFloat(FloatToHalf(lo));
+      for (int64_t c = b0; c < e; ++c) {
+        z[c] = d * std::clamp(std::nearbyint((x[c] - m) / d), 0.0f, 15.0f) + m;
+      }
+      // Every reconstructed value is code * d + m with a code in [0, 15].
+      const BlockQ4& blk = blocks[b0 / 32];
+      for (int64_t c = b0; c < e; ++c) {
+        const int code = Q4Code(blk, static_cast<int>(c - b0));
+        EXPECT_EQ(y[c], HalfToFloat(blk.d) * code + HalfToFloat(blk.m));
+      }
+    }
+    plain += SquaredError(x, z);
+  }
+  EXPECT_LT(searched, 0.9 * plain);  // the search must pay for itself
+}
+
+}  // namespace
+}  // namespace qkvshare::agents::weights

@@ -1,0 +1,231 @@
+#include "daemon/handoff/handoff.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "base/status_macros.h"
+#include "cachecard/build.h"
+#include "cachecard/inject.h"
+#include "cachecard/io.h"
+#include "quant/controller.h"
+#include "quant/importance.h"
+
+namespace qkvshare::daemon {
+
+namespace {
+
+double MsSince(absl::Time t) { return absl::ToDoubleMilliseconds(absl::Now() - t); }
+
+// Bytes of an fp16 KV cache holding `tokens` tokens of `shape`.
+int64_t Fp16Bytes(const agents::KvShape& shape, int64_t tokens) {
+  return tokens * shape.num_layers * 2 * shape.channels() * 2;
+}
+
+// Card bytes of `card` and all its ancestors.
+int64_t ChainBytes(const cachecard::Card& card, const cachecard::CardResolver& store) {
+  int64_t bytes = 0;
+  for (const cachecard::Card* c = &card; c != nullptr;) {
+    bytes += static_cast<int64_t>(c->metadata().card_bytes);
+    const cachecard::CardId& parent = c->metadata().parent_id;
+    c = parent.IsZero() ? nullptr : store.Find(parent);
+  }
+  return bytes;
+}
+
+cachecard::CardId RandomCardId() {
+  static absl::BitGen* gen = new absl::BitGen();  // absl::BitGen is thread-compatible:
+  static absl::Mutex gen_mu(absl::kConstInit);    // guard it.
+  absl::MutexLock lock(&gen_mu);
+  return cachecard::CardId::Random(*gen);
+}
+
+}  // namespace
+
+v1::HandoffMode ToProto(HandoffMode m) {
+  switch (m) {
+    case HandoffMode::kCard:
+      return v1::HANDOFF_MODE_CARD;
+    case HandoffMode::kFull:
+      return v1::HANDOFF_MODE_FULL;
+    case HandoffMode::kReprefill:
+      return v1::HANDOFF_MODE_REPREFILL;
+  }
+  return v1::HANDOFF_MODE_UNSPECIFIED;
+}
+
+absl::StatusOr<std::vector<int32_t>> EncodeText(const agents::Model& model, const std::string& text,
+                                                bool add_special, const std::string& what) {
+  if (model.tokenizer() == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model ", model.dir(), " has no tokenizer.json; cannot encode ", what));
+  }
+  return model.tokenizer()->Encode(text, add_special);
+}
+
+void Handoff::PrepareSender(agents::Sequence& seq, const HandoffConfig* outgoing) {
+  if (outgoing != nullptr && outgoing->mode == HandoffMode::kCard &&
+      outgoing->policy == BitPolicy::kAdaptive) {
+    seq.EnableAttentionCapture(outgoing->importance_window);
+  } else {
+    seq.DisableAttentionCapture();
+  }
+}
+
+absl::StatusOr<Received> Handoff::Receive(Agent& agent, const HandedContext& context,
+                                          const std::vector<int32_t>& instruction,
+                                          const std::string& log_prefix) const {
+  agents::Sequence& seq = *agent.sequence;
+  const agents::Model& model = *agent.model;
+  Received out;
+  v1::HandoffStats& stats = out.stats;
+  const bool wants_card = context.handoff.mode != HandoffMode::kReprefill;
+  stats.set_requested_mode(ToProto(context.handoff.mode));
+  stats.set_context_tokens(static_cast<int64_t>(context.ids.size()));
+  stats.set_fp16_bytes(Fp16Bytes(seq.kv_cache().shape(), context.ids.size()));
+  std::string fallback;
+  if (wants_card && !context.card) {
+    fallback = context.card_fallback_reason;
+  } else if (wants_card && context.fingerprint != model.fingerprint()) {
+    fallback = absl::StrCat("fingerprint mismatch: agent '", agent.entry.name, "' runs model '",
+                            agent.model_name, "' (", model.fingerprint().Hex().substr(0, 12),
+                            "), the card is for ", context.fingerprint.Hex().substr(0, 12));
+  }
+  if (wants_card && fallback.empty()) {
+    const cachecard::Card& card = *context.card;
+    stats.set_card_id(card.id().ToHex());
+    stats.set_card_bytes(static_cast<int64_t>(card.metadata().card_bytes));
+    stats.set_chain_bytes(ChainBytes(card, *store_));
+    stats.set_card_tokens(card.metadata().num_tokens);
+    stats.set_avg_bits(card.metadata().avg_bits);
+    stats.set_build_ms(context.card_build_ms);
+    absl::Time t = absl::Now();
+    absl::Status s =
+        cachecard::InjectCard(card, store_, model.fingerprint().bytes, &seq.kv_cache());
+    if (s.ok()) s = seq.SetTokensAfterInjection(context.ids);
+    stats.set_inject_ms(MsSince(t));
+    if (s.ok()) {
+      stats.set_mode(ToProto(context.handoff.mode));
+      stats_->Add(Stats::kCardsInjected);
+      stats_->Observe(Stats::kInjectMs, stats.inject_ms());
+      out.injected = true;
+      out.prompt = instruction;
+      return out;
+    }
+    seq.Reset();
+    fallback = absl::StrCat("inject failed: ", s.ToString());
+  }
+  // Re-prefill, requested or as a fallback.
+  stats.set_mode(v1::HANDOFF_MODE_REPREFILL);
+  if (!fallback.empty()) {
+    stats.set_fallback_reason(fallback);
+    stats_->Add(Stats::kReprefillFallbacks);
+    spdlog::warn("{}: card handoff fell back to re-prefill: {}", log_prefix, fallback);
+  }
+  if (context.fingerprint == model.fingerprint()) {
+    out.prompt = context.ids;
+  } else {
+    QKV_ASSIGN_OR_RETURN(out.prompt,
+                         EncodeText(model, context.text, /*add_special=*/true, "the context"));
+  }
+  stats.set_reprefill_tokens(static_cast<int64_t>(out.prompt.size()));
+  out.prompt.insert(out.prompt.end(), instruction.begin(), instruction.end());
+  return out;
+}
+
+HandedContext Handoff::Send(Agent& agent, const HandoffConfig& h, const cachecard::Card* parent,
+                            CardPosition position, const std::string& log_prefix) const {
+  agents::Sequence& seq = *agent.sequence;
+  const agents::Model& model = *agent.model;
+  HandedContext out;
+  out.handoff = h;
+  out.ids = seq.token_ids();
+  out.fingerprint = model.fingerprint();
+  if (model.tokenizer() != nullptr) out.text = model.tokenizer()->Decode(out.ids);
+  if (h.mode == HandoffMode::kReprefill) return out;
+
+  const int64_t n = seq.length();
+  const int64_t first = parent != nullptr ? parent->metadata().total_tokens() : 0;
+  absl::Time t0 = absl::Now();
+
+  cachecard::CardEncoding enc = cachecard::CardEncoding::Full();
+  std::string policy = "full";
+  if (h.mode == HandoffMode::kCard) {
+    quant::AllocationRequest req;
+    req.num_tokens = n - first;
+    req.avg_bits = h.bits;
+    req.hop = position.hop;
+    req.num_hops = std::max(1, position.num_hops);
+    std::vector<float> importance;
+    if (h.policy == BitPolicy::kAdaptive && h.bits != 16) {
+      absl::StatusOr<agents::AttentionCapture> cap = seq.GetAttentionCapture();
+      absl::StatusOr<std::vector<float>> imp =
+          cap.ok() ? quant::TokenImportance({cap->probs.data(), cap->num_layers, cap->num_kv_heads,
+                                             static_cast<int>(cap->rows), cap->context},
+                                            {h.importance_window, quant::HeadReduction::kMax})
+                   : absl::StatusOr<std::vector<float>>(cap.status());
+      if (imp.ok() && static_cast<int64_t>(imp->size()) == n) {
+        importance.assign(imp->begin() + first, imp->end());
+        req.policy = quant::AllocationPolicy::kAdaptive;
+        req.importance = importance;
+        policy = "adaptive";
+      } else {
+        spdlog::warn("{}: no attention importance ({}); using uniform bits", log_prefix,
+                     imp.ok() ? "size mismatch" : imp.status().ToString());
+      }
+    }
+    if (policy != "adaptive") {
+      req.policy = quant::AllocationPolicy::kUniform;
+      policy = "uniform";
+    }
+    absl::StatusOr<quant::BitPlan> plan = quant::AllocateBits(req);
+    if (!plan.ok()) {
+      out.card_fallback_reason = absl::StrCat("bit allocation failed: ", plan.status().ToString());
+      return out;
+    }
+    enc = cachecard::CardEncoding::Quantized(std::move(*plan),
+                                             {quant::GroupAxis::kPerChannel, h.group_size},
+                                             {quant::GroupAxis::kPerToken, h.group_size});
+  }
+  cachecard::Provenance prov;
+  prov.card_id = RandomCardId();
+  prov.source_agent = agent.entry.name;
+  prov.hop_index = static_cast<uint32_t>(position.hop);
+  prov.created_unix_ms = absl::ToUnixMillis(absl::Now());
+  prov.quant_policy = policy;
+  prov.budget_bits = h.mode == HandoffMode::kCard ? h.bits : 0;
+
+  const agents::ModelFingerprint& fp = model.fingerprint();
+  // Size first (no encoding): refuse over-limit cards before any work.
+  cachecard::CountingSink counter;
+  absl::StatusOr<cachecard::CardMetadata> sized = cachecard::WriteCard(
+      seq.kv_cache(), n, seq.token_ids(), enc, fp.bytes, prov, parent, counter);
+  if (sized.ok() && static_cast<int64_t>(counter.card_bytes()) > limits_.max_card_bytes) {
+    out.card_fallback_reason =
+        absl::StrCat("card would be ", counter.card_bytes(),
+                     " bytes, over limits.max_card_bytes = ", limits_.max_card_bytes);
+    return out;
+  }
+  absl::StatusOr<cachecard::shm::CardHandle> card =
+      sized.ok() ? store_->Build(seq.kv_cache(), n, seq.token_ids(), enc, fp.bytes, prov, parent)
+                 : absl::StatusOr<cachecard::shm::CardHandle>(sized.status());
+  if (!card.ok()) {
+    out.card_fallback_reason = absl::StrCat("card build failed: ", card.status().ToString());
+    spdlog::warn("{}: {}", log_prefix, out.card_fallback_reason);
+    return out;
+  }
+  out.card_build_ms = MsSince(t0);
+  const cachecard::CardMetadata& m = (*card)->metadata();
+  stats_->Add(Stats::kCardsBuilt);
+  stats_->Add(Stats::kCardBytesBuilt, static_cast<int64_t>(m.card_bytes));
+  stats_->Observe(Stats::kCardBuildMs, out.card_build_ms);
+  stats_->Observe(Stats::kCardBitsPerElement, m.avg_bits);
+  out.card = std::move(*card);
+  return out;
+}
+
+}  // namespace qkvshare::daemon

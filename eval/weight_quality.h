@@ -1,0 +1,90 @@
+// File: eval/weight_quality.h
+// -----------------------------------------------------------------------------
+// Quality of quantized weights on a real model: the model with its linear
+// layers quantized (and dequantized back to f32) against the unquantized
+// model, teacher-forced over the golden greedy runs (eval/golden_cases.h):
+// at every position that predicts a golden continuation token, KL(P_ref || Q)
+// of the next-token distributions and top-1 (argmax) agreement.
+//
+// The weights are quantized by round-tripping each row through a scheme
+// (the production formats "q8" and "q4" of agents/weights/block_formats.h,
+// and the candidates they were chosen against) and written as an f32
+// checkpoint copy, so the measured loss is exactly the weight format's: the
+// runtime's kernels compute with the same dequantized values (up to fp32
+// summation order; agents/kernels/matvec_quant.h).
+//
+// Tensor policy (WeightPolicy): the projections q/k/v/o and gate/up/down of
+// every layer are quantized; the token embedding, the lm_head and the norms
+// stay in the checkpoint's dtype unless WeightPolicy::embeddings names a
+// scheme for the embedding and lm_head.
+//
+// Thread safety: pure functions.
+#ifndef QKVSHARE_EVAL_WEIGHT_QUALITY_H_
+#define QKVSHARE_EVAL_WEIGHT_QUALITY_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "agents/model.h"
+#include "eval/golden_cases.h"
+
+namespace qkvshare::eval {
+
+// Round-trips one row (x.size() columns) through a weight format into `out`.
+using RowRoundTrip = std::function<void(absl::Span<const float> x, float* out)>;
+
+struct WeightScheme {
+  std::string name;
+  double bits_per_weight = 0;
+  std::string description;
+  RowRoundTrip round_trip;
+};
+
+// The known schemes: "q8", "q4" (production), and the q4 candidates
+// "q4_0" (GGUF Q4_0: symmetric, d = max / -8), "q4_0_search" (Q4_0 layout,
+// least-squares scale search), "q4_1" (GGUF Q4_1: d = (max - min) / 15,
+// m = min), "q4_k" (Q4_K-like: super-blocks of up to 256 columns, 8 sub-blocks
+// of 32 with 6-bit scales and minima under fp16 super-scales).
+std::vector<WeightScheme> AllWeightSchemes();
+
+// The scheme named `name`. Errors: InvalidArgument listing the known names.
+absl::StatusOr<WeightScheme> FindWeightScheme(const std::string& name);
+
+struct WeightPolicy {
+  // Scheme of the token embedding and lm_head ("" = as stored).
+  std::string embeddings;
+};
+
+// True for the tensors `policy` quantizes with the scheme (2-D weights of
+// the attention and MLP projections; embeddings/lm_head per the policy).
+bool QuantizedByPolicy(const std::string& tensor_name, const WeightPolicy& policy);
+
+// Writes `dst_dir` (created if missing): config files and tokenizer of
+// `src_dir` copied, model.safetensors with every tensor as F32 and the
+// policy's tensors round-tripped through `scheme`. Errors: those of
+// agents::WeightFiles::Open and file I/O (naming the path).
+absl::Status WriteRoundTrippedCheckpoint(const std::string& src_dir, const std::string& dst_dir,
+                                         const WeightScheme& scheme, const WeightPolicy& policy);
+
+struct WeightQuality {
+  double mean_kl = 0;  // nats, mean over positions
+  double max_kl = 0;
+  double top1 = 0;        // fraction of positions with equal argmax
+  int64_t positions = 0;  // teacher-forced positions (golden continuation tokens)
+};
+
+// Teacher-forces every case's ids through both models (one prefill each,
+// logits of every position) and compares the positions that predict the
+// golden continuation. Errors: InvalidArgument when the vocabularies differ
+// or a case has no continuation; Sequence errors.
+absl::StatusOr<WeightQuality> CompareTeacherForced(const agents::ModelHandle& reference,
+                                                   const agents::ModelHandle& candidate,
+                                                   absl::Span<const GoldenCase> cases);
+
+}  // namespace qkvshare::eval
+
+#endif  // QKVSHARE_EVAL_WEIGHT_QUALITY_H_

@@ -1,0 +1,86 @@
+// weight_quality: quality of quantized weights on a real model, teacher-forced
+// over the golden prompts' continuations against the unquantized model
+// (eval/weight_quality.h; the numbers in docs/results.md "Quantized weights").
+//
+//   bazel run -c opt //eval:weight_quality -- --weights=q8,q4,q4_0,q4_1
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "agents/compute_threads.h"
+#include "agents/model.h"
+#include "base/status_macros.h"
+#include "eval/golden_cases.h"
+#include "eval/weight_quality.h"
+
+ABSL_FLAG(std::string, model, "models/stories260K", "HF model directory (the f32 reference).");
+ABSL_FLAG(std::string, golden, "", "greedy.json (default: <model>/golden/greedy.json).");
+ABSL_FLAG(std::string, weights, "q8,q4,q4_0,q4_0_search,q4_1,q4_k",
+          "Weight schemes to measure (comma list; q8 and q4 are the runtime's formats).");
+ABSL_FLAG(std::string, embeddings, "",
+          "Scheme of the token embedding / lm_head (e.g. q8); default: they stay as stored.");
+ABSL_FLAG(std::string, tmp_dir, "/tmp/qkvshare_weight_quality",
+          "Where the round-tripped checkpoints are written.");
+
+namespace qkvshare::eval {
+namespace {
+
+absl::Status Run() {
+  const std::string model_dir = absl::GetFlag(FLAGS_model);
+  std::string golden = absl::GetFlag(FLAGS_golden);
+  if (golden.empty()) golden = model_dir + "/golden/greedy.json";
+  QKV_ASSIGN_OR_RETURN(std::vector<GoldenCase> cases, LoadGoldenCases(golden));
+  agents::ModelOptions options;
+  options.compute_dtype = DType::kF32;
+  QKV_ASSIGN_OR_RETURN(std::unique_ptr<agents::Model> ref_model,
+                       agents::Model::Load(model_dir, options));
+  const agents::ModelHandle reference = std::move(ref_model);
+  WeightPolicy policy;
+  policy.embeddings = absl::GetFlag(FLAGS_embeddings);
+  std::printf("model %s, %zu golden cases, embeddings/lm_head %s\n", model_dir.c_str(),
+              cases.size(), policy.embeddings.empty() ? "as stored" : policy.embeddings.c_str());
+  std::printf("| weights | bits/weight | mean KL | max KL | top-1 | positions | scheme |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- |\n");
+  const std::vector<std::string> names = absl::StrSplit(absl::GetFlag(FLAGS_weights), ',');
+  for (const std::string& name : names) {
+    QKV_ASSIGN_OR_RETURN(WeightScheme scheme, FindWeightScheme(name));
+    const std::string dir = absl::GetFlag(FLAGS_tmp_dir) + "/" + name;
+    QKV_RETURN_IF_ERROR(WriteRoundTrippedCheckpoint(model_dir, dir, scheme, policy));
+    QKV_ASSIGN_OR_RETURN(std::unique_ptr<agents::Model> model, agents::Model::Load(dir, options));
+    QKV_ASSIGN_OR_RETURN(
+        WeightQuality q,
+        CompareTeacherForced(reference, agents::ModelHandle(std::move(model)), cases));
+    std::printf("| %s | %.1f | %.5f | %.4f | %.2f%% | %lld | %s |\n", name.c_str(),
+                scheme.bits_per_weight, q.mean_kl, q.max_kl, 100.0 * q.top1,
+                static_cast<long long>(q.positions), scheme.description.c_str());
+    std::fflush(stdout);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace qkvshare::eval
+
+int main(int argc, char** argv) {
+  qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view f) {
+    return absl::EndsWith(f, "eval/weight_quality_main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
+  absl::SetProgramUsageMessage("Quality of quantized weights (docs/results.md).");
+  absl::ParseCommandLine(argc, argv);
+  qkvshare::agents::SetComputeThreads(1);
+  const absl::Status s = qkvshare::eval::Run();
+  if (!s.ok()) {
+    std::fprintf(stderr, "weight_quality: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
