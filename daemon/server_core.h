@@ -68,9 +68,11 @@ class ServerCore {
   // (flattened) .qkvcard; stops early when `write` returns false (Cancelled).
   absl::Status ExportCard(const std::string& id,
                           const std::function<bool(absl::Span<const uint8_t>)>& write) const;
-  // Validates and stores a card file's bytes. Errors: InvalidArgument
-  // (not a valid card: truncated, checksum, version, ...), ResourceExhausted (limits or quota),
-  // AlreadyExists, FailedPrecondition (its parent is not stored).
+  // Validates and stores a card file's bytes (an equal stored card is
+  // returned, not copied). Errors: InvalidArgument (not a valid card:
+  // truncated, checksum, version, an id that is not its content's, ...),
+  // ResourceExhausted (limits or quota), AlreadyExists (the id is stored
+  // with other content), FailedPrecondition (its parent is not stored).
   absl::StatusOr<v1::CardInfo> ImportCard(absl::Span<const uint8_t> bytes);
   // Errors: NotFound, FailedPrecondition (in use).
   absl::Status DeleteCard(const std::string& id);
@@ -88,6 +90,11 @@ class ServerCore {
  private:
   explicit ServerCore(DaemonConfig config) : config_(std::move(config)) {}
   absl::StatusOr<TaskSpec> Resolve(const v1::SubmitTaskRequest& request) const;
+  // Checks request.context_card against the first hop's agent (stored, same
+  // model, fits the context with the first prompt) and takes a handle to it
+  // into spec->context_card. Errors: NotFound; InvalidArgument.
+  absl::Status ResolveContextCard(const v1::SubmitTaskRequest& request, const Agent& first,
+                                  TaskSpec* spec) const;
   v1::CardInfo CardInfoOf(const cachecard::shm::StoredCardInfo& info) const;
 
   const DaemonConfig config_;

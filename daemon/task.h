@@ -7,11 +7,13 @@
 #ifndef QKVSHARE_DAEMON_TASK_H_
 #define QKVSHARE_DAEMON_TASK_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "cachecard/shm/card_store.h"
 #include "daemon/config/config.h"
 #include "qkvshare/v1/tasks.pb.h"
 
@@ -31,6 +33,12 @@ struct TaskSpec {
   std::string input;
   std::vector<ResolvedHop> hops;
   absl::Time deadline = absl::InfiniteFuture();
+  // SubmitTaskRequest.context_card: the stored card hop 0 starts from,
+  // checked at submit against hop 0's model; the handle keeps it stored
+  // while the task is queued. Null: hop 0 prefills its system text.
+  std::shared_ptr<const cachecard::shm::CardHandle> context_card;
+  // SubmitTaskRequest.keep_context.
+  bool keep_context = false;
 };
 
 // The running task's handle on itself. Thread-compatible: used by the one

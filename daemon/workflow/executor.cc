@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -26,6 +27,14 @@ class TaskRun {
     const TaskSpec& spec = ctx_.spec();
     const int num_hops = static_cast<int>(spec.hops.size());
     std::optional<HandedContext> carry;
+    if (spec.context_card) {
+      absl::StatusOr<HandedContext> start = deps_.handoff->Resume(**spec.context_card);
+      if (!start.ok()) {
+        return absl::Status(start.status().code(),
+                            absl::StrCat("context card: ", start.status().message()));
+      }
+      carry = *std::move(start);
+    }
     std::string previous_output;
     for (int k = 0; k < num_hops; ++k) {
       QKV_RETURN_IF_ERROR(ctx_.CheckStop());
@@ -74,6 +83,7 @@ class TaskRun {
     const TaskSpec& spec = ctx_.spec();
     const ResolvedHop& hop = spec.hops[k];
     const bool last = k + 1 == static_cast<int>(spec.hops.size());
+    const bool keep = last && spec.keep_context;  // the final context becomes a kept card
     const std::string log_prefix = absl::StrCat("task ", ctx_.id(), " hop ", k + 1);
     EmitHopStarted(k);
     QKV_ASSIGN_OR_RETURN(AgentLease lease,
@@ -82,7 +92,7 @@ class TaskRun {
     agents::Sequence& seq = *agent.sequence;
     const agents::Model& model = *agent.model;
     seq.Reset();
-    Handoff::PrepareSender(seq, last ? nullptr : &hop.handoff);
+    Handoff::PrepareSender(seq, last && !keep ? nullptr : &hop.handoff);
     const absl::Time hop_start = absl::Now();
 
     std::string instruction = absl::StrReplaceAll(
@@ -119,8 +129,9 @@ class TaskRun {
     opts.sampling.seed = g.seed.value_or(0);
     opts.max_new_tokens = g.max_new_tokens.value_or(64);
     opts.stop_strings = g.stop.value_or(std::vector<std::string>{});
-    // The next hop continues from the whole context: feed the last token.
-    opts.feed_final_token = !last;
+    // The next hop (or a kept card) continues from the whole context: feed
+    // the last token.
+    opts.feed_final_token = !last || keep;
     int64_t index = 0;
     absl::Status stop;
     opts.on_token = [&](int32_t id, std::string_view text) {
@@ -154,11 +165,17 @@ class TaskRun {
     r.set_stop_reason(std::string(agents::StopReasonName(result.stop_reason)));
 
     HandedContext out;
+    const cachecard::Card* parent = in.injected ? received->card.get() : nullptr;
+    const int num_hops = static_cast<int>(spec.hops.size());
     if (!last) {
-      const cachecard::Card* parent = in.injected ? received->card.get() : nullptr;
-      const int num_hops = static_cast<int>(spec.hops.size());
       out = deps_.handoff->Send(agent, hop.handoff, parent, {k, num_hops - 1}, log_prefix);
       if (out.card) EmitCardBuilt(k, out);
+    } else if (keep) {
+      QKV_ASSIGN_OR_RETURN(
+          std::string kept,
+          deps_.handoff->Keep(agent, hop.handoff, parent, {k, std::max(1, num_hops - 1)},
+                              absl::Now() + deps_.kept_ttl, log_prefix));
+      r.set_kept_card(kept);
     }
     r.set_total_ms(MsSince(hop_start));
     last_output_ = result.text;

@@ -192,7 +192,8 @@ class Cards:
     def import_(self, card, chunk_bytes=1 << 20):
         """Adds a card (a qkvshare.Card, bytes, or a .qkvcard path) to the
         store; returns its CardInfo. Raises InvalidArgument (corrupt card),
-        ResourceExhausted (over max_card_bytes or the quota), AlreadyExists."""
+        ResourceExhausted (over max_card_bytes or the quota), AlreadyExists (the id is
+        stored with other content). An equal stored card is returned, not copied."""
         pb = _stubs()
         if hasattr(card, "to_bytes"):
             data = card.to_bytes()

@@ -20,6 +20,7 @@ legacy-cache layout without the batch axis); `Card.kv()` returns
 [num_layers, 2, num_kv_heads, tokens, head_dim] (axis 1: 0 = K, 1 = V) for
 the tokens the card carries, positions [first_token, first_token+num_tokens).
 """
+import hashlib
 import math
 import os
 import struct
@@ -32,7 +33,7 @@ from .errors import CardError
 from .xxh64 import xxh64
 
 MAGIC = b"QKVC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER_BYTES = 256
 SEGMENT_BYTES = 96
 SECTION_BYTES = 24
@@ -64,6 +65,37 @@ def _align(x, a):
 
 def _malformed(msg):
     return CardError("malformed card: " + msg, "INVALID_ARGUMENT")
+
+
+CARD_ID_DOMAIN = b"qkvshare.card-id.v2\0"  # docs/cachecard.md "Card id", row 1
+
+
+def content_id(data):
+    """The content-derived card id (16 bytes) of the card bytes `data`,
+    exactly as docs/cachecard.md "Card id" specifies the SHA-256 preimage.
+    REQUIRES: `data` is a well-formed card (offsets are read, not checked)."""
+    data = memoryview(bytes(data))
+    u32 = lambda off: struct.unpack_from("<I", data, off)[0]
+    u64 = lambda off: struct.unpack_from("<Q", data, off)[0]
+    pre = [CARD_ID_DOMAIN, data[4:8], data[32:64], data[80:96], data[96:108], data[108:109],
+           data[112:128], data[128:132]]
+    total = u64(112) + u64(120)
+    t0 = u64(168)
+    pre.append(data[t0:t0 + 4 * total])
+    layers = u32(96)
+    for s in range(u32(128)):
+        rec = HEADER_BYTES + SEGMENT_BYTES * s
+        n = u64(rec + 8)
+        pre += [data[rec:rec + 16], data[rec + 16:rec + 20], data[rec + 20:rec + 28]]
+        pre += [data[u64(rec + 48):u64(rec + 48) + n], data[u64(rec + 56):u64(rec + 56) + n]]
+        for i in range(2 * layers):
+            sec = u64(rec + 64) + SECTION_BYTES * i
+            off, size = u64(sec), u64(sec + 8)
+            pre += [data[sec + 8:sec + 16], hashlib.sha256(data[off:off + size]).digest()]
+    cid = bytearray(hashlib.sha256(b"".join(bytes(p) for p in pre)).digest()[:16])
+    if not any(cid):
+        cid[15] = 1
+    return bytes(cid)
 
 
 def header_checksum(metadata):
@@ -542,7 +574,7 @@ def _as_fingerprint(fp):
 def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=None, v_bits=None,
                group_size=32, k_axis=quant.PER_CHANNEL, v_axis=quant.PER_TOKEN,
                source_agent="python", quant_policy=None, budget_bits=None, hop_index=0,
-               card_id=None, created_unix_ms=None, source_dtype="f32", raw_dtype=None):
+               created_unix_ms=None, source_dtype="f32", raw_dtype=None):
     """Builds a self-contained card (positions 0..T-1) from arrays.
 
     k, v: [num_layers, num_kv_heads, T, head_dim] (float32; float16 too for
@@ -555,7 +587,8 @@ def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=No
     plan) if given, else the `uniform` policy at `bits` average bits
     (2..8 or 16, fractional allowed: quant/controller.cc Uniform).
     group_size, k_axis (0 per-channel), v_axis (1 per-token): the daemon's
-    defaults. Returns a validated Card. Raises CardError (INVALID_ARGUMENT)
+    defaults. The card id is derived from the content (content_id), as the
+    daemon derives it. Returns a validated Card. Raises CardError (INVALID_ARGUMENT)
     for bad shapes, widths or values beyond the fp16 range."""
     k = np.asarray(k)
     v = np.asarray(v)
@@ -573,9 +606,7 @@ def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=No
     if source_dtype not in DTYPE_CODES:
         raise CardError("source_dtype must be f32, f16 or bf16", "INVALID_ARGUMENT")
     fp = _as_fingerprint(fingerprint)
-    cid = bytes.fromhex(card_id) if card_id else os.urandom(16)
-    while not any(cid):
-        cid = os.urandom(16)
+    cid = b"\xff" * 16  # placeholder until the content is written
     channels = heads * hd
     seg = Segment()
     seg.first_token, seg.num_tokens = 0, total
@@ -674,5 +705,9 @@ def write_card(k, v, token_ids, fingerprint, mode="quantized", bits=4, k_bits=No
     a0, p0 = lay["source_agent_offset"], lay["quant_policy_offset"]
     out[a0:a0 + len(agent_b)] = agent_b
     out[p0:p0 + len(policy_b)] = policy_b
+    cid = content_id(out)
+    out[64:80] = cid  # CardHeader.card_id
+    so = lay["segments_offset"] + 32  # SegmentRecord.origin_card_id
+    out[so:so + 16] = cid
     struct.pack_into("<Q", out, CHECKSUM_OFFSET, header_checksum(out[:lay["metadata_bytes"]]))
     return Card.from_bytes(bytes(out))

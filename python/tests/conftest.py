@@ -22,7 +22,7 @@ REPO = os.path.dirname(PYROOT)
 sys.path.insert(0, PYROOT)
 
 MODEL_DIR = os.path.join(REPO, "models", "stories260K")
-GOLDEN_CARD = os.path.join(REPO, "cachecard", "testdata", "golden_v1.qkvcard")
+GOLDEN_CARD = os.path.join(REPO, "cachecard", "testdata", "golden_v2.qkvcard")
 BINARIES = {"qkvshared": "daemon/qkvshared", "dump_card": "cachecard/dump_card"}
 
 

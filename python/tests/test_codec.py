@@ -5,7 +5,7 @@ import pytest
 
 from conftest import GOLDEN_CARD, MODEL_DIR
 from qkvshare import quant
-from qkvshare.codec import Card, write_card
+from qkvshare.codec import Card, content_id, write_card
 from qkvshare.errors import CardError
 from qkvshare.fingerprint import model_fingerprint_hex
 from qkvshare.xxh64 import xxh64, xxh64_python
@@ -118,6 +118,24 @@ def test_uniform_card_fields():
     assert card.source_agent == "hf-agent" and card.parent_id == ""
     again = Card.from_bytes(card.to_bytes())
     assert again.card_id == card.card_id and again.to_bytes() == card.to_bytes()
+
+
+def test_card_ids_are_content_derived():
+    # The checked-in golden card's id (docs/cachecard.md "Card id").
+    with open(GOLDEN_CARD, "rb") as f:
+        golden = f.read()
+    assert content_id(golden).hex() == Card.from_bytes(golden).card_id
+    assert Card.from_bytes(golden).card_id == "dbc378aef9bbf0582e4620ee37e14c15"
+    # Same content, other provenance: same id; other content: another id.
+    k, v = synthetic(2, 4, 20, 8, seed=5)
+    ids = list(range(7, 27))
+    a = write_card(k, v, ids, FP, bits=4, source_agent="a", created_unix_ms=1)
+    b = write_card(k, v, ids, FP, bits=4, source_agent="b", created_unix_ms=2, hop_index=3)
+    assert a.card_id == b.card_id and a.to_bytes() != b.to_bytes()
+    assert a.segments[0].origin_card_id == a.card_id
+    assert write_card(k, v, ids, FP, bits=3).card_id != a.card_id
+    assert write_card(k, v, ids[:-1] + [1], FP, bits=4).card_id != a.card_id
+    assert write_card(k, v, ids, FP, mode="full").card_id != a.card_id
 
 
 def test_quantize_is_deterministic_and_matches_dequantize_bound():

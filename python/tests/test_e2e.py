@@ -4,8 +4,8 @@ import pytest
 
 from conftest import INPUT, MAX_CARD_BYTES, MODEL_DIR
 from qkvshare import client as cl
-from qkvshare.codec import Card, write_card
-from qkvshare.errors import (AlreadyExists, CardError, FailedPrecondition, InvalidArgument,
+from qkvshare.codec import Card, content_id, write_card
+from qkvshare.errors import (CardError, FailedPrecondition, InvalidArgument,
                              NotFound, ResourceExhausted)
 from qkvshare.fingerprint import model_fingerprint_hex
 
@@ -54,7 +54,10 @@ def test_daemon_cards_decode_like_cpp(client, story_runs, dumper):
             data = client.cards.export_bytes(cid)
             card = Card.from_bytes(data)
             info = client.cards.get(cid)
-            assert card.card_id == cid and info.mode == card.segments[-1].mode
+            assert info.mode == card.segments[-1].mode
+            # Ids are content-derived: a flattened chain is another card than its leaf.
+            assert card.card_id == content_id(data).hex()
+            assert (card.card_id == cid) == (hop == 0)
             assert card.fingerprint_hex == info.fingerprint
             assert card.total_tokens == info.context_tokens and card.first_token == 0
             assert len(card.segments) == hop + 1
@@ -81,6 +84,7 @@ def test_python_quantizer_reproduces_daemon_cards(client, story_runs):
                           bits=dcard.budget_bits, group_size=(seg.k_group_size, seg.v_group_size))
         assert mine.segments[0].k_bits.tolist() == seg.k_bits.tolist()
         assert mine.segments[0].v_bits.tolist() == seg.v_bits.tolist()
+        assert mine.card_id == dcard.card_id  # same content, same id as the daemon's
         for layer in range(dcard.num_layers):
             for side in (0, 1):
                 assert bytes(mine.section(0, layer, side)) == bytes(dcard.section(0, layer, side)), \
@@ -92,7 +96,10 @@ def test_python_cards_import(client, story_runs, mode, bits):
     _, events = story_runs["story_full"]
     full = client.cards.export(hop_card_ids(events)[0])
     kv = full.kv()
-    kw = {"mode": "full"} if mode == "full" else {"bits": bits}
+    # Not the daemon's own cards of this context (f32 full, groups of 32): those
+    # have the same content, hence the same id, and import would return them.
+    kw = {"mode": "full", "raw_dtype": "f16"} if mode == "full" else {"bits": bits,
+                                                                        "group_size": 16}
     mine = write_card(kv[:, 0], kv[:, 1], full.token_ids, model_fingerprint_hex(MODEL_DIR),
                       source_agent="pytest", **kw)
     info = client.cards.import_(mine)
@@ -102,8 +109,8 @@ def test_python_cards_import(client, story_runs, mode, bits):
     assert info.fingerprint == full.fingerprint_hex
     back = client.cards.export_bytes(mine.card_id)
     assert back == mine.to_bytes()  # stored and exported byte for byte
-    with pytest.raises(AlreadyExists):
-        client.cards.import_(mine)
+    assert client.cards.import_(mine).id == mine.card_id  # again: the stored card, one copy
+    assert [c.id for c in client.cards.list()].count(mine.card_id) == 1
     assert mine.card_id in {c.id for c in client.cards.list()}
     client.cards.delete(mine.card_id)
     with pytest.raises(NotFound):
