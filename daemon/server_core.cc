@@ -118,7 +118,8 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig conf
     core->workflows_ = std::move(workflows);
   }
   core->handoff_ = std::make_unique<Handoff>(core->store_.get(), &core->stats_, cfg.limits);
-  ExecutorDeps deps{core->pool_.get(), core->handoff_.get(), &core->stats_};
+  ExecutorDeps deps{core->pool_.get(), core->handoff_.get(), &core->stats_,
+                    absl::Seconds(cfg.card_store.kept_ttl_seconds)};
   Stats* stats = &core->stats_;
   TaskManager::Options to{cfg.limits.max_concurrent_tasks, cfg.limits.queue_length,
                           cfg.limits.keep_finished_tasks, cfg.limits.max_paused_tasks,
@@ -231,7 +232,10 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
   // work is queued).
   const ResolvedHop& first_hop = spec.steps.empty() ? spec.hops[0] : spec.steps[0].hop;
   const Agent* first = pool_->Find(first_hop.agent);
-  if (first->model->tokenizer() != nullptr) {
+  spec.keep_context = req.keep_context();
+  if (!req.context_card().empty()) {
+    QKV_RETURN_IF_ERROR(ResolveContextCard(req, first_hop, *first, &spec));
+  } else if (first->model->tokenizer() != nullptr) {
     std::string prompt = absl::StrReplaceAll(
         first->entry.prompt_template,
         {{"{instruction}", ExpandInstruction(first_hop.instruction, spec.input, "", 1)}});
@@ -281,6 +285,42 @@ absl::StatusOr<v1::Task> ServerCore::ResumeTask(const std::string& id, const std
                                                    config_.limits.max_input_bytes));
   }
   return tasks_->Resume(id, input);
+}
+
+absl::Status ServerCore::ResolveContextCard(const v1::SubmitTaskRequest& req,
+                                            const ResolvedHop& first_hop, const Agent& first,
+                                            TaskSpec* spec) const {
+  absl::StatusOr<cachecard::CardId> id = cachecard::CardId::FromHex(req.context_card());
+  if (!id.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("context_card: ", id.status().message()));
+  }
+  const cachecard::ModelFingerprint& fp = first.model->fingerprint().bytes;
+  absl::StatusOr<cachecard::shm::CardHandle> card = store_->Get(*id, {&fp});
+  if (!card.ok()) {
+    if (card.status().code() == absl::StatusCode::kNotFound) return card.status();
+    // Another model's card: there is no text to fall back to.
+    return absl::InvalidArgumentError(absl::StrCat("context_card: ", card.status().message(),
+                                                   " (agent '", first.entry.name, "' runs model '",
+                                                   first.model_name, "')"));
+  }
+  int64_t tokens = (*card)->metadata().total_tokens();
+  if (first.model->tokenizer() != nullptr) {
+    std::string prompt = absl::StrReplaceAll(
+        first.entry.prompt_template,
+        {{"{instruction}", ExpandInstruction(first_hop.instruction, spec->input, "", 1)}});
+    absl::StatusOr<std::vector<int32_t>> ids = first.model->tokenizer()->Encode(prompt, false);
+    if (!ids.ok())
+      return absl::InvalidArgumentError(absl::StrCat("input: ", ids.status().message()));
+    tokens += static_cast<int64_t>(ids->size());
+  }
+  if (tokens >= first.context_limit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "context_card ", req.context_card(), " holds ", (*card)->metadata().total_tokens(),
+        " tokens; with the first prompt that is ", tokens, ", agent '", first.entry.name,
+        "' has a context limit of ", first.context_limit, " tokens"));
+  }
+  spec->context_card = std::make_shared<const cachecard::shm::CardHandle>(*std::move(card));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ServerCore::SubmitTask(const v1::SubmitTaskRequest& request) {

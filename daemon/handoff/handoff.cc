@@ -38,13 +38,6 @@ int64_t ChainBytes(const cachecard::Card& card, const cachecard::CardResolver& s
   return bytes;
 }
 
-cachecard::CardId RandomCardId() {
-  static absl::BitGen* gen = new absl::BitGen();  // absl::BitGen is thread-compatible:
-  static absl::Mutex gen_mu(absl::kConstInit);    // guard it.
-  absl::MutexLock lock(&gen_mu);
-  return cachecard::CardId::Random(*gen);
-}
-
 }  // namespace
 
 v1::HandoffMode ToProto(HandoffMode m) {
@@ -198,8 +191,7 @@ HandedContext Handoff::Send(Agent& agent, const HandoffConfig& h, const cachecar
                                              {quant::GroupAxis::kPerChannel, h.group_size},
                                              {quant::GroupAxis::kPerToken, h.group_size});
   }
-  cachecard::Provenance prov;
-  prov.card_id = RandomCardId();
+  cachecard::Provenance prov;  // the card id is derived from the content
   prov.source_agent = agent.entry.name;
   prov.hop_index = static_cast<uint32_t>(position.hop);
   prov.created_unix_ms = absl::ToUnixMillis(absl::Now());
@@ -233,6 +225,31 @@ HandedContext Handoff::Send(Agent& agent, const HandoffConfig& h, const cachecar
   stats_->Observe(Stats::kCardBitsPerElement, m.avg_bits);
   out.card = std::move(*card);
   return out;
+}
+
+absl::StatusOr<HandedContext> Handoff::Resume(const cachecard::Card& card) const {
+  HandedContext c;
+  c.handoff.mode = HandoffMode::kFull;  // injected as it is
+  QKV_ASSIGN_OR_RETURN(c.card, store_->Get(card.id()));
+  c.ids = card.metadata().token_ids;
+  c.fingerprint.bytes = card.metadata().fingerprint;
+  return c;
+}
+
+absl::StatusOr<std::string> Handoff::Keep(Agent& agent, const HandoffConfig& h,
+                                          const cachecard::Card* parent, CardPosition position,
+                                          absl::Time pinned_until,
+                                          const std::string& log_prefix) const {
+  HandoffConfig keep = h;
+  if (keep.mode == HandoffMode::kReprefill)
+    keep.mode = HandoffMode::kFull;  // a kept context is a card
+  HandedContext kept = Send(agent, keep, parent, position, log_prefix);
+  if (!kept.card) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("keep_context: no card: ", kept.card_fallback_reason));
+  }
+  QKV_RETURN_IF_ERROR(store_->Pin(kept.card->id(), pinned_until));
+  return kept.card->id().ToHex();
 }
 
 }  // namespace qkvshare::daemon

@@ -19,6 +19,10 @@
 //            fingerprint, inject failed) and returns context + instruction.
 //            A foreign card is never injected; the stats say why not.
 //
+//   Resume   a stored card (a task's context_card) as the first step's
+//            received context.
+//   Keep     keep_context: the last step's context as a pinned card.
+//
 // A HandedContext may be received any number of times (fan-out: the card is
 // built once and injected into N agents); it holds a reference on its card.
 //
@@ -100,6 +104,19 @@ class Handoff {
   absl::StatusOr<Received> Receive(Agent& agent, const HandedContext& context,
                                    const std::vector<int32_t>& instruction,
                                    const std::string& log_prefix) const;
+
+  // A stored card (SubmitTaskRequest.context_card: imported, or kept by an
+  // earlier task) as the context the first step receives: a `full` handoff
+  // of it, injected as it is. Errors: NotFound if it left the store.
+  absl::StatusOr<HandedContext> Resume(const cachecard::Card& card) const;
+
+  // keep_context: builds `agent`'s whole context as a card (as Send with
+  // `h`; `reprefill` is kept as `full`), incremental on `parent`, pins it
+  // until `pinned_until` and returns its id. Errors: FailedPrecondition
+  // "keep_context: no card: <why>" when no card could be built.
+  absl::StatusOr<std::string> Keep(Agent& agent, const HandoffConfig& h,
+                                   const cachecard::Card* parent, CardPosition position,
+                                   absl::Time pinned_until, const std::string& log_prefix) const;
 
  private:
   cachecard::shm::CardStore* store_;

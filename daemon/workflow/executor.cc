@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -91,6 +92,15 @@ class TaskRun {
       st = std::move(static_cast<WalkCheckpoint&>(*cp).state);
       st.input = ctx_.resume_input();
       return Walk(std::move(st), /*resuming=*/true);
+    }
+    if (const TaskSpec& spec = ctx_.spec(); spec.context_card) {
+      // Start from a stored card: the first step receives it.
+      absl::StatusOr<HandedContext> start = deps_.handoff->Resume(**spec.context_card);
+      if (!start.ok()) {
+        return absl::Status(start.status().code(),
+                            absl::StrCat("context card: ", start.status().message()));
+      }
+      st.carry = *std::move(start);
     }
     st.input = ctx_.spec().input;
     st.visits.assign(steps_.size(), 0);
@@ -220,7 +230,8 @@ class TaskRun {
         run.visit = graph_ ? visit : 0;
         run.max_visits = c.max_visits;
         run.instruction = Expand(step.hop.instruction, st, visit);
-        run.may_hand_on = MayHandOn(i);
+        // keep_context: whichever step ends the task keeps its whole context.
+        run.may_hand_on = MayHandOn(i) || ctx_.spec().keep_context;
         absl::StatusOr<std::optional<HandedContext>> sent = RunAgent(
             run, st.carry ? &*st.carry : nullptr,
             [&](const std::string& text) -> absl::StatusOr<Route> {
@@ -384,7 +395,8 @@ class TaskRun {
     opts.sampling.seed = g.seed.value_or(0);
     opts.max_new_tokens = g.max_new_tokens.value_or(64);
     opts.stop_strings = g.stop.value_or(std::vector<std::string>{});
-    // A next step continues from the whole context: feed the last token.
+    // A next step (or a kept card) continues from the whole context: feed
+    // the last token.
     opts.feed_final_token = run.may_hand_on;
     int64_t index = 0;
     absl::Status stop;
@@ -429,11 +441,17 @@ class TaskRun {
       r.set_route(route.to < 0 ? kEndStep : steps_[route.to].config.name);
       r.set_route_reason(route.reason);
     }
+    const cachecard::Card* parent = in.injected ? received->card.get() : nullptr;
+    const CardPosition position{k, std::max(1, max_steps() - 1)};
     if (route.to >= 0 && run.may_hand_on) {
-      const cachecard::Card* parent = in.injected ? received->card.get() : nullptr;
-      out = deps_.handoff->Send(agent, hop.handoff, parent, {k, std::max(1, max_steps() - 1)},
-                                log_prefix);
+      out = deps_.handoff->Send(agent, hop.handoff, parent, position, log_prefix);
       if (out->card) EmitCardBuilt(k, *out);
+    } else if (route.to < 0 && run.branch.empty() && ctx_.spec().keep_context) {
+      // The task ends here: its final context becomes a kept card.
+      QKV_ASSIGN_OR_RETURN(std::string kept,
+                           deps_.handoff->Keep(agent, hop.handoff, parent, position,
+                                               absl::Now() + deps_.kept_ttl, log_prefix));
+      r.set_kept_card(kept);
     }
     r.set_total_ms(MsSince(hop_start));
     *output = result.text;

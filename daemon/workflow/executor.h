@@ -17,6 +17,16 @@
 //   4. unless it is the last: Handoff::Send of its whole context (input +
 //      output, the last output token fed to the KV cache) for the next step.
 //
+// Sessions: a task with spec.context_card starts its first step from that
+// card (Handoff::Resume: injected, no system text prefilled; the card's
+// context has it). A task with keep_context feeds its last output token and
+// keeps the final context (Handoff::Keep: built as the last step's handoff
+// says, incremental on the card it started from) pinned for
+// ExecutorDeps::kept_ttl; the id is in the last HopResult's kept_card. In a
+// graph the first step receives the card (kept across a pause when that step
+// is an await_input), and the agent step whose route ends the task keeps its
+// context; a graph that ends at a parallel or await_input step keeps none.
+//
 // Events (TaskEvent): hop_started, token, handoff, card_built, hop_finished.
 // Each finished step is added to the task's result (GetTask) in run order.
 //
@@ -40,6 +50,8 @@ struct ExecutorDeps {
   AgentPool* agents = nullptr;
   const Handoff* handoff = nullptr;
   Stats* stats = nullptr;
+  // How long a card kept by a keep_context task stays pinned.
+  absl::Duration kept_ttl = absl::Hours(1);
 };
 
 // Runs `ctx.spec()` to completion and returns the last step's output.
