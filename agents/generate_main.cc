@@ -11,6 +11,7 @@
 //    "decode_tokens_per_s", "tokens_in", "tokens_out"}}
 // Temperature 0 (the default) is greedy; generation stops on the eos ids of
 // generation_config.json.
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -42,6 +43,9 @@ ABSL_FLAG(uint64_t, seed, 0, "Sampling seed (same seed -> same tokens).");
 ABSL_FLAG(std::string, dtype, "auto",
           "Compute dtype: auto (f32 for F32 weights; for 16-bit weights bf16 where the CPU "
           "has bf16 dot products, else f32 over the 16-bit weights), f32 or bf16.");
+ABSL_FLAG(std::string, weights, "auto",
+          "Weights: auto (as stored), q8 or q4 (quantized at load, f32 compute; "
+          "docs/results.md), or f32 / bf16 (same as --dtype).");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = all cores.");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of streaming text.");
 
@@ -60,8 +64,15 @@ absl::Status Run() {
   } else if (dtype != "auto") {
     return absl::InvalidArgumentError("--dtype must be auto, f32 or bf16, not '" + dtype + "'");
   }
+  QKV_ASSIGN_OR_RETURN(weights::WeightFormat weight_format,
+                       weights::ParseWeightFormat(absl::GetFlag(FLAGS_weights)));
+  QKV_RETURN_IF_ERROR(ApplyWeightFormat(weight_format, &model_options));
   SetComputeThreads(absl::GetFlag(FLAGS_threads));
+  const auto load_start = std::chrono::steady_clock::now();
   QKV_ASSIGN_OR_RETURN(std::unique_ptr<Model> loaded, Model::Load(dir, model_options));
+  const double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - load_start)
+          .count();
   ModelHandle model = std::move(loaded);
   const Tokenizer* tokenizer = model->tokenizer();
   if (tokenizer == nullptr) {
@@ -90,11 +101,12 @@ absl::Status Run() {
   if (!json) {
     std::cout << std::endl;
     std::fprintf(stderr,
-                 "[%s, %s, %d threads] prompt %lld tokens, prefill %.1f ms, TTFT %.1f ms; "
+                 "[%s, %s, %.1f MB resident weight copies, load %.0f ms, %d threads] "
+                 "prompt %lld tokens, prefill %.1f ms, TTFT %.1f ms; "
                  "%lld tokens, decode %.1f tokens/s; stop: %s\n",
-                 dir.c_str(), model->runtime_summary().c_str(),
-                 ComputeThreads(), static_cast<long long>(t.tokens_in), t.prefill_ms, t.ttft_ms,
-                 static_cast<long long>(t.tokens_out), t.decode_tokens_per_s,
+                 dir.c_str(), model->runtime_summary().c_str(), model->copied_weight_bytes() / 1e6,
+                 load_ms, ComputeThreads(), static_cast<long long>(t.tokens_in), t.prefill_ms,
+                 t.ttft_ms, static_cast<long long>(t.tokens_out), t.decode_tokens_per_s,
                  std::string(StopReasonName(result.stop_reason)).c_str());
     return absl::OkStatus();
   }
@@ -130,7 +142,8 @@ int main(int argc, char** argv) {
   absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "Generates a completion: generate --model DIR --prompt TEXT [--max_new_tokens N] "
-      "[--temperature T --top_k K --top_p P --seed S] [--dtype auto|f32|bf16] [--threads N] "
+      "[--temperature T --top_k K --top_p P --seed S] [--dtype auto|f32|bf16] [--weights "
+      "auto|q8|q4] [--threads N] "
       "[--json]");
   absl::ParseCommandLine(argc, argv);
   absl::Status status = qkvshare::agents::Run();

@@ -35,12 +35,47 @@ DType DefaultComputeDType(DType stored) {
 
 Model::~Model() = default;
 
+std::string Model::weights_summary() const {
+  if (!options_.quantized_weights.has_value()) {
+    return std::string(DTypeName(memory_weights_dtype_));
+  }
+  return *options_.quantized_weights == weights::BlockFormat::kQ8 ? "q8" : "q4";
+}
+
 std::string Model::runtime_summary() const {
+  std::string weights = weights_summary();
+  if (options_.quantized_weights == weights::BlockFormat::kQ8) {
+    absl::StrAppend(&weights, " (embedding ", std::string(DTypeName(memory_weights_dtype_)), ")");
+  } else if (options_.quantized_weights == weights::BlockFormat::kQ4) {
+    absl::StrAppend(&weights, " (embedding q8)");
+  }
   std::string s = absl::StrCat("compute ", std::string(DTypeName(compute_dtype_)), ", weights ",
-                               std::string(DTypeName(memory_weights_dtype_)), ", kernels ",
-                               BestSimdTargetName());
+                               weights, ", kernels ", BestSimdTargetName());
   if (!runtime_note_.empty()) absl::StrAppend(&s, " (", runtime_note_, ")");
   return s;
+}
+
+absl::Status ApplyWeightFormat(weights::WeightFormat format, ModelOptions* options) {
+  switch (format) {
+    case weights::WeightFormat::kAuto:
+      return absl::OkStatus();
+    case weights::WeightFormat::kF32:
+      options->compute_dtype = DType::kF32;
+      return absl::OkStatus();
+    case weights::WeightFormat::kBF16:
+      options->compute_dtype = DType::kBF16;
+      return absl::OkStatus();
+    case weights::WeightFormat::kF16:
+      return absl::InvalidArgumentError(
+          "weights f16: no f16 compute path (use auto to run stored f16 weights)");
+    case weights::WeightFormat::kQ8:
+    case weights::WeightFormat::kQ4:
+      options->quantized_weights = format == weights::WeightFormat::kQ8 ? weights::BlockFormat::kQ8
+                                                                        : weights::BlockFormat::kQ4;
+      if (!options->compute_dtype.has_value()) options->compute_dtype = DType::kF32;
+      return absl::OkStatus();
+  }
+  return absl::OkStatus();
 }
 
 size_t Model::mapped_weight_bytes() const { return engine_->mapped_weight_bytes(); }
@@ -76,11 +111,19 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   model->runtime_note_ = dtypes.note;
   QKV_ASSIGN_OR_RETURN(model->fingerprint_,
                        ComputeModelFingerprint(model->config_, tokenizer_json, *model->weights_));
+  if (options.quantized_weights.has_value()) {
+    QKV_ASSIGN_OR_RETURN(
+        model->fingerprint_,
+        FingerprintWithWeightFormat(
+            model->fingerprint_,
+            *options.quantized_weights == weights::BlockFormat::kQ8 ? "q8" : "q4"));
+  }
   internal::EngineOptions engine_options;
   engine_options.compute_dtype = model->compute_dtype_;
   engine_options.weight_dtype = model->memory_weights_dtype_;
   engine_options.decode_kernels = options.decode_kernels;
   engine_options.copy_weights_to_huge_pages = options.copy_weights_to_huge_pages;
+  engine_options.quantize = options.quantized_weights;
   QKV_ASSIGN_OR_RETURN(model->engine_, internal::LlamaEngine::Create(
                                            model->config_, *model->weights_, engine_options));
   return model;

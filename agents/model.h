@@ -31,6 +31,7 @@
 #include "agents/model_config.h"
 #include "agents/model_fingerprint.h"
 #include "agents/tokenizer/tokenizer.h"
+#include "agents/weights/quantized_matrix.h"
 #include "base/dtype.h"
 
 namespace qkvshare::agents {
@@ -61,6 +62,13 @@ struct ModelOptions {
   // VM). Costs one private copy of the weights (not shared page cache).
   // Weights that need a dtype conversion always go to such memory.
   bool copy_weights_to_huge_pages = false;
+  // Quantize the projections at load from the checkpoint (no f32 copy kept):
+  // kQ8 (embedding and lm_head as stored) or kQ4 (embedding and lm_head q8);
+  // norms and biases stay dense (docs/results.md "Quantized weights").
+  // Decode reads the blocks directly; prefill dequantizes tile by tile. A
+  // quantized model is a different model for cards: its fingerprint covers
+  // the format. nullopt: dense weights.
+  std::optional<weights::BlockFormat> quantized_weights;
 };
 
 // What a model runs with, resolved from the request, the stored dtype and
@@ -87,6 +95,13 @@ RuntimeDTypes ResolveRuntimeDTypes(std::optional<DType> requested, DType stored,
 
 // The compute dtype "auto" picks on this CPU for weights stored as `stored`.
 DType DefaultComputeDType(DType stored);
+
+// Applies a user-facing weights choice (daemon.yaml models.NAME.weights,
+// --weights) to `options`: auto keeps them; f32 / bf16 set compute_dtype;
+// q8 / q4 set quantized_weights (and compute_dtype f32 when unset). Errors:
+// InvalidArgument for f16 (no f16 compute path; the stored f16 weights are
+// used by "auto").
+absl::Status ApplyWeightFormat(weights::WeightFormat format, ModelOptions* options);
 
 class Model {
  public:
@@ -115,8 +130,13 @@ class Model {
   // Dtype of the weight matrices in memory (bf16/f16 with f32 compute: widened
   // in the decode kernels, converted per matrix in prefill).
   DType memory_weights_dtype() const { return memory_weights_dtype_; }
+  // The weight matrices in memory, for logs and AgentInfo.weights_dtype:
+  // "q8" / "q4" when quantized at load (ModelOptions::quantized_weights),
+  // else the name of memory_weights_dtype() ("f32", "bf16", "f16").
+  std::string weights_summary() const;
   // One line for logs and `qkvctl agents`, e.g. "compute f32, weights bf16,
-  // kernels AVX2" plus the note of RuntimeDTypes when the request was changed.
+  // kernels AVX2" (weights "q4 (embedding q8)" when quantized) plus the note
+  // of RuntimeDTypes when the request was changed.
   std::string runtime_summary() const;
   const ModelOptions& options() const { return options_; }
   // Dtype of model.embed_tokens.weight on disk.

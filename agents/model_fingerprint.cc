@@ -90,4 +90,18 @@ absl::StatusOr<ModelFingerprint> ComputeModelFingerprint(const ModelConfig& conf
   return fp;
 }
 
+absl::StatusOr<ModelFingerprint> FingerprintWithWeightFormat(const ModelFingerprint& base,
+                                                             std::string_view format) {
+  std::string input(reinterpret_cast<const char*>(base.bytes.data()), base.bytes.size());
+  input += "qkvshare-weights:";
+  input += format;
+  ModelFingerprint fp;
+  unsigned int len = 0;
+  if (EVP_Digest(input.data(), input.size(), fp.bytes.data(), &len, EVP_sha256(), nullptr) != 1 ||
+      len != fp.bytes.size()) {
+    return absl::InternalError("model fingerprint: SHA-256 failed");
+  }
+  return fp;
+}
+
 }  // namespace qkvshare::agents

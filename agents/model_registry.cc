@@ -10,10 +10,14 @@
 namespace qkvshare::agents {
 namespace {
 
-// "<dtype or auto>[+torch_decode][+huge_pages]".
+// "<dtype or auto>[+torch_decode][+huge_pages][+q8|+q4]".
 std::string OptionsKey(const std::string& dtype, const ModelOptions& options) {
+  std::string quantized;
+  if (options.quantized_weights.has_value()) {
+    quantized = *options.quantized_weights == weights::BlockFormat::kQ8 ? "+q8" : "+q4";
+  }
   return absl::StrCat(dtype, options.decode_kernels ? "" : "+torch_decode",
-                      options.copy_weights_to_huge_pages ? "+huge_pages" : "");
+                      options.copy_weights_to_huge_pages ? "+huge_pages" : "", quantized);
 }
 
 std::string DTypeKey(const std::optional<DType>& dtype) {
@@ -22,7 +26,8 @@ std::string DTypeKey(const std::optional<DType>& dtype) {
 
 bool SameFlags(const ModelOptions& a, const ModelOptions& b) {
   return a.decode_kernels == b.decode_kernels &&
-         a.copy_weights_to_huge_pages == b.copy_weights_to_huge_pages;
+         a.copy_weights_to_huge_pages == b.copy_weights_to_huge_pages &&
+         a.quantized_weights == b.quantized_weights;
 }
 
 }  // namespace

@@ -6,9 +6,17 @@
 // The level comes from, in order: the `level` argument when non-empty, the
 // environment variable QKVSHARE_LOG_LEVEL, else "info". Accepted names:
 // trace, debug, info, warn, error, critical, off.
+//
+// Log injection: every message is written with its control characters
+// escaped (a message cannot start a new line), and client-supplied values
+// (workflow names, labels, status messages that echo a request) go through
+// LogSafe(), which also escapes backslashes and invalid UTF-8 and bounds the
+// length.
 #ifndef QKVSHARE_BASE_LOGGING_H_
 #define QKVSHARE_BASE_LOGGING_H_
 
+#include <cstddef>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -22,6 +30,12 @@ namespace qkvshare {
 // Returns InvalidArgument for an unknown level name; logging then stays at
 // "info".
 absl::Status InitLogging(std::string_view level = {}, bool journald_style = false);
+
+// `text` made safe for one log line: backslash as \\, \n \r \t, other
+// control characters (C0, DEL, C1) and bytes that are not part of valid UTF-8
+// as \xNN; valid UTF-8 otherwise kept. Longer than `max_bytes` of input: the
+// first `max_bytes` (on a character boundary) and "...(+N bytes)".
+std::string LogSafe(std::string_view text, size_t max_bytes = 200);
 
 }  // namespace qkvshare
 

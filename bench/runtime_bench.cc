@@ -35,6 +35,7 @@
 #include "agents/model.h"
 #include "agents/sequence.h"
 #include "base/cpu_info.h"
+#include "bench/bench_util.h"
 
 ABSL_FLAG(std::vector<std::string>, models, {}, "Model directories (comma-separated).");
 ABSL_FLAG(std::vector<std::string>, dtypes, std::vector<std::string>({"auto", "bf16", "f32"}),
@@ -65,6 +66,8 @@ ABSL_FLAG(std::string, clock, "wall",
 namespace qkvshare::agents {
 namespace {
 
+using ::qkvshare::bench::Median;
+
 // Seconds of the --clock: wall time or the calling thread's CPU time.
 struct Clock {
   using time_point = double;
@@ -91,12 +94,6 @@ void Check(const absl::Status& s) {
     std::fprintf(stderr, "runtime_bench: %s\n", s.ToString().c_str());
     std::exit(1);
   }
-}
-
-// Median of the runs (the upper one of the middle pair for an even count).
-double Median(std::vector<double> rates) {
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
 }
 
 // Prefill tokens/s of `n` tokens (one Append, logits of the last position).

@@ -134,7 +134,7 @@ std::vector<v1::AgentInfo> AgentPool::List() const {
     info.set_model(agent->model_name);
     info.set_model_dir(agent->model->dir());
     info.set_dtype(std::string(DTypeName(agent->model->compute_dtype())));
-    info.set_weights_dtype(std::string(DTypeName(agent->model->memory_weights_dtype())));
+    info.set_weights_dtype(agent->model->weights_summary());
     info.set_simd_target(BestSimdTargetName());
     info.set_state(busy_.at(agent.get()) ? "busy" : "idle");
     info.set_kv_cache_bytes(kv_bytes_.at(agent.get()));

@@ -84,7 +84,13 @@ int Main() {
   const absl::Duration grace = absl::Seconds(config->shutdown_grace_seconds);
   absl::StatusOr<std::unique_ptr<ServerCore>> core = ServerCore::Create(*config);
   if (!core.ok()) return Fail(core.status());
-  Server::Options so{config->listen, config->tcp_listen, config->limits.max_message_bytes};
+  Server::Options so;
+  so.listen = config->listen;
+  so.tcp_listen = config->tcp_listen;
+  so.tcp_security = {config->tcp_auth_token_file, config->tcp_tls_cert_file,
+                     config->tcp_tls_key_file};
+  so.max_message_bytes = config->limits.max_message_bytes;
+  so.max_rpc_threads = config->limits.max_rpc_threads;
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(core->get(), so);
   if (!server.ok()) return Fail(server.status());
   std::unique_ptr<MetricsServer> metrics;  // destroyed before the core

@@ -17,7 +17,9 @@ namespace qkvshare::daemon {
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerCore* core, const Options& options) {
   std::unique_ptr<Server> s(new Server(core));
   QKV_ASSIGN_OR_RETURN(s->socket_path_, UnixSocketPath(options.listen));
-  QKV_RETURN_IF_ERROR(PrepareUnixSocketPath(s->socket_path_));
+  bool removed_stale = false;
+  QKV_RETURN_IF_ERROR(PrepareUnixSocketPath(s->socket_path_, &removed_stale));
+  if (removed_stale) spdlog::warn("removed the stale socket {} of a previous run", s->socket_path_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -25,9 +27,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerCore* core, const Op
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials());
   int tcp_port = 0;
   if (!options.tcp_listen.empty()) {
-    builder.AddListeningPort(options.tcp_listen, grpc::InsecureServerCredentials(), &tcp_port);
+    QKV_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> tcp_creds,
+                         TcpServerCredentials(options.tcp_security));
+    builder.AddListeningPort(options.tcp_listen, tcp_creds, &tcp_port);
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  grpc::ResourceQuota quota("qkvshared");
+  quota.SetMaxThreads(options.max_rpc_threads);
+  builder.SetResourceQuota(quota);
   builder.RegisterService(&s->tasks_);
   builder.RegisterService(&s->catalog_);
   builder.RegisterService(&s->cards_);
@@ -48,8 +55,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerCore* core, const Op
   }
   QKV_RETURN_IF_ERROR(SetSocketMode(s->socket_path_, 0660));
   s->SetServing(true);
-  spdlog::info("listening on {}{}", options.listen,
-               options.tcp_listen.empty() ? "" : absl::StrCat(" and ", options.tcp_listen));
+  spdlog::info(
+      "listening on {}{}", options.listen,
+      options.tcp_listen.empty()
+          ? ""
+          : absl::StrCat(" and ", options.tcp_listen, " (bearer token",
+                         options.tcp_security.tls_cert_file.empty() ? ", loopback only" : ", TLS",
+                         ")"));
   return s;
 }
 

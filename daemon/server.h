@@ -3,7 +3,8 @@
 // Server: the gRPC transport of qkvshared. Registers the qkvshare.v1 services
 // over a ServerCore, the standard grpc.health.v1.Health service and server
 // reflection, and listens on the Unix socket (created with mode 0660: group
-// membership is the authorization) plus an optional TCP address.
+// membership is the authorization) plus an optional TCP address (every call
+// needs the bearer token, daemon/tcp_auth.h).
 //
 // Lifecycle: Start() -> SetServing(false) when draining -> Stop() -> destroy.
 // Thread safety: thread-safe.
@@ -19,6 +20,7 @@
 #include "absl/time/time.h"
 #include "daemon/grpc_services.h"
 #include "daemon/server_core.h"
+#include "daemon/tcp_auth.h"
 
 namespace qkvshare::daemon {
 
@@ -27,10 +29,17 @@ class Server {
   struct Options {
     std::string listen;      // unix:/... address (required)
     std::string tcp_listen;  // host:port, empty: none
+    // Token and TLS of the TCP listener (daemon/tcp_auth.h); required with
+    // tcp_listen.
+    TcpSecurity tcp_security;
     int64_t max_message_bytes = 64 << 20;
+    // gRPC server threads (grpc::ResourceQuota::SetMaxThreads); calls
+    // beyond them are RESOURCE_EXHAUSTED.
+    int max_rpc_threads = 256;
   };
 
-  // Errors: InvalidArgument (address), AlreadyExists (another daemon listens
+  // Errors: InvalidArgument (address), TcpServerCredentials' (token file),
+  // AlreadyExists (another daemon listens
   // on the socket), Unavailable (gRPC could not bind), file-system errors.
   static absl::StatusOr<std::unique_ptr<Server>> Start(ServerCore* core, const Options& options);
   ~Server();

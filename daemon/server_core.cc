@@ -4,16 +4,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "base/logging.h"
 #include "base/status_macros.h"
 #include "cachecard/card.h"
 #include "cachecard/flatten.h"
 #include "cachecard/inspect.h"
 #include "daemon/handoff/handoff.h"
+#include "daemon/prompt.h"
+#include "daemon/unix_socket.h"
 #include "daemon/version.h"
 #include "daemon/workflow/executor.h"
 
@@ -43,6 +47,21 @@ BitPolicy FromProto(v1::BitPolicy p, BitPolicy fallback) {
     default:
       return fallback;
   }
+}
+
+// Rejects enum values the daemon does not know (a newer or hostile client
+// sends them as plain integers): they must not silently mean "unset".
+// `where` names the message, e.g. "handoff_override" or "hop 2 handoff".
+absl::Status CheckHandoffEnums(const v1::Handoff& h, const std::string& where) {
+  if (!v1::HandoffMode_IsValid(h.mode())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".mode: unknown HandoffMode value ", static_cast<int>(h.mode())));
+  }
+  if (!v1::BitPolicy_IsValid(h.policy())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".policy: unknown BitPolicy value ", static_cast<int>(h.policy())));
+  }
+  return absl::OkStatus();
 }
 
 // Applies the set fields of `h` over `base`.
@@ -87,6 +106,30 @@ absl::Status ValidateGeneration(const GenerationConfig& g, const std::string& wh
   return absl::OkStatus();
 }
 
+// The directory of the Unix socket (created 0750 when missing): the runtime
+// directory that holds the instance lock, out of other users' reach.
+absl::StatusOr<std::string> RuntimeDirectory(const std::string& listen) {
+  QKV_ASSIGN_OR_RETURN(std::string socket, UnixSocketPath(listen));
+  QKV_RETURN_IF_ERROR(CreateSocketDirectory(socket));
+  const std::string dir = std::filesystem::path(socket).parent_path().string();
+  return dir.empty() ? std::string(".") : dir;
+}
+
+void LogStaleSegments(const std::string& instance, const cachecard::shm::StaleSegments& stale) {
+  if (stale.removed > 0) {
+    spdlog::warn(
+        "card store: removed {} stale segment(s), {} bytes, left by a previous run of "
+        "instance '{}'",
+        stale.removed, stale.bytes, instance);
+  }
+  if (stale.foreign > 0) {
+    spdlog::warn(
+        "card store: left {} name(s) of instance '{}' that this user does not own in "
+        "place, e.g. {}",
+        stale.foreign, instance, stale.foreign_example);
+  }
+}
+
 v1::Summary ToProto(const Stats::Summary& s) {
   v1::Summary out;
   out.set_count(s.count);
@@ -108,22 +151,27 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig conf
   QKV_ASSIGN_OR_RETURN(core->pool_, AgentPool::Create(cfg));
   cachecard::shm::CardStoreOptions so;
   so.instance = cfg.instance;
+  QKV_ASSIGN_OR_RETURN(so.lock_dir, RuntimeDirectory(cfg.listen));
   so.quota_bytes = static_cast<uint64_t>(cfg.card_store.quota_bytes);
   so.ttl = absl::Seconds(cfg.card_store.ttl_seconds);
   Stats* stats_ptr = &core->stats_;
   so.on_evict = [stats_ptr](const cachecard::CardId&) { stats_ptr->Add(Stats::kCardsEvicted); };
   QKV_ASSIGN_OR_RETURN(core->store_, cachecard::shm::CardStore::Create(so));
+  LogStaleSegments(cfg.instance, core->store_->stale_at_start());
   {
     absl::MutexLock lock(&core->mu_);
     core->workflows_ = std::move(workflows);
   }
   core->handoff_ = std::make_unique<Handoff>(core->store_.get(), &core->stats_, cfg.limits);
   ExecutorDeps deps{core->pool_.get(), core->handoff_.get(), &core->stats_,
+                    cfg.limits.max_input_bytes,
                     absl::Seconds(cfg.card_store.kept_ttl_seconds)};
   Stats* stats = &core->stats_;
   TaskManager::Options to{cfg.limits.max_concurrent_tasks, cfg.limits.queue_length,
                           cfg.limits.keep_finished_tasks, cfg.limits.max_paused_tasks,
                           absl::Seconds(cfg.limits.paused_ttl_seconds)};
+  to.max_watchers = cfg.limits.max_watchers;
+  to.max_watchers_per_task = cfg.limits.max_watchers_per_task;
   core->tasks_ = std::make_unique<TaskManager>(
       to, [deps](TaskContext& ctx) { return RunTask(ctx, deps); },
       [stats](const v1::Task& t) {
@@ -135,10 +183,10 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig conf
                          static_cast<double>(t.ended_unix_ms() - t.started_unix_ms()));
         }
         spdlog::info("task {} {} {}: {} hop(s), {} ms{}{}", t.id(),
-                     t.workflow().empty() ? "(inline)" : t.workflow(),
+                     t.workflow().empty() ? "(inline)" : LogSafe(t.workflow()),
                      v1::TaskState_Name(t.state()).substr(11), t.hops_size(),
                      t.started_unix_ms() > 0 ? t.ended_unix_ms() - t.started_unix_ms() : 0,
-                     t.reason().empty() ? "" : ", reason: ", t.reason());
+                     t.reason().empty() ? "" : ", reason: ", LogSafe(t.reason(), 1024));
       });
   core->tasks_->Start();
   return core;
@@ -166,6 +214,7 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
                                                    " bytes; limits.max_input_bytes is ",
                                                    config_.limits.max_input_bytes));
   }
+  QKV_RETURN_IF_ERROR(CheckHandoffEnums(req.handoff_override(), "handoff_override"));
   std::vector<HopConfig> hops;
   std::vector<StepConfig> graph;
   if (req.has_inline_()) {
@@ -179,6 +228,8 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
             absl::StrCat("hop ", i + 1, " instruction: ", p.message()));
       }
       hop.generation = FromProto(h.generation());
+      QKV_RETURN_IF_ERROR(
+          CheckHandoffEnums(h.handoff(), absl::StrCat("inline.hops[", i + 1, "].handoff")));
       hop.handoff = Overlay(config_.handoff, h.handoff());
       hops.push_back(std::move(hop));
     }
@@ -203,18 +254,21 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
   const GenerationConfig task_gen = FromProto(req.generation_override());
   QKV_RETURN_IF_ERROR(ValidateGeneration(task_gen, "generation_override"));
   // A graph's agent steps and parallel branches are hops to resolve.
+  const int64_t input_bytes = static_cast<int64_t>(spec.input.size());
+  int step_number = 0;
   for (const StepConfig& step : graph) {
+    ++step_number;
     ResolvedStep r;
     r.config = step;
     if (!step.agent.empty()) {
       HopConfig h{step.agent, step.instruction, step.generation, step.handoff};
-      QKV_ASSIGN_OR_RETURN(
-          r.hop, ResolveHop(h, task_gen, req.handoff_override(), absl::StrCat("step ", step.name)));
+      QKV_ASSIGN_OR_RETURN(r.hop, ResolveHop(h, task_gen, req.handoff_override(), step_number,
+                                             input_bytes, absl::StrCat("step ", step.name)));
     }
     for (const BranchConfig& b : step.parallel) {
       HopConfig h{b.agent, b.instruction, b.generation, std::nullopt};
       QKV_ASSIGN_OR_RETURN(ResolvedHop branch,
-                           ResolveHop(h, task_gen, req.handoff_override(),
+                           ResolveHop(h, task_gen, req.handoff_override(), step_number, input_bytes,
                                       absl::StrCat("step ", step.name, " branch ", b.name)));
       r.branches.push_back(std::move(branch));
     }
@@ -225,6 +279,7 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
   }
   for (size_t i = 0; i < hops.size(); ++i) {
     QKV_ASSIGN_OR_RETURN(ResolvedHop r, ResolveHop(hops[i], task_gen, req.handoff_override(),
+                                                   static_cast<int>(i) + 1, input_bytes,
                                                    absl::StrCat("hop ", i + 1)));  // 1-based
     spec.hops.push_back(std::move(r));
   }
@@ -239,8 +294,13 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
     std::string prompt = absl::StrReplaceAll(
         first->entry.prompt_template,
         {{"{instruction}", ExpandInstruction(first_hop.instruction, spec.input, "", 1)}});
-    absl::StatusOr<std::vector<int32_t>> ids =
-        first->model->tokenizer()->Encode(first->entry.system + prompt, true);
+    absl::StatusOr<std::vector<int32_t>> ids = EncodeBounded(
+        *first->model->tokenizer(), first->entry.system + prompt, true, first->context_limit);
+    if (ids.status().code() == absl::StatusCode::kOutOfRange) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input is too long: the first prompt is ", ids.status().message(), "; agent '",
+          first->entry.name, "' has a context limit of ", first->context_limit, " tokens"));
+    }
     if (!ids.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("input: ", ids.status().message()));
     }
@@ -258,6 +318,7 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
 absl::StatusOr<ResolvedHop> ServerCore::ResolveHop(const HopConfig& hop,
                                                    const GenerationConfig& task_gen,
                                                    const v1::Handoff& handoff_override,
+                                                   int hop_number, int64_t input_bytes,
                                                    const std::string& where) const {
   const Agent* agent = pool_->Find(hop.agent);
   if (agent == nullptr) {
@@ -272,6 +333,11 @@ absl::StatusOr<ResolvedHop> ServerCore::ResolveHop(const HopConfig& hop,
   QKV_RETURN_IF_ERROR(ValidateGeneration(r.generation, where));
   r.handoff = Overlay(hop.handoff.value_or(config_.handoff), handoff_override);
   QKV_RETURN_IF_ERROR(ValidateHandoff(r.handoff, where + " handoff"));
+  // Sized before anything is expanded ({previous} is not known yet: the
+  // executor checks again with it).
+  QKV_RETURN_IF_ERROR(CheckExpandedPromptBytes(agent->entry.prompt_template, r.instruction,
+                                               input_bytes, 0, hop_number,
+                                               config_.limits.max_input_bytes, where));
   return r;
 }
 
@@ -330,8 +396,8 @@ absl::StatusOr<std::string> ServerCore::SubmitTask(const v1::SubmitTaskRequest& 
   if (!id.ok()) {
     stats_.Add(Stats::kTasksRejected);
     spdlog::info("task rejected ({}): {}",
-                 request.workflow().empty() ? "inline" : request.workflow(),
-                 id.status().ToString());
+                 request.workflow().empty() ? "inline" : LogSafe(request.workflow()),
+                 LogSafe(id.status().ToString(), 1024));
     return id.status();
   }
   stats_.Add(Stats::kTasksSubmitted);

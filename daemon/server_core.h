@@ -96,10 +96,12 @@ class ServerCore {
   explicit ServerCore(DaemonConfig config) : config_(std::move(config)) {}
   absl::StatusOr<TaskSpec> Resolve(const v1::SubmitTaskRequest& request) const;
   // One hop (or graph step, or branch) with agent defaults and the task's
-  // overrides applied and checked; `where` prefixes errors.
+  // overrides applied and checked, its expanded prompt size bounded for an
+  // input of `input_bytes` (hop_number: 1-based, for {hop}); `where`
+  // prefixes errors.
   absl::StatusOr<ResolvedHop> ResolveHop(const HopConfig& hop, const GenerationConfig& task_gen,
-                                         const v1::Handoff& handoff_override,
-                                         const std::string& where) const;
+                                         const v1::Handoff& handoff_override, int hop_number,
+                                         int64_t input_bytes, const std::string& where) const;
   v1::WorkflowInfo::Hop HopInfo(const HopConfig& h) const;
   // Checks request.context_card against the first hop (or graph step) and its
   // agent (stored, same model, fits the context with the first prompt) and

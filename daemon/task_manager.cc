@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -31,6 +32,7 @@ class TaskManager::Record {
   bool pause_requested = false;
   absl::Time pause_expires = absl::InfiniteFuture();
   std::string resume_input;
+  int watchers = 0;       // live Watch() calls
   absl::CondVar changed;  // signalled on every event and at the end
 };
 
@@ -352,6 +354,26 @@ absl::Status TaskManager::Watch(const std::string& id, int64_t from_seq,
                                 const std::function<bool()>& still_wanted) const {
   std::shared_ptr<Record> r = Find(id);
   if (r == nullptr) return absl::NotFoundError(absl::StrCat("no task '", id, "'"));
+  {
+    absl::MutexLock lock(&mu_);
+    if (watchers_ >= options_.max_watchers) {
+      return absl::ResourceExhaustedError(absl::StrCat("too many watchers: ", watchers_,
+                                                       " streams watch tasks (limit ",
+                                                       options_.max_watchers, ")"));
+    }
+    if (r->watchers >= options_.max_watchers_per_task) {
+      return absl::ResourceExhaustedError(absl::StrCat("too many watchers of task ", id, ": ",
+                                                       r->watchers, " (limit ",
+                                                       options_.max_watchers_per_task, ")"));
+    }
+    ++watchers_;
+    ++r->watchers;
+  }
+  absl::Cleanup release = [this, r] {
+    absl::MutexLock lock(&mu_);
+    --watchers_;
+    --r->watchers;
+  };
   int64_t next = std::max<int64_t>(0, from_seq);
   while (true) {
     std::vector<v1::TaskEvent> batch;

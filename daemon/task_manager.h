@@ -49,6 +49,10 @@ class TaskManager {
     int keep_finished = 256;                     // ended tasks kept for GetTask/WatchTask
     int max_paused = 16;                         // PAUSED tasks at once (limits.max_paused_tasks)
     absl::Duration paused_ttl = absl::Hours(1);  // then FAILED (limits.paused_ttl_seconds)
+    // Concurrent Watch() calls (each holds a gRPC thread): in total, and
+    // on one task.
+    int max_watchers = 256;
+    int max_watchers_per_task = 32;
   };
 
   // Called once per ended task with its final record (for stats and logs).
@@ -83,7 +87,8 @@ class TaskManager {
   // until the task's final event has been sent (returns OK), `send` returns
   // false (the watcher went away: returns Cancelled) or `still_wanted`
   // returns false (checked at least every 100 ms). `send` runs without locks
-  // held. Errors: NotFound.
+  // held. Errors: NotFound; ResourceExhausted beyond
+  // Options::max_watchers in total or max_watchers_per_task on this task.
   absl::Status Watch(const std::string& id, int64_t from_seq,
                      const std::function<bool(const v1::TaskEvent&)>& send,
                      const std::function<bool()>& still_wanted) const;
@@ -124,6 +129,7 @@ class TaskManager {
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   int paused_ ABSL_GUARDED_BY(mu_) = 0;  // tasks holding a pause slot
+  mutable int watchers_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<std::shared_ptr<Record>> queue_ ABSL_GUARDED_BY(mu_);
   // All kept tasks by id, and ended ids in end order (for eviction).
   std::map<std::string, std::shared_ptr<Record>> tasks_ ABSL_GUARDED_BY(mu_);

@@ -3,9 +3,11 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace qkvshare::daemon {
@@ -87,6 +89,55 @@ TEST(TaskManagerTest, RunsTasksAndRecordsEventsAndResults) {
   m.Shutdown(absl::Seconds(1));
   ASSERT_EQ(ended.size(), 1u);
   EXPECT_EQ(ended[0].id(), id);
+}
+
+// Issue 18 item 7: watchers are capped per task and in total.
+TEST(TaskManagerTest, WatcherCapsAreResourceExhausted) {
+  TaskManager::Options options{1, 4, 16};
+  options.max_watchers = 3;
+  options.max_watchers_per_task = 2;
+  TaskManager m(options, FakeRun);
+  m.Start();
+  const std::string a = m.Submit(Spec("block")).value();
+  const std::string b = m.Submit(Spec("block")).value();
+  std::atomic<bool> stop{false};
+  auto watch = [&](const std::string& id) {
+    return m.Watch(
+        id, 0, [](const v1::TaskEvent&) { return true; }, [&] { return !stop.load(); });
+  };
+  std::vector<std::thread> watchers;
+  for (int i = 0; i < 2; ++i) watchers.emplace_back([&] { watch(a); });
+  // A third watcher of `a` is refused once both are registered.
+  absl::Status third;
+  std::atomic<bool> never{false};
+  for (absl::Time end = absl::Now() + absl::Seconds(20); absl::Now() < end;
+       absl::SleepFor(absl::Milliseconds(2))) {
+    third = m.Watch(
+        a, 0, [](const v1::TaskEvent&) { return true; }, [&] { return never.load(); });
+    if (third.code() == absl::StatusCode::kResourceExhausted) break;
+  }
+  EXPECT_EQ(third.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(third.message()), ::testing::HasSubstr("too many watchers of task"));
+  watchers.emplace_back([&] { watch(b); });  // the third in total
+  absl::Status fourth;
+  for (absl::Time end = absl::Now() + absl::Seconds(20); absl::Now() < end;
+       absl::SleepFor(absl::Milliseconds(2))) {
+    fourth = m.Watch(
+        b, 0, [](const v1::TaskEvent&) { return true; }, [&] { return never.load(); });
+    if (fourth.code() == absl::StatusCode::kResourceExhausted) break;
+  }
+  EXPECT_EQ(fourth.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(fourth.message()), ::testing::HasSubstr("limit 3"));
+  stop = true;
+  for (std::thread& t : watchers) t.join();
+  // Released: a watcher is accepted again (and ends: still_wanted is false).
+  EXPECT_EQ(m.Watch(
+                 a, 0, [](const v1::TaskEvent&) { return true; }, [] { return false; })
+                .code(),
+            absl::StatusCode::kCancelled);
+  m.Cancel(a, "done").IgnoreError();
+  m.Cancel(b, "done").IgnoreError();
+  m.Shutdown(absl::Seconds(1));
 }
 
 TEST(TaskManagerTest, FailureCarriesReason) {

@@ -48,7 +48,7 @@ bool SomeoneListens(const std::string& path) {
 
 }  // namespace
 
-absl::Status PrepareUnixSocketPath(const std::string& path) {
+absl::Status CreateSocketDirectory(const std::string& path) {
   std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty() && !std::filesystem::exists(parent)) {
     std::error_code ec;
@@ -59,6 +59,12 @@ absl::Status PrepareUnixSocketPath(const std::string& path) {
     }
     chmod(parent.c_str(), 0750);
   }
+  return absl::OkStatus();
+}
+
+absl::Status PrepareUnixSocketPath(const std::string& path, bool* removed_stale) {
+  if (removed_stale != nullptr) *removed_stale = false;
+  if (absl::Status s = CreateSocketDirectory(path); !s.ok()) return s;
   struct stat st;
   if (lstat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return absl::OkStatus();
@@ -76,6 +82,7 @@ absl::Status PrepareUnixSocketPath(const std::string& path) {
     return absl::PermissionDeniedError(
         absl::StrCat("cannot remove stale socket ", path, ": ", strerror(errno)));
   }
+  if (removed_stale != nullptr) *removed_stale = true;
   return absl::OkStatus();
 }
 

@@ -24,7 +24,12 @@ absl::StatusOr<std::string> UnixSocketPath(const std::string& address);
 // returns AlreadyExists naming the path; a stale socket file is removed.
 // Errors: FailedPrecondition when `path` exists and is not a socket;
 // PermissionDenied / Internal from the file system.
-absl::Status PrepareUnixSocketPath(const std::string& path);
+// `removed_stale` (may be null) is set when a stale socket was removed.
+absl::Status PrepareUnixSocketPath(const std::string& path, bool* removed_stale = nullptr);
+
+// Creates the socket's parent directory (mode 0750) when missing.
+// Errors: PermissionDenied naming the directory.
+absl::Status CreateSocketDirectory(const std::string& path);
 
 // chmod(path, mode). Errors: Internal with errno text.
 absl::Status SetSocketMode(const std::string& path, mode_t mode);

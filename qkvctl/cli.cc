@@ -1,13 +1,19 @@
 #include "qkvctl/cli.h"
 
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "base/status_macros.h"
 #include "daemon/version.h"
 #include "qkvctl/card_commands.h"
+#include "qkvctl/client.h"
 #include "qkvctl/commands.h"
 #include "qkvctl/connection.h"
 #include "qkvctl/exit_codes.h"
@@ -22,7 +28,31 @@ constexpr char kDescription[] =
 std::string Footer() {
   return absl::StrCat("\nEnvironment:\n  ", kAddressEnv,
                       "  daemon address when --addr is not given (default ", kDefaultAddress,
-                      ")\n\n", ExitCodeHelp());
+                      ")\n  ", kTokenEnv, "  bearer token for a TCP listener (else --token_file / ",
+                      kTokenFileEnv, ")\n  ", kTlsCaFileEnv, "  as --tls_ca_file\n\n",
+                      ExitCodeHelp());
+}
+
+// The token (--token_file, else $QKVSHARE_TOKEN) and TLS CA file into
+// `options`. Errors: InvalidArgument naming the file that cannot be read.
+absl::Status ReadCredentials(const std::string& token_file, const std::string& tls_ca_file,
+                             Client::Options* options) {
+  auto read = [](const std::string& path, std::string* out) {
+    std::ifstream in(path);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
+    std::ostringstream text;
+    text << in.rdbuf();
+    *out = text.str();
+    return absl::OkStatus();
+  };
+  if (!token_file.empty()) {
+    QKV_RETURN_IF_ERROR(read(token_file, &options->token));
+  } else if (const char* env = std::getenv(kTokenEnv); env != nullptr) {
+    options->token = env;
+  }
+  options->token = std::string(absl::StripAsciiWhitespace(options->token));
+  if (!tls_ca_file.empty()) QKV_RETURN_IF_ERROR(read(tls_ca_file, &options->tls_ca_pem));
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -56,6 +86,12 @@ int RunQkvctl(const std::vector<std::string>& args, std::ostream& out, std::ostr
   double timeout_s = 30;
   app.add_option("--addr", addr, "Daemon address: unix:///path.sock, /path.sock or host:port")
       ->envname(kAddressEnv);
+  std::string token_file, tls_ca_file;
+  app.add_option("--token_file", token_file,
+                 "File holding the bearer token of a TCP listener (tcp_auth_token_file)")
+      ->envname(kTokenFileEnv);
+  app.add_option("--tls_ca_file", tls_ca_file, "PEM CA certificates of a TLS TCP listener")
+      ->envname(kTlsCaFileEnv);
   app.add_flag("--json", json, "Print machine-readable JSON (JSON Lines for task streams)");
   app.add_option("--timeout", timeout_s, "Deadline of each request, seconds")->check(kPositive);
 
@@ -153,6 +189,10 @@ int RunQkvctl(const std::vector<std::string>& args, std::ostream& out, std::ostr
   Client::Options options;
   options.address = ResolveAddress(addr, "");
   options.rpc_timeout = absl::Seconds(timeout_s);
+  if (absl::Status s = ReadCredentials(token_file, tls_ca_file, &options); !s.ok()) {
+    err << "qkvctl: " << s.message() << "\n";
+    return kExitUsage;
+  }
   Session session(options, json, out, err);
 
   if (*submit) {

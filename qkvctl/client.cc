@@ -2,9 +2,13 @@
 
 #include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/client_interceptor.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -21,6 +25,49 @@ namespace {
 void SilenceGrpcLogs() {
   if (std::getenv("GRPC_VERBOSITY") != nullptr) return;
   gpr_set_log_function([](gpr_log_func_args*) {});
+}
+
+// Adds "authorization: Bearer <token>" to every call's initial metadata.
+class BearerTokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerTokenInterceptor(const std::string* value) : value_(value) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *value_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* value_;
+};
+
+class BearerTokenInterceptorFactory final
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerTokenInterceptorFactory(const std::string& token)
+      : value_(absl::StrCat("Bearer ", token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new BearerTokenInterceptor(&value_);
+  }
+
+ private:
+  const std::string value_;
+};
+
+// Unix sockets: plaintext (the socket's group is the authorization). TCP:
+// TLS with the given CA, else gRPC local credentials (loopback only), as
+// the daemon's TCP listener expects.
+std::shared_ptr<grpc::ChannelCredentials> CredentialsFor(const Client::Options& options) {
+  if (!UnixSocketPathOf(options.address).empty()) return grpc::InsecureChannelCredentials();
+  if (!options.tls_ca_pem.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_ca_pem;
+    return grpc::SslCredentials(ssl);
+  }
+  return grpc::experimental::LocalCredentials(LOCAL_TCP);
 }
 
 std::chrono::system_clock::time_point Deadline(absl::Duration d) {
@@ -41,8 +88,12 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const Options& options) 
   SilenceGrpcLogs();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_receive_bytes);
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  if (!options.token.empty()) {
+    interceptors.push_back(std::make_unique<BearerTokenInterceptorFactory>(options.token));
+  }
+  std::shared_ptr<grpc::Channel> channel = grpc::experimental::CreateCustomChannelWithInterceptors(
+      options.address, CredentialsFor(options), args, std::move(interceptors));
   auto deadline = Deadline(options.connect_timeout);
   // One attempt: a failed connection (TRANSIENT_FAILURE) is reported at once
   // instead of waiting out gRPC's reconnect backoff.

@@ -48,6 +48,12 @@ class Client {
     absl::Duration rpc_timeout = absl::Seconds(30);
     // Largest message accepted (card chunks, task listings).
     int max_receive_bytes = 64 << 20;
+    // Bearer token sent on every call ("authorization: Bearer <token>"), for
+    // a daemon's TCP listener (tcp_auth_token_file); empty: none.
+    std::string token;
+    // PEM CA certificates for a TLS TCP listener; empty: a TCP address is
+    // reached over gRPC local (loopback) credentials.
+    std::string tls_ca_pem;
   };
 
   // Opens the channel and waits until it is ready. Errors: Unavailable with

@@ -19,6 +19,11 @@ namespace qkvshare::qkvctl {
 inline constexpr char kDefaultAddress[] = "unix:///run/qkvshare/qkvshared.sock";
 // Environment variable that overrides the default (but not --addr).
 inline constexpr char kAddressEnv[] = "QKVSHARE_ADDR";
+// The bearer token of a TCP listener, or a file holding it (--token_file),
+// and the CA file of a TLS one (--tls_ca_file).
+inline constexpr char kTokenEnv[] = "QKVSHARE_TOKEN";
+inline constexpr char kTokenFileEnv[] = "QKVSHARE_TOKEN_FILE";
+inline constexpr char kTlsCaFileEnv[] = "QKVSHARE_TLS_CA_FILE";
 
 // The address to use: `flag` if non-empty, else `env` if non-empty, else
 // kDefaultAddress. A bare absolute path ("/run/x.sock") becomes "unix:///run/x.sock";

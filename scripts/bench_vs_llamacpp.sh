@@ -106,7 +106,10 @@ echo
 /usr/bin/python3 - "$raw" <<'EOF'
 import collections, csv, statistics, sys
 rows = collections.OrderedDict()
-for label, pp, tg in csv.reader(open(sys.argv[1])):
+for line in open(sys.argv[1]):
+    # The label may hold commas ("bf16 checkpoint, dtype auto"): the two
+    # numbers are the last two fields.
+    label, pp, tg = line.rstrip("\n").rsplit(",", 2)
     r = rows.setdefault(label, ([], []))
     if pp: r[0].append(float(pp))
     if tg: r[1].append(float(tg))

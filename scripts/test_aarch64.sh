@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 # ---- packages (apt only when something is missing, as scripts/setup.sh) ------
 HOST_PACKAGES=(g++-aarch64-linux-gnu qemu-user-static)
 ARM64_PACKAGES=(libabsl-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64 libhwy-dev:arm64
-  libxxhash-dev:arm64)
+  libxxhash-dev:arm64 libssl-dev:arm64)
 missing=()
 for p in "${HOST_PACKAGES[@]}" "${ARM64_PACKAGES[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -1,9 +1,16 @@
 // End-to-end tests of qkvshared: a real daemon process on the bundled
 // stories260K model, driven through its gRPC API.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/credentials.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -11,6 +18,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "agents/testing/random_llama.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -144,6 +153,115 @@ TEST_F(StoryDaemonTest, StatusCodes) {
   EXPECT_EQ(daemon_->tasks().GetTask(&ctx, g, &t).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// Issue 18 items 1, 3, 4: hostile requests are rejected quickly with
+// INVALID_ARGUMENT naming the field, and client strings cannot forge log
+// lines.
+TEST_F(StoryDaemonTest, HostileRequestsAreRejectedCheaply) {
+  std::string msg;
+  // Unknown enum values are not "unset".
+  v1::SubmitTaskRequest mode = Submit("story_card4");
+  mode.mutable_handoff_override()->set_mode(static_cast<v1::HandoffMode>(99));
+  EXPECT_EQ(SubmitCode(*daemon_, mode, &msg), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(msg, HasSubstr("handoff_override.mode: unknown HandoffMode value 99"));
+  v1::SubmitTaskRequest policy = Submit("story_card4");
+  policy.mutable_handoff_override()->set_policy(static_cast<v1::BitPolicy>(77));
+  EXPECT_EQ(SubmitCode(*daemon_, policy, &msg), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(msg, HasSubstr("handoff_override.policy: unknown BitPolicy value 77"));
+  v1::SubmitTaskRequest hop_mode;
+  hop_mode.set_input("x");
+  for (int i = 0; i < 2; ++i) hop_mode.mutable_inline_()->add_hops()->set_agent("writer");
+  hop_mode.mutable_inline_()->mutable_hops(1)->mutable_handoff()->set_mode(
+      static_cast<v1::HandoffMode>(-5));
+  EXPECT_EQ(SubmitCode(*daemon_, hop_mode, &msg), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(msg, HasSubstr("inline.hops[2].handoff.mode: unknown HandoffMode value -5"));
+
+  // A template bomb: {input} x 8000 of a ~1 MiB input (8 GiB expanded).
+  v1::SubmitTaskRequest bomb;
+  bomb.set_input(std::string((1 << 20) - 16, 'a'));
+  v1::HopSpec* h = bomb.mutable_inline_()->add_hops();
+  h->set_agent("writer");
+  for (int i = 0; i < 8000; ++i) *h->mutable_instruction() += "{input}";
+  absl::Time t0 = absl::Now();
+  EXPECT_EQ(SubmitCode(*daemon_, bomb, &msg), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(1));
+  EXPECT_THAT(msg, HasSubstr("{input} x8000"));
+  EXPECT_THAT(msg, HasSubstr("limits.max_input_bytes is 1048576"));
+
+  // A long input within max_input_bytes is tokenized only as far as the
+  // context limit needs.
+  std::string long_input;
+  while (long_input.size() < 1000000) long_input += "Lily saw a dog. ";
+  t0 = absl::Now();
+  EXPECT_EQ(SubmitCode(*daemon_, Submit("story_card4", long_input), &msg),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
+  EXPECT_THAT(msg, HasSubstr("more than 512 tokens"));
+
+  // A name with a newline cannot forge a log line.
+  EXPECT_EQ(SubmitCode(*daemon_, Submit("w\n[critical] forged"), &msg),
+            grpc::StatusCode::NOT_FOUND);
+  absl::SleepFor(absl::Milliseconds(100));  // the log line is written after the reply
+  const std::string log = daemon_->Log();
+  EXPECT_THAT(log, HasSubstr("task rejected (w\\n[critical] forged)"));
+  EXPECT_THAT(log, ::testing::Not(HasSubstr("\n[critical] forged")));
+}
+
+// A free loopback TCP port (bound and released).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+// Issue 18 item 6: the TCP listener wants the bearer token (UNAUTHENTICATED
+// without it or with another), the Unix socket does not.
+TEST(DaemonTcpTest, TcpNeedsTheBearerToken) {
+  char tmpl[] = "/tmp/qkvtokXXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string token_file = std::string(tmpl) + "/token";
+  const std::string token = "s3cret-token-0123456789";
+  std::ofstream(token_file) << token << "\n";
+  ASSERT_EQ(chmod(token_file.c_str(), 0600), 0);
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  const std::string tcp = absl::StrCat("127.0.0.1:", port);
+  auto d = DaemonProcess::Start(
+      DaemonProcess::StoriesConfig(
+          8, absl::StrCat("tcp_listen: ", tcp, "\ntcp_auth_token_file: ", token_file, "\n")),
+      {});
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto channel = grpc::CreateChannel(tcp, grpc::experimental::LocalCredentials(LOCAL_TCP));
+  auto admin = v1::AdminService::NewStub(channel);
+  auto call = [&](const std::string& authorization) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
+    v1::Status status;
+    return admin->GetStatus(&ctx, v1::GetStatusRequest(), &status);
+  };
+  grpc::Status none = call("");
+  EXPECT_EQ(none.error_code(), grpc::StatusCode::UNAUTHENTICATED) << none.error_message();
+  EXPECT_THAT(none.error_message(), HasSubstr("Bearer"));
+  EXPECT_EQ(call("Bearer wrong-token-0123456789").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  grpc::Status ok = call("Bearer " + token);
+  EXPECT_TRUE(ok.ok()) << ok.error_message();
+  // The Unix socket needs no token.
+  grpc::ClientContext ctx;
+  v1::Status status;
+  EXPECT_TRUE((*d)->admin().GetStatus(&ctx, v1::GetStatusRequest(), &status).ok());
+  EXPECT_EQ((*d)->SignalAndWait(SIGTERM), 0) << (*d)->Log();
+  std::filesystem::remove_all(tmpl);
+}
+
 // A hop whose instruction does not fit its agent's context fails the task
 // with a reason naming the hop; the next task runs normally.
 TEST_F(StoryDaemonTest, HopOverContextLimitFailsTheTaskWithAReason) {
@@ -201,8 +319,12 @@ TEST_F(StoryDaemonTest, EachStopReasonOnACaseThatProducesIt) {
     const v1::HopResult& hop = t->hops(0);
     EXPECT_EQ(hop.stop(), c.want) << c.text << ": " << hop.stop_reason();
     EXPECT_EQ(hop.stop_reason(), c.text);
-    if (c.want == v1::STOP_REASON_MAX_NEW_TOKENS) EXPECT_EQ(hop.generated_tokens(), 5);
-    if (c.want == v1::STOP_REASON_STOP_STRING) EXPECT_EQ(hop.output().find('.'), std::string::npos);
+    if (c.want == v1::STOP_REASON_MAX_NEW_TOKENS) {
+      EXPECT_EQ(hop.generated_tokens(), 5);
+    }
+    if (c.want == v1::STOP_REASON_STOP_STRING) {
+      EXPECT_EQ(hop.output().find('.'), std::string::npos);
+    }
     if (c.want == v1::STOP_REASON_CONTEXT_FULL) {
       EXPECT_GE(hop.prefill_tokens() + hop.generated_tokens(), 512) << hop.prefill_tokens();
     }
@@ -249,7 +371,7 @@ TEST_F(StoryDaemonTest, ReloadWorkflows) {
   s = daemon_->catalog().ReloadWorkflows(&ctx_utf8, v1::ReloadWorkflowsRequest(), &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(),
-              HasSubstr("zz_extra.yaml:3:35: hops[0].instruction: text is not valid UTF-8"));
+              HasSubstr("zz_extra.yaml:3:34: hops[0].instruction: text is not valid UTF-8"));
   const std::vector<std::string> kept = WorkflowNames(*daemon_);
   EXPECT_EQ(kept.size(), 5u);
   EXPECT_NE(std::find(kept.begin(), kept.end(), "extra"), kept.end());

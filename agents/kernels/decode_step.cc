@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "agents/kernels/matvec.h"
+#include "agents/kernels/matvec_quant.h"
 
 namespace qkvshare::agents::kernels {
 namespace {
@@ -19,11 +20,12 @@ struct Segment {
   const float* bias;
 };
 
-// Y[t, r] for fused rows r in [0, total) over several matrices sharing the
-// n input vectors X[t] (row stride x_stride); Y rows have stride y_stride.
-void FusedMatMul(std::initializer_list<Segment> segments, DType dtype, int64_t cols, const float* x,
-                 int64_t x_stride, int64_t n, float* y, int64_t y_stride,
-                 const ParallelFor& parallel_for) {
+// Y[t, r] for fused rows r in [0, total) over several matrices (all of one
+// encoding) sharing the n input vectors X[t] (row stride x_stride); Y rows
+// have stride y_stride.
+void FusedMatMul(std::initializer_list<Segment> segments, DType dtype, MatrixEncoding encoding,
+                 int64_t cols, const float* x, int64_t x_stride, int64_t n, float* y,
+                 int64_t y_stride, const ParallelFor& parallel_for) {
   const Segment* segs = segments.begin();
   const size_t count = segments.size();
   const int64_t total = segs[count - 1].end;
@@ -32,13 +34,51 @@ void FusedMatMul(std::initializer_list<Segment> segments, DType dtype, int64_t c
       const int64_t lo = std::max(b, segs[s].begin), hi = std::min(e, segs[s].end);
       if (lo >= hi) continue;
       const int64_t off = segs[s].begin;
-      MatMulRows(segs[s].w, dtype, cols, x, x_stride, n, segs[s].bias, y + off, y_stride, lo - off,
-                 hi - off);
+      MatMulEncodedRows(segs[s].w, dtype, encoding, cols, x, x_stride, n, segs[s].bias, y + off,
+                        y_stride, lo - off, hi - off);
     }
   });
 }
 
+// Row `token` of the embedding, as fp32 [hidden] in out.
+void EmbeddingRow(const DecodeWeights& w, int32_t token, float* out) {
+  const int64_t D = w.hidden;
+  switch (w.embed_encoding) {
+    case MatrixEncoding::kDense:
+      WidenToF32(static_cast<const char*>(w.embed) + token * D * DTypeSize(w.weight_dtype),
+                 w.weight_dtype, out, D);
+      return;
+    case MatrixEncoding::kQ8:
+      DequantizeQ8Rows(static_cast<const weights::BlockQ8*>(w.embed), D, token, token + 1, out);
+      return;
+    case MatrixEncoding::kQ4:
+      DequantizeQ4Rows(static_cast<const weights::BlockQ4*>(w.embed), D, token, token + 1, out);
+      return;
+  }
+}
+
 }  // namespace
+
+void MatMulEncodedRows(const void* w, DType dtype, MatrixEncoding encoding, int64_t cols,
+                       const float* x, int64_t x_stride, int64_t n, const float* bias, float* y,
+                       int64_t y_stride, int64_t begin, int64_t end) {
+  if (encoding == MatrixEncoding::kDense) {
+    MatMulRows(w, dtype, cols, x, x_stride, n, bias, y, y_stride, begin, end);
+    return;
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * x_stride;
+    float* yt = y + t * y_stride;
+    if (encoding == MatrixEncoding::kQ8) {
+      MatVecQ8Rows(static_cast<const weights::BlockQ8*>(w), cols, xt, yt, begin, end);
+    } else {
+      MatVecQ4Rows(static_cast<const weights::BlockQ4*>(w), cols, xt, yt, begin, end);
+    }
+    if (bias != nullptr) {
+      for (int64_t r = begin; r < end; ++r) yt[r] += bias[r];
+    }
+  }
+}
 
 void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScratch& s,
                 float* logits, AttentionRecorder* recorder, const ParallelFor& parallel_for) {
@@ -66,10 +106,8 @@ void DecodeChunk(const DecodeWeights& w, const int32_t* tokens, int64_t n, KvCac
       recorder == nullptr ? n : n - std::min<int64_t>(n, recorder->window());
   if (recorder != nullptr) s.avg.resize((n - first_recorded) * KV * ctx_max);
 
-  for (int64_t t = 0; t < n; ++t) {  // embedding rows, widened to fp32
-    WidenToF32(static_cast<const char*>(w.embed) + tokens[t] * D * DTypeSize(wt), wt,
-               s.x.data() + t * D, D);
-  }
+  for (int64_t t = 0; t < n; ++t) EmbeddingRow(w, tokens[t], s.x.data() + t * D);
+  const MatrixEncoding le = w.layer_encoding;
   const int64_t head_stride = cache.head_stride();
 
   for (size_t l = 0; l < w.layers.size(); ++l) {
@@ -79,7 +117,7 @@ void DecodeChunk(const DecodeWeights& w, const int32_t* tokens, int64_t n, KvCac
     }
     FusedMatMul(
         {{0, QD, L.q, L.q_bias}, {QD, QD + KVD, L.k, L.k_bias}, {QD + KVD, QKV, L.v, L.v_bias}}, wt,
-        D, s.h.data(), D, n, s.qkv.data(), QKV, parallel_for);
+        le, D, s.h.data(), D, n, s.qkv.data(), QKV, parallel_for);
     char* kc = static_cast<char*>(cache.k_data(static_cast<int>(l)));
     char* vc = static_cast<char*>(cache.v_data(static_cast<int>(l)));
     for (int64_t t = 0; t < n; ++t) {
@@ -121,20 +159,20 @@ void DecodeChunk(const DecodeWeights& w, const int32_t* tokens, int64_t n, KvCac
       recorder->AddRows(static_cast<int>(l), pos0 + t, 1,
                         s.avg.data() + (t - first_recorded) * KV * ctx_max, ctx_max);
     }
-    FusedMatMul({{0, D, L.o, L.o_bias}}, wt, QD, s.attn.data(), QD, n, s.tmp.data(), D,
+    FusedMatMul({{0, D, L.o, L.o_bias}}, wt, le, QD, s.attn.data(), QD, n, s.tmp.data(), D,
                 parallel_for);
     AddInPlace(s.x.data(), s.tmp.data(), n * D);
 
     for (int64_t t = 0; t < n; ++t) {
       RmsNorm(s.x.data() + t * D, L.post_norm, w.rms_norm_eps, D, s.h.data() + t * D);
     }
-    FusedMatMul({{0, I, L.gate, L.gate_bias}, {I, 2 * I, L.up, L.up_bias}}, wt, D, s.h.data(), D, n,
-                s.mlp.data(), 2 * I, parallel_for);
+    FusedMatMul({{0, I, L.gate, L.gate_bias}, {I, 2 * I, L.up, L.up_bias}}, wt, le, D, s.h.data(),
+                D, n, s.mlp.data(), 2 * I, parallel_for);
     for (int64_t t = 0; t < n; ++t) {
       float* m = s.mlp.data() + t * 2 * I;
       SwiGlu(m, m + I, I, m);
     }
-    FusedMatMul({{0, D, L.down, L.down_bias}}, wt, I, s.mlp.data(), 2 * I, n, s.tmp.data(), D,
+    FusedMatMul({{0, D, L.down, L.down_bias}}, wt, le, I, s.mlp.data(), 2 * I, n, s.tmp.data(), D,
                 parallel_for);
     AddInPlace(s.x.data(), s.tmp.data(), n * D);
   }
@@ -143,8 +181,8 @@ void DecodeChunk(const DecodeWeights& w, const int32_t* tokens, int64_t n, KvCac
   for (int64_t t = first; t < n; ++t) {
     RmsNorm(s.x.data() + t * D, w.final_norm, w.rms_norm_eps, D, s.h.data() + t * D);
   }
-  FusedMatMul({{0, w.vocab, w.lm_head, nullptr}}, wt, D, s.h.data() + first * D, D, n - first,
-              logits, w.vocab, parallel_for);
+  FusedMatMul({{0, w.vocab, w.lm_head, nullptr}}, wt, w.embed_encoding, D, s.h.data() + first * D,
+              D, n - first, logits, w.vocab, parallel_for);
 }
 
 }  // namespace qkvshare::agents::kernels

@@ -9,9 +9,10 @@
 //   RMSNorm, q/k/v = W x (+ b), RoPE (rotate_half, position = cache length),
 //   K/V appended to the KvCache, GQA softmax attention over the cache, o_proj,
 //   residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm and lm_head.
-// Activations are fp32 throughout; weights are F32, BF16 or F16 and the KV
-// cache F32, BF16 or F16, independently (widened exactly in registers by the
-// Highway kernels of matvec.h); sums in fp32.
+// Activations are fp32 throughout; weights are F32, BF16 or F16 (or q8 / q4
+// blocks, matvec_quant.h) and the KV cache F32, BF16 or F16, independently
+// (widened exactly in registers by the Highway kernels of matvec.h); sums in
+// fp32.
 //
 // Parallelism: each matrix-vector product (q/k/v fused into one pass, gate/up
 // fused) and the attention heads are split across threads with the caller's
@@ -54,9 +55,17 @@ struct DecodeLayerWeights {
   const float* post_norm = nullptr;   // [D]
 };
 
+// How matrices are stored: dense in DecodeWeights::weight_dtype, or in the
+// q8 / q4 blocks of agents/weights/block_formats.h (BlocksPerRow(cols)
+// blocks per row, row-major).
+enum class MatrixEncoding : uint8_t { kDense, kQ8, kQ4 };
+
 struct DecodeWeights {
-  DType weight_dtype = DType::kF32;  // of every matrix and the embedding
-  DType kv_dtype = DType::kF32;      // of the KV cache
+  DType weight_dtype = DType::kF32;  // of every dense matrix and the embedding
+  // Encoding of the layers' projections, and of the embedding and lm_head.
+  MatrixEncoding layer_encoding = MatrixEncoding::kDense;
+  MatrixEncoding embed_encoding = MatrixEncoding::kDense;
+  DType kv_dtype = DType::kF32;  // of the KV cache
   int hidden = 0;
   int intermediate = 0;
   int num_heads = 0;
@@ -93,14 +102,22 @@ using ParallelFor =
 void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScratch& scratch,
                 float* logits, AttentionRecorder* recorder, const ParallelFor& parallel_for);
 
+// MatMulRows (matvec.h) over a matrix of any encoding: Y[t, r] = W[r] . X[t]
+// (+ bias[r]) for the n fp32 vectors X[t] of [cols] (stride x_stride), rows
+// r in [row_begin, row_end) of Y (stride y_stride, indexed by absolute row).
+// w: dense [rows, cols] in `dtype`, or q8 / q4 blocks (`dtype` unused; the
+// block kernels of matvec_quant.h run once per vector over the same rows).
+void MatMulEncodedRows(const void* w, DType dtype, MatrixEncoding encoding, int64_t cols,
+                       const float* x, int64_t x_stride, int64_t n, const float* bias, float* y,
+                       int64_t y_stride, int64_t row_begin, int64_t row_end);
+
 // A short chunk (a few to a few dozen tokens, e.g. a receiver's instruction
 // after a card inject) through the same kernels: tokens[0 .. n) at positions
-// cache.length() .. + n - 1, causal; every weight row is read once for all n
-// tokens (MatMulRows). Logits: none when `logits` is null, else of the last
-// token ([vocab]) or, with all_logits, of every token ([n, vocab]). Same
-// contract as DecodeStep otherwise (which is n == 1).
-// REQUIRES: n >= 1, cache.capacity() >= cache.length() + n,
-// cache.length() + n <= w.rope_positions.
+// cache.length() .. + n - 1, causal; every dense weight row is read once for
+// all n tokens (MatMulRows; q8 / q4 rows once per token, while in cache). Logits: none when
+// `logits` is null, else of the last token ([vocab]) or, with all_logits, of every token ([n,
+// vocab]). Same contract as DecodeStep otherwise (which is n == 1). REQUIRES: n >= 1,
+// cache.capacity() >= cache.length() + n, cache.length() + n <= w.rope_positions.
 void DecodeChunk(const DecodeWeights& w, const int32_t* tokens, int64_t n, KvCache& cache,
                  DecodeScratch& scratch, float* logits, bool all_logits,
                  AttentionRecorder* recorder, const ParallelFor& parallel_for);

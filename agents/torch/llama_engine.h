@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -35,6 +36,7 @@
 #include "agents/logits.h"
 #include "agents/model_config.h"
 #include "agents/safetensors.h"
+#include "agents/weights/quantized_matrix.h"
 #include "base/dtype.h"
 
 namespace qkvshare::agents::internal {
@@ -52,6 +54,11 @@ struct EngineOptions {
   // Copy every weight into anonymous memory backed by transparent huge pages
   // instead of viewing the file mapping (see ModelOptions).
   bool copy_weights_to_huge_pages = false;
+  // Quantize at load (agents/weights/block_formats.h): kQ8 = every projection
+  // q8, embedding and lm_head as stored; kQ4 = every projection q4,
+  // embedding and lm_head q8. Norms and biases stay dense. Prefill
+  // dequantizes one tile of rows at a time into fp32 for its GEMMs.
+  std::optional<weights::BlockFormat> quantize;
 };
 
 class LlamaEngine {

@@ -4,17 +4,72 @@
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "agents/kernels/matvec.h"
+#include "agents/kernels/matvec_quant.h"
 #include "agents/torch/llama_engine.h"
 #include "agents/torch/llama_impl.h"
 
 namespace qkvshare::agents::internal {
 namespace {
+
+// `w` in the compute dtype: itself, or (16-bit weights under f32 compute) a
+// temporary f32 copy, converted when the matrix is used and freed after it
+// (per matrix, so the f32 copy of one layer at most is alive).
+torch::Tensor InCompute(const torch::Tensor& w, torch::ScalarType cdt) {
+  return w.scalar_type() == cdt ? w : w.to(cdt);
+}
+
+// Dequantizes rows [begin, end) of `q` into out ([end - begin, cols] fp32).
+void DequantizeRows(const weights::QuantizedMatrix& q, int64_t begin, int64_t end, float* out) {
+  if (q.format() == weights::BlockFormat::kQ8) {
+    kernels::DequantizeQ8Rows(static_cast<const weights::BlockQ8*>(q.blocks()), q.cols(), begin,
+                              end, out);
+  } else {
+    kernels::DequantizeQ4Rows(static_cast<const weights::BlockQ4*>(q.blocks()), q.cols(), begin,
+                              end, out);
+  }
+}
+
+// h [T, in] times the weight [out, in] transposed (+ bias): torch::linear on
+// a dense weight (converted to h's dtype by InCompute when narrower); on a
+// quantized one, tiles of about 1M weights are dequantized to fp32 (split
+// across libtorch's threads), converted to h's dtype and multiplied with
+// libtorch's GEMM, so no dense copy of the whole matrix is ever kept.
+torch::Tensor Linear(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& bias,
+                     const weights::QuantizedMatrix* q) {
+  if (q == nullptr) return torch::linear(h, InCompute(w, h.scalar_type()), bias);
+  const int64_t rows = q->rows(), cols = q->cols();
+  const int64_t tile = std::max<int64_t>(64, (int64_t{1} << 20) / cols);
+  torch::Tensor out = torch::empty({h.size(0), rows}, h.options());
+  torch::Tensor buf = torch::empty({std::min(tile, rows), cols}, torch::kFloat);
+  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    const int64_t n = std::min(tile, rows - r0);
+    float* dst = buf.data_ptr<float>();
+    at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
+      DequantizeRows(*q, r0 + b, r0 + e, dst + b * cols);
+    });
+    torch::Tensor wt = buf.narrow(0, 0, n).to(h.scalar_type());
+    out.narrow(1, r0, n).copy_(torch::mm(h, wt.t()));
+  }
+  if (bias.defined()) out.add_(bias);
+  return out;
+}
+
+// Rows `ids` of the embedding (fp32 [T, D]).
+torch::Tensor EmbedRows(const LlamaEngine::Impl& m, const torch::Tensor& ids) {
+  if (m.embed_q == nullptr) return m.embed.index_select(0, ids).to(torch::kFloat);
+  const int64_t T = ids.size(0), D = m.embed_q->cols();
+  torch::Tensor x = torch::empty({T, D}, torch::kFloat);
+  const int64_t* id = ids.data_ptr<int64_t>();
+  for (int64_t t = 0; t < T; ++t)
+    DequantizeRows(*m.embed_q, id[t], id[t] + 1, x[t].data_ptr<float>());
+  return x;
+}
 
 class TorchState : public LlamaEngine::State {
  public:
@@ -30,13 +85,6 @@ constexpr int64_t kKernelChunkTokens = 16;
 // kernels::ParallelFor over libtorch's intra-op pool.
 void TorchParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   at::parallel_for(0, n, grain, fn);
-}
-
-// `w` in the compute dtype: itself, or (16-bit weights under f32 compute) a
-// temporary f32 copy, converted when the matrix is used and freed after it
-// (per matrix, so the f32 copy of one layer at most is alive).
-torch::Tensor InCompute(const torch::Tensor& w, torch::ScalarType cdt) {
-  return w.scalar_type() == cdt ? w : w.to(cdt);
 }
 
 // RMSNorm in fp32: x / sqrt(mean(x^2) + eps) * weight. x: [T, D] fp32.
@@ -136,18 +184,16 @@ absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const
     const auto cache_opts = torch::TensorOptions().dtype(cdt);
     torch::Tensor id_t =
         torch::from_blob(const_cast<int32_t*>(ids.data()), {T}, torch::kInt).to(torch::kLong);
-    torch::Tensor x = m.embed.index_select(0, id_t).to(torch::kFloat);  // [T, D]
-    torch::Tensor cos = m.rope_cos.narrow(0, p0, T).unsqueeze(1);       // [T, 1, hd/2]
+    torch::Tensor x = EmbedRows(m, id_t);                          // [T, D] fp32
+    torch::Tensor cos = m.rope_cos.narrow(0, p0, T).unsqueeze(1);  // [T, 1, hd/2]
     torch::Tensor sin = m.rope_sin.narrow(0, p0, T).unsqueeze(1);
     torch::Tensor cos_q = cos * scale, sin_q = sin * scale;
     for (int l = 0; l < c.num_layers; ++l) {
       const LayerWeights& L = m.layers[l];
       torch::Tensor h = RmsNorm(x, L.input_norm, c.rms_norm_eps).to(cdt);
-      torch::Tensor q =
-          torch::linear(h, InCompute(L.q, cdt), L.q_bias).view({T, H, hd}).to(torch::kFloat);
-      torch::Tensor k =
-          torch::linear(h, InCompute(L.k, cdt), L.k_bias).view({T, KV, hd}).to(torch::kFloat);
-      torch::Tensor v = torch::linear(h, InCompute(L.v, cdt), L.v_bias).view({T, KV, hd});
+      torch::Tensor q = Linear(h, L.q, L.q_bias, L.q_q).view({T, H, hd}).to(torch::kFloat);
+      torch::Tensor k = Linear(h, L.k, L.k_bias, L.k_q).view({T, KV, hd}).to(torch::kFloat);
+      torch::Tensor v = Linear(h, L.v, L.v_bias, L.v_q).view({T, KV, hd});
       q = ApplyRope(q, cos_q, sin_q);  // includes the 1/sqrt(head_dim) scale
       k = ApplyRope(k, cos, sin);
 
@@ -159,12 +205,12 @@ absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const
       torch::Tensor values = vc.narrow(1, 0, ctx);  // [KV, ctx, hd]
 
       torch::Tensor attn = Attend(q, keys, values, p0, G, cdt, l, recorder);
-      x.add_(torch::linear(attn, InCompute(L.o, cdt), L.o_bias));
+      x.add_(Linear(attn, L.o, L.o_bias, L.o_q));
 
       h = RmsNorm(x, L.post_norm, c.rms_norm_eps).to(cdt);
-      torch::Tensor g = torch::linear(h, InCompute(L.gate, cdt), L.gate_bias);
-      torch::silu_(g).mul_(torch::linear(h, InCompute(L.up, cdt), L.up_bias));
-      x.add_(torch::linear(g, InCompute(L.down, cdt), L.down_bias));
+      torch::Tensor g = Linear(h, L.gate, L.gate_bias, L.gate_q);
+      torch::silu_(g).mul_(Linear(h, L.up, L.up_bias, L.up_q));
+      x.add_(Linear(g, L.down, L.down_bias, L.down_q));
     }
     if (mode == LogitsMode::kNone) return absl::OkStatus();
     torch::Tensor rows = mode == LogitsMode::kLast ? x.narrow(0, T - 1, 1) : x;
@@ -172,13 +218,16 @@ absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const
     torch::Tensor out = torch::from_blob(logits, {rows.size(0), c.vocab_size}, torch::kFloat);
     if (rows.size(0) == 1 && cdt == torch::kFloat) {
       // One row (a prompt's last position): the decode kernels' matrix-vector
-      // product, which reads 16-bit weights in place.
+      // product, which reads 16-bit or q8 / q4 weights in place.
       const torch::Tensor hc = hf.contiguous();
       const float* hrow = hc.data_ptr<float>();
-      const void* w = m.lm_head.data_ptr();
+      const kernels::DecodeWeights& d = m.decode;
       at::parallel_for(0, c.vocab_size, 32, [&](int64_t b, int64_t e) {
-        kernels::MatVecRows(w, m.weight_dtype, c.hidden_size, hrow, nullptr, logits, b, e);
+        kernels::MatMulEncodedRows(d.lm_head, d.weight_dtype, d.embed_encoding, c.hidden_size, hrow,
+                                   c.hidden_size, 1, nullptr, logits, c.vocab_size, b, e);
       });
+    } else if (m.lm_head_q != nullptr) {
+      out.copy_(Linear(hf, m.lm_head, torch::Tensor(), m.lm_head_q));
     } else if (cdt == torch::kFloat) {
       torch::mm_out(out, hf, InCompute(m.lm_head, cdt).t());
     } else {

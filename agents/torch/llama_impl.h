@@ -7,11 +7,13 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <vector>
 
 #include "agents/kernels/decode_step.h"
 #include "agents/model_config.h"
 #include "agents/torch/llama_engine.h"
+#include "agents/weights/quantized_matrix.h"
 
 namespace qkvshare::agents::internal {
 
@@ -25,6 +27,9 @@ struct LayerWeights {
   torch::Tensor post_norm;                       // [hidden]
   torch::Tensor gate, up, down;                  // [I, D], [I, D], [D, I]
   torch::Tensor gate_bias, up_bias, down_bias;   // [I], [I], [D]
+  // Quantized models: the projections (then q .. down above are undefined).
+  const weights::QuantizedMatrix *q_q = nullptr, *k_q = nullptr, *v_q = nullptr, *o_q = nullptr;
+  const weights::QuantizedMatrix *gate_q = nullptr, *up_q = nullptr, *down_q = nullptr;
 };
 
 // Owner of memory that weight tensors view (torch::from_blob without deleter).
@@ -43,6 +48,11 @@ struct LlamaEngine::Impl {
   torch::Tensor lm_head;     // [vocab, hidden], weight dtype (embed when tied)
   torch::Tensor final_norm;  // [hidden] fp32
   std::vector<LayerWeights> layers;
+  // Quantized models: every QuantizedMatrix (owned), and the embedding and
+  // lm_head when quantized (then embed / lm_head above are undefined).
+  std::vector<std::unique_ptr<weights::QuantizedMatrix>> quantized;
+  const weights::QuantizedMatrix* embed_q = nullptr;
+  const weights::QuantizedMatrix* lm_head_q = nullptr;
   // RoPE tables over positions [0, context_limit): [positions, head_dim / 2]
   // fp32, column i for frequency inv_freq[i] (HF rotate_half layout: the
   // pair is (i, i + head_dim / 2)).

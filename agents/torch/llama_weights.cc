@@ -129,7 +129,29 @@ class WeightLoader {
   std::vector<Request> requests_;
 };
 
-absl::Status LoadWeights(const WeightFiles& files, bool copy_all, LlamaEngine::Impl& impl) {
+// Quantizes tensor `name` of `shape` [rows, cols] into a new QuantizedMatrix
+// owned by impl (rows split across libtorch's threads); *dest points at it.
+absl::Status Quantize(const WeightFiles& files, const std::string& name, std::vector<int64_t> shape,
+                      weights::BlockFormat format, LlamaEngine::Impl& impl,
+                      const weights::QuantizedMatrix** dest) {
+  QKV_ASSIGN_OR_RETURN(const TensorInfo* info, files.Get(name, shape));
+  auto m = std::make_unique<weights::QuantizedMatrix>(format, shape[0], shape[1]);
+  at::parallel_for(0, shape[0], 64,
+                   [&](int64_t b, int64_t e) { m->QuantizeRows(info->data, *info->dtype, b, e); });
+  impl.copied_bytes += m->bytes();
+  // The checkpoint's pages of this tensor are not needed any more: drop them
+  // from this process's resident set (they stay in the page cache).
+  const uintptr_t page = 4096, begin = reinterpret_cast<uintptr_t>(info->data);
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = (begin + info->nbytes) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  *dest = m.get();
+  impl.quantized.push_back(std::move(m));
+  return absl::OkStatus();
+}
+
+absl::Status LoadWeights(const WeightFiles& files, bool copy_all,
+                         std::optional<weights::BlockFormat> quantize, LlamaEngine::Impl& impl) {
   const ModelConfig& c = impl.config;
   const torch::ScalarType cdt = impl.scalar;
   const torch::ScalarType wdt = impl.weight_scalar;
@@ -137,33 +159,50 @@ absl::Status LoadWeights(const WeightFiles& files, bool copy_all, LlamaEngine::I
   const int64_t D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t QD = int64_t{c.num_heads} * c.head_dim, KVD = int64_t{c.num_kv_heads} * c.head_dim;
   WeightLoader w(files, impl, copy_all);
-  w.Add("model.embed_tokens.weight", {V, D}, wdt, &impl.embed);
+  // q4 models keep the embedding and lm_head in q8 (docs/results.md).
+  const bool quantize_embed = quantize == weights::BlockFormat::kQ4;
+  auto matrix = [&](const std::string& name, std::vector<int64_t> shape, torch::Tensor* dense,
+                    const weights::QuantizedMatrix** q, bool embedding) -> absl::Status {
+    if (!quantize.has_value() || (embedding && !quantize_embed)) {
+      w.Add(name, std::move(shape), wdt, dense);
+      return absl::OkStatus();
+    }
+    return Quantize(files, name, std::move(shape),
+                    embedding ? weights::BlockFormat::kQ8 : *quantize, impl, q);
+  };
+  QKV_RETURN_IF_ERROR(
+      matrix("model.embed_tokens.weight", {V, D}, &impl.embed, &impl.embed_q, true));
   impl.layers.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     const std::string a = p + "self_attn.", m = p + "mlp.";
     LayerWeights& L = impl.layers[l];
     w.Add(p + "input_layernorm.weight", {D}, f32, &L.input_norm);
-    w.Add(a + "q_proj.weight", {QD, D}, wdt, &L.q);
-    w.Add(a + "k_proj.weight", {KVD, D}, wdt, &L.k);
-    w.Add(a + "v_proj.weight", {KVD, D}, wdt, &L.v);
-    w.Add(a + "o_proj.weight", {D, QD}, wdt, &L.o);
+    QKV_RETURN_IF_ERROR(matrix(a + "q_proj.weight", {QD, D}, &L.q, &L.q_q, false));
+    QKV_RETURN_IF_ERROR(matrix(a + "k_proj.weight", {KVD, D}, &L.k, &L.k_q, false));
+    QKV_RETURN_IF_ERROR(matrix(a + "v_proj.weight", {KVD, D}, &L.v, &L.v_q, false));
+    QKV_RETURN_IF_ERROR(matrix(a + "o_proj.weight", {D, QD}, &L.o, &L.o_q, false));
     w.Add(a + "q_proj.bias", {QD}, cdt, &L.q_bias, c.qkv_bias);
     w.Add(a + "k_proj.bias", {KVD}, cdt, &L.k_bias, c.qkv_bias);
     w.Add(a + "v_proj.bias", {KVD}, cdt, &L.v_bias, c.qkv_bias);
     w.Add(a + "o_proj.bias", {D}, cdt, &L.o_bias, c.o_bias);
     w.Add(p + "post_attention_layernorm.weight", {D}, f32, &L.post_norm);
-    w.Add(m + "gate_proj.weight", {I, D}, wdt, &L.gate);
-    w.Add(m + "up_proj.weight", {I, D}, wdt, &L.up);
-    w.Add(m + "down_proj.weight", {D, I}, wdt, &L.down);
+    QKV_RETURN_IF_ERROR(matrix(m + "gate_proj.weight", {I, D}, &L.gate, &L.gate_q, false));
+    QKV_RETURN_IF_ERROR(matrix(m + "up_proj.weight", {I, D}, &L.up, &L.up_q, false));
+    QKV_RETURN_IF_ERROR(matrix(m + "down_proj.weight", {D, I}, &L.down, &L.down_q, false));
     w.Add(m + "gate_proj.bias", {I}, cdt, &L.gate_bias, c.mlp_bias);
     w.Add(m + "up_proj.bias", {I}, cdt, &L.up_bias, c.mlp_bias);
     w.Add(m + "down_proj.bias", {D}, cdt, &L.down_bias, c.mlp_bias);
   }
   w.Add("model.norm.weight", {D}, f32, &impl.final_norm);
-  if (!c.tie_word_embeddings) w.Add("lm_head.weight", {V, D}, wdt, &impl.lm_head);
+  if (!c.tie_word_embeddings) {
+    QKV_RETURN_IF_ERROR(matrix("lm_head.weight", {V, D}, &impl.lm_head, &impl.lm_head_q, true));
+  }
   QKV_RETURN_IF_ERROR(w.Load());
-  if (c.tie_word_embeddings) impl.lm_head = impl.embed;
+  if (c.tie_word_embeddings) {
+    impl.lm_head = impl.embed;
+    impl.lm_head_q = impl.embed_q;
+  }
   return absl::OkStatus();
 }
 
@@ -180,8 +219,19 @@ void BuildDecodeWeights(LlamaEngine::Impl& impl) {
   d.head_dim = c.head_dim;
   d.vocab = c.vocab_size;
   d.rms_norm_eps = c.rms_norm_eps;
-  d.embed = impl.embed.data_ptr();
-  d.lm_head = impl.lm_head.data_ptr();
+  auto encoding = [](const weights::QuantizedMatrix* q) {
+    if (q == nullptr) return kernels::MatrixEncoding::kDense;
+    return q->format() == weights::BlockFormat::kQ8 ? kernels::MatrixEncoding::kQ8
+                                                    : kernels::MatrixEncoding::kQ4;
+  };
+  // A dense tensor's data, or a quantized matrix's blocks.
+  auto data = [](const torch::Tensor& t, const weights::QuantizedMatrix* q) -> const void* {
+    return q != nullptr ? q->blocks() : t.data_ptr();
+  };
+  d.embed_encoding = encoding(impl.embed_q);
+  if (!impl.layers.empty()) d.layer_encoding = encoding(impl.layers[0].q_q);
+  d.embed = data(impl.embed, impl.embed_q);
+  d.lm_head = data(impl.lm_head, impl.lm_head_q);
   d.final_norm = impl.final_norm.data_ptr<float>();
   d.rope_cos = impl.rope_cos.data_ptr<float>();
   d.rope_sin = impl.rope_sin.data_ptr<float>();
@@ -193,13 +243,13 @@ void BuildDecodeWeights(LlamaEngine::Impl& impl) {
   };
   for (const LayerWeights& L : impl.layers) {
     kernels::DecodeLayerWeights k;
-    k.q = L.q.data_ptr();
-    k.k = L.k.data_ptr();
-    k.v = L.v.data_ptr();
-    k.o = L.o.data_ptr();
-    k.gate = L.gate.data_ptr();
-    k.up = L.up.data_ptr();
-    k.down = L.down.data_ptr();
+    k.q = data(L.q, L.q_q);
+    k.k = data(L.k, L.k_q);
+    k.v = data(L.v, L.v_q);
+    k.o = data(L.o, L.o_q);
+    k.gate = data(L.gate, L.gate_q);
+    k.up = data(L.up, L.up_q);
+    k.down = data(L.down, L.down_q);
     k.q_bias = bias(L.q_bias);
     k.k_bias = bias(L.k_bias);
     k.v_bias = bias(L.v_bias);
@@ -307,7 +357,8 @@ absl::StatusOr<std::unique_ptr<LlamaEngine>> LlamaEngine::Create(const ModelConf
   impl->decode_kernels = options.decode_kernels;
   try {
     torch::NoGradGuard no_grad;
-    QKV_RETURN_IF_ERROR(LoadWeights(weights, options.copy_weights_to_huge_pages, *impl));
+    QKV_RETURN_IF_ERROR(
+        LoadWeights(weights, options.copy_weights_to_huge_pages, options.quantize, *impl));
     BuildRopeTables(*impl);
     // decode_biases must not reallocate while pointers are taken.
     impl->decode_biases.reserve(7 * config.num_layers);

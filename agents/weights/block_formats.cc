@@ -43,21 +43,25 @@ double Q4Error(const float* x, int n, float d, float m, const uint8_t* codes) {
   return err;
 }
 
-// Least-squares (d, m) for fixed codes; false when the codes are all equal.
-bool FitQ4(const float* x, int n, const uint8_t* codes, float* d, float* m) {
-  double sl = 0, sl2 = 0, sx = 0, sxl = 0;
+// Least-squares (d, m) for fixed codes and its squared error (from the
+// sums, no second pass); false when the codes are all equal.
+bool FitQ4(const float* x, int n, double sx, double sxx, const uint8_t* codes, float* d, float* m,
+           double* err) {
+  double sl = 0, sl2 = 0, sxl = 0;
   for (int i = 0; i < n; ++i) {
     sl += codes[i];
     sl2 += static_cast<double>(codes[i]) * codes[i];
-    sx += x[i];
     sxl += static_cast<double>(x[i]) * codes[i];
   }
   const double det = n * sl2 - sl * sl;
   if (det <= 0.0) return false;
   const double fd = (n * sxl - sl * sx) / det;
   if (!(fd > 0.0)) return false;
+  const double fm = (sl2 * sx - sl * sxl) / det;
+  // sum (d l + m - x)^2 expanded.
+  *err = fd * fd * sl2 + 2 * fd * fm * sl + n * fm * fm - 2 * fd * sxl - 2 * fm * sx + sxx;
   *d = static_cast<float>(fd);
-  *m = static_cast<float>((sl2 * sx - sl * sxl) / det);
+  *m = static_cast<float>(fm);
   return true;
 }
 
@@ -74,6 +78,11 @@ void QuantizeBlockQ4(const float* x, int n, BlockQ4* b) {
     // refitted by least squares; keep the one of least squared error.
     AssignQ4Codes(x, n, best_d, best_m, codes);
     double best_err = Q4Error(x, n, best_d, best_m, codes);
+    double sx = 0, sxx = 0;
+    for (int i = 0; i < n; ++i) {
+      sx += x[i];
+      sxx += static_cast<double>(x[i]) * x[i];
+    }
     constexpr int kSteps = 16;
     for (int s = -kSteps; s <= kSteps; ++s) {
       const float iscale = (15.0f + 0.1f * s) / (hi - lo);
@@ -82,8 +91,8 @@ void QuantizeBlockQ4(const float* x, int n, BlockQ4* b) {
             static_cast<uint8_t>(std::clamp(std::nearbyint(iscale * (x[i] - lo)), 0.0f, 15.0f));
       }
       float d, m;
-      if (!FitQ4(x, n, codes, &d, &m)) continue;
-      const double err = Q4Error(x, n, d, m, codes);
+      double err;
+      if (!FitQ4(x, n, sx, sxx, codes, &d, &m, &err)) continue;
       if (err < best_err) {
         best_err = err;
         best_d = d;

@@ -84,9 +84,12 @@ absl::StatusOr<std::unique_ptr<CardStore>> CardStore::Create(CardStoreOptions op
   if (options.ttl < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("CardStore: negative ttl");
   }
-  QKV_ASSIGN_OR_RETURN(std::unique_ptr<InstanceLock> lock, InstanceLock::Acquire(options.instance));
-  QKV_RETURN_IF_ERROR(RemoveInstanceSegments(options.instance).status());
-  return std::unique_ptr<CardStore>(new CardStore(std::move(options), std::move(lock)));
+  QKV_ASSIGN_OR_RETURN(std::unique_ptr<InstanceLock> lock,
+                       InstanceLock::Acquire(options.instance, options.lock_dir));
+  QKV_ASSIGN_OR_RETURN(StaleSegments stale, RemoveInstanceSegments(options.instance));
+  std::unique_ptr<CardStore> store(new CardStore(std::move(options), std::move(lock)));
+  store->stale_at_start_ = std::move(stale);
+  return store;
 }
 
 CardStore::~CardStore() {

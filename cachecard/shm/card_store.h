@@ -80,6 +80,10 @@ struct CardStoreOptions {
   uint64_t quota_bytes = uint64_t{1} << 30;
   // Unreferenced cards older than this are evicted; zero: no TTL.
   absl::Duration ttl = absl::ZeroDuration();
+  // Directory of the instance lock (InstanceLock): the daemon uses its
+  // runtime directory next to the socket, which other users cannot write;
+  // empty: /dev/shm, where any local user could squat the name.
+  std::string lock_dir;
   // Time source (tests inject one). Default absl::Now.
   std::function<absl::Time()> clock;
   // Called once per card dropped by quota (LRU) or TTL eviction (not for
@@ -242,6 +246,10 @@ class CardStore final : public CardResolver {
   // Every stored card, least recently used first.
   std::vector<StoredCardInfo> List() const;
 
+  // What Create() removed (or left alone) of a previous store of this
+  // instance: for the start-up log.
+  const StaleSegments& stale_at_start() const { return stale_at_start_; }
+
   uint64_t used_bytes() const;
   uint64_t quota_bytes() const { return options_.quota_bytes; }
   std::string SegmentName(const CardId& id) const {
@@ -290,6 +298,7 @@ class CardStore final : public CardResolver {
 
   const CardStoreOptions options_;
   const std::unique_ptr<InstanceLock> lock_;
+  StaleSegments stale_at_start_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<CardId, std::unique_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
   uint64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;      // stored cards

@@ -342,7 +342,66 @@ TEST_F(CardStoreTest, StartRemovesCrashLeftoversOfTheSameInstanceOnly) {
   auto store = MakeStore(uint64_t{1} << 20);
   EXPECT_FALSE(SegmentExists(mine));
   EXPECT_TRUE(SegmentExists(other));
+  // What was removed is reported for the start-up log.
+  EXPECT_EQ(store->stale_at_start().removed, 1);
+  EXPECT_EQ(store->stale_at_start().bytes, 100u);
+  EXPECT_EQ(store->stale_at_start().foreign, 0);
   ::shm_unlink(other.c_str());
+}
+
+// A private directory for lock files.
+std::string LockDir() {
+  char tmpl[] = "/tmp/qkvlockXXXXXX";
+  const char* dir = ::mkdtemp(tmpl);
+  EXPECT_NE(dir, nullptr);
+  return dir == nullptr ? std::string("/tmp") : std::string(dir);
+}
+
+// Issue 18 item 5: a symlink planted at the lock name is refused, never
+// followed (the target is not created).
+TEST(InstanceLockTest, SymlinkIsRefused) {
+  const std::string dir = LockDir();
+  const std::string target = dir + "/target";
+  const std::string link = absl::StrCat(dir, "/qkvshare.", Instance(), ".lock");
+  ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0);
+  absl::StatusOr<std::unique_ptr<InstanceLock>> lock = InstanceLock::Acquire(Instance(), dir);
+  EXPECT_EQ(lock.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(lock.status().message(), HasSubstr("is a symbolic link"));
+  struct stat st;
+  EXPECT_NE(::lstat(target.c_str(), &st), 0);
+  ::unlink(link.c_str());
+  // The same name as a real file works, and the lock lives in `dir`.
+  lock = InstanceLock::Acquire(Instance(), dir);
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  EXPECT_EQ((*lock)->path(), link);
+  ASSERT_EQ(::lstat(link.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  lock->reset();
+  ::rmdir(dir.c_str());
+}
+
+TEST(InstanceLockTest, GroupReadableOrForeignLockIsRefused) {
+  const std::string dir = LockDir();
+  const std::string path = absl::StrCat(dir, "/qkvshare.", Instance(), ".lock");
+  const int fd = ::open(path.c_str(), O_CREAT | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::fchmod(fd, 0644), 0);
+  absl::StatusOr<std::unique_ptr<InstanceLock>> lock = InstanceLock::Acquire(Instance(), dir);
+  EXPECT_EQ(lock.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(lock.status().message(), HasSubstr("has mode 0644; want 0600"));
+  // Root (outside a user namespace) can give the file away: a squatter's
+  // lock. The Bazel sandbox's root cannot, then only the mode is checked.
+  if (::geteuid() == 0 && ::fchown(fd, 65534, 65534) == 0) {
+    ASSERT_EQ(::fchmod(fd, 0600), 0);
+    lock = InstanceLock::Acquire(Instance(), dir);
+    EXPECT_EQ(lock.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(lock.status().message(), HasSubstr("belongs to "));
+    EXPECT_THAT(lock.status().message(), HasSubstr("(uid 65534)"));
+    EXPECT_THAT(lock.status().message(), HasSubstr("another user holds the instance name"));
+  }
+  ::close(fd);
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
 }
 
 TEST_F(CardStoreTest, OneLiveStorePerInstance) {

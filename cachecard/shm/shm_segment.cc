@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -10,9 +11,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace qkvshare::cachecard::shm {
 namespace {
@@ -23,8 +26,8 @@ absl::Status Errno(int error, absl::string_view what, absl::string_view name) {
   return absl::ErrnoToStatus(error, absl::StrCat(what, " ", name));
 }
 
-std::string LockPath(absl::string_view instance) {
-  return absl::StrCat(kShmDir, "/", kPrefix, instance, ".lock");
+std::string LockPath(absl::string_view instance, const std::string& dir) {
+  return absl::StrCat(dir.empty() ? std::string(kShmDir) : dir, "/", kPrefix, instance, ".lock");
 }
 
 }  // namespace
@@ -58,8 +61,19 @@ absl::Status RenameSegment(const std::string& from, const std::string& to) {
 }
 
 absl::StatusOr<std::unique_ptr<ShmSegmentSink>> ShmSegmentSink::Create(const std::string& name) {
-  const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return Errno(errno, "cannot create shared memory segment", name);
+  // O_EXCL never follows a symlink; O_NOFOLLOW says so explicitly.
+  const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    const int error = errno;
+    struct stat st;
+    if (error == EEXIST && ::lstat(absl::StrCat(kShmDir, name).c_str(), &st) == 0 &&
+        st.st_uid != ::geteuid()) {
+      return absl::AlreadyExistsError(absl::StrCat("shared memory segment ", name,
+                                                   " already exists and belongs to ",
+                                                   DescribeUid(st.st_uid)));
+    }
+    return Errno(error, "cannot create shared memory segment", name);
+  }
   if (::fchmod(fd, 0600) != 0) {  // exactly 0600 whatever the umask
     const int error = errno;
     ::close(fd);
@@ -127,7 +141,7 @@ absl::StatusOr<CardPtr> ShmSegmentSink::Seal(Card::Verify verify) {
 }
 
 absl::StatusOr<CardPtr> OpenSharedCard(const std::string& name, Card::Verify verify) {
-  const int fd = ::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0);
+  const int fd = ::shm_open(name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
   if (fd < 0) return Errno(errno, "cannot open shared memory segment", name);
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -154,33 +168,104 @@ absl::StatusOr<CardPtr> OpenSharedCard(const std::string& name, Card::Verify ver
   return card;
 }
 
-absl::StatusOr<int> RemoveInstanceSegments(absl::string_view instance) {
+std::string DescribeUid(uid_t uid) {
+  std::vector<char> buf(16384);
+  passwd pw;
+  passwd* found = nullptr;
+  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    return absl::StrCat("user '", found->pw_name, "' (uid ", uid, ")");
+  }
+  return absl::StrCat("uid ", uid);
+}
+
+absl::StatusOr<StaleSegments> RemoveInstanceSegments(absl::string_view instance) {
   const std::string prefix = absl::StrCat(kPrefix, instance, ".");
   const std::string lock = absl::StrCat(prefix, "lock");
   DIR* dir = ::opendir(kShmDir);
   if (dir == nullptr) return Errno(errno, "cannot list", kShmDir);
-  int removed = 0;
+  const int dir_fd = ::dirfd(dir);
+  StaleSegments stale;
   absl::Status status;
   while (const dirent* e = ::readdir(dir)) {
     const absl::string_view file(e->d_name);
     if (!absl::StartsWith(file, prefix) || file == lock) continue;
+    struct stat st;
+    if (::fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone
+    if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) {
+      if (stale.foreign++ == 0) {
+        stale.foreign_example =
+            absl::StrCat(kShmDir, "/", file, " (", DescribeUid(st.st_uid),
+                         S_ISREG(st.st_mode) ? "" : ", not a regular file", ")");
+      }
+      continue;
+    }
     if (::shm_unlink(absl::StrCat("/", file).c_str()) == 0) {
-      ++removed;
+      ++stale.removed;
+      stale.bytes += static_cast<uint64_t>(st.st_size);
     } else if (errno != ENOENT && status.ok()) {
       status = Errno(errno, "cannot remove stale segment", file);
     }
   }
   ::closedir(dir);
   if (!status.ok()) return status;
-  return removed;
+  return stale;
 }
 
-absl::StatusOr<std::unique_ptr<InstanceLock>> InstanceLock::Acquire(absl::string_view instance) {
+namespace {
+
+// Why the lock file open as `fd` (or, fd < 0, the name `path`) is not ours
+// to use; OK when it is a regular file of our user without group/other
+// permissions.
+absl::Status CheckLockFile(const std::string& path, const struct stat& st) {
+  if (!S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("instance lock ", path, " is not a regular file; refusing to use it"));
+  }
+  if (st.st_uid != ::geteuid()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "instance lock ", path, " belongs to ", DescribeUid(st.st_uid), ", not to this daemon's ",
+        DescribeUid(::geteuid()),
+        ": another user holds the instance name (remove the file, choose another instance, or "
+        "keep the lock in a directory only the daemon can write)"));
+  }
+  if ((st.st_mode & 077) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("instance lock %s has mode %04o; want 0600 (no group/other access)", path,
+                        st.st_mode & 07777));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<InstanceLock>> InstanceLock::Acquire(absl::string_view instance,
+                                                                    const std::string& dir) {
   if (absl::Status s = ValidateInstanceName(instance); !s.ok()) return s;
-  const std::string path = LockPath(instance);
+  const std::string path = LockPath(instance, dir);
   for (int attempt = 0; attempt < 100; ++attempt) {
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) return Errno(errno, "cannot open lock", path);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      const int error = errno;
+      struct stat st;
+      if (error == ELOOP) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "instance lock ", path, " is a symbolic link; refusing to follow it (remove it)"));
+      }
+      if ((error == EACCES || error == EPERM) && ::lstat(path.c_str(), &st) == 0) {
+        if (absl::Status s = CheckLockFile(path, st); !s.ok()) return s;
+      }
+      return Errno(error, "cannot open lock", path);
+    }
+    struct stat held;
+    if (::fstat(fd, &held) != 0) {
+      const int error = errno;
+      ::close(fd);
+      return Errno(error, "cannot stat lock", path);
+    }
+    if (absl::Status s = CheckLockFile(path, held); !s.ok()) {
+      ::close(fd);
+      return s;
+    }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       const int error = errno;
       ::close(fd);
@@ -192,9 +277,9 @@ absl::StatusOr<std::unique_ptr<InstanceLock>> InstanceLock::Acquire(absl::string
     }
     // The holder we raced with may have unlinked the file after we opened
     // it: the lock only counts if `path` still names our inode.
-    struct stat held, named;
-    if (::fstat(fd, &held) == 0 && ::stat(path.c_str(), &named) == 0 &&
-        held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
+    struct stat named;
+    if (::lstat(path.c_str(), &named) == 0 && held.st_ino == named.st_ino &&
+        held.st_dev == named.st_dev) {
       return std::unique_ptr<InstanceLock>(new InstanceLock(path, fd));
     }
     ::close(fd);

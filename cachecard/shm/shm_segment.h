@@ -25,6 +25,8 @@
 #ifndef QKVSHARE_CACHECARD_SHM_SHM_SEGMENT_H_
 #define QKVSHARE_CACHECARD_SHM_SHM_SEGMENT_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -96,20 +98,44 @@ class ShmSegmentSink final : public CardSink {
 absl::StatusOr<CardPtr> OpenSharedCard(const std::string& name,
                                        Card::Verify verify = Card::Verify::kAll);
 
-// Unlinks every segment /dev/shm/qkvshare.<instance>.* except the instance
-// lock, returning how many were removed. For a store's start (leftovers of a
-// crashed predecessor); REQUIRES: the caller holds the InstanceLock.
-absl::StatusOr<int> RemoveInstanceSegments(absl::string_view instance);
+// What RemoveInstanceSegments found.
+struct StaleSegments {
+  int removed = 0;              // segments unlinked
+  uint64_t bytes = 0;           // their sizes
+  int foreign = 0;              // names of the instance owned by another user: left alone
+  std::string foreign_example;  // one of them, with its owner, for a message
+};
 
-// An exclusive flock on /dev/shm/qkvshare.<instance>.lock, held for the
+// Unlinks every segment /dev/shm/qkvshare.<instance>.* that this process's
+// user owns, except a lock file, and reports the count and bytes. Names that
+// are not regular files or belong to another user are not touched (counted
+// in `foreign`). For a store's start (leftovers of a crashed predecessor);
+// REQUIRES: the caller holds the InstanceLock.
+absl::StatusOr<StaleSegments> RemoveInstanceSegments(absl::string_view instance);
+
+// "user 'name' (uid N)" for messages; the number alone if `uid` has no name.
+std::string DescribeUid(uid_t uid);
+
+// An exclusive flock on <dir>/qkvshare.<instance>.lock, held for the
 // lifetime of the object (released automatically if the process dies) and
-// unlinked on release.
+// unlinked on release. `dir` empty means /dev/shm (world-writable: any user
+// can squat the name there, so the daemon keeps its lock in its runtime
+// directory, next to its socket).
+//
+// The lock file is opened with O_NOFOLLOW | O_CLOEXEC (a symlink planted at
+// the name is refused, never followed) and must then be a regular file owned
+// by this process's user with no group/other permissions.
 class InstanceLock {
  public:
-  // Errors: FailedPrecondition if another live process holds the lock;
-  // InvalidArgument for a bad instance name; others from open/flock.
-  static absl::StatusOr<std::unique_ptr<InstanceLock>> Acquire(absl::string_view instance);
+  // Errors: FailedPrecondition if another live process holds the lock, if
+  // the name is a symlink or not a regular file, or if it belongs to another
+  // user (the message names the owner); InvalidArgument for a bad instance
+  // name; others from open/flock.
+  static absl::StatusOr<std::unique_ptr<InstanceLock>> Acquire(absl::string_view instance,
+                                                               const std::string& dir = "");
   ~InstanceLock();
+
+  const std::string& path() const { return path_; }
 
  private:
   InstanceLock(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}

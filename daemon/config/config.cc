@@ -575,6 +575,34 @@ absl::Status ParseAgents(YamlMap agents, DaemonConfig* cfg) {
   return absl::OkStatus();
 }
 
+// tcp_auth_token_file and TLS: TCP has no group permission to lean on, so
+// it is only served with a token (and, off loopback, TLS).
+absl::Status ParseTcpSecurity(YamlMap& top, DaemonConfig* cfg) {
+  QKV_RETURN_IF_ERROR(top.GetString("tcp_auth_token_file", &cfg->tcp_auth_token_file));
+  QKV_RETURN_IF_ERROR(top.GetString("tcp_tls_cert_file", &cfg->tcp_tls_cert_file));
+  QKV_RETURN_IF_ERROR(top.GetString("tcp_tls_key_file", &cfg->tcp_tls_key_file));
+  for (std::string* p :
+       {&cfg->tcp_auth_token_file, &cfg->tcp_tls_cert_file, &cfg->tcp_tls_key_file}) {
+    if (!p->empty()) *p = ResolvePath(cfg->file, *p);
+  }
+  if (cfg->tcp_listen.empty()) return absl::OkStatus();
+  if (cfg->tcp_auth_token_file.empty()) {
+    return top.Error("tcp_listen",
+                     "TCP needs tcp_auth_token_file (a bearer token clients must present): "
+                     "unlike the Unix socket, a TCP port is open to every local user");
+  }
+  if (cfg->tcp_tls_cert_file.empty() != cfg->tcp_tls_key_file.empty()) {
+    return top.Error(cfg->tcp_tls_cert_file.empty() ? "tcp_tls_cert_file" : "tcp_tls_key_file",
+                     "give both tcp_tls_cert_file and tcp_tls_key_file, or neither");
+  }
+  if (cfg->tcp_tls_cert_file.empty() && !IsLoopbackHost(cfg->tcp_listen)) {
+    return top.Error("tcp_listen",
+                     "a non-loopback address needs tcp_tls_cert_file and tcp_tls_key_file "
+                     "(the token must not cross a network in clear)");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<DaemonConfig> ParseDaemonConfig(const std::string& text, const std::string& file) {
@@ -592,6 +620,7 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(const std::string& text, const st
   if (!cfg.tcp_listen.empty() && !cfg.allow_remote && !IsLoopbackHost(cfg.tcp_listen)) {
     return top.Error("tcp_listen", "a non-loopback address needs allow_remote: true");
   }
+  QKV_RETURN_IF_ERROR(ParseTcpSecurity(top, &cfg));
   QKV_RETURN_IF_ERROR(top.GetString("instance", &cfg.instance));
   if (cfg.instance.empty() ||
       cfg.instance.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -640,6 +669,14 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(const std::string& text, const st
   l.max_paused_tasks = static_cast<int>(paused);
   QKV_RETURN_IF_ERROR(
       limits.GetInt("paused_ttl_seconds", &l.paused_ttl_seconds, 1, int64_t{86400} * 365));
+  int64_t rpc_threads = l.max_rpc_threads, watchers = l.max_watchers,
+          per_task = l.max_watchers_per_task;
+  QKV_RETURN_IF_ERROR(limits.GetInt("max_rpc_threads", &rpc_threads, 4, 65536));
+  QKV_RETURN_IF_ERROR(limits.GetInt("max_watchers", &watchers, 1, 65536));
+  QKV_RETURN_IF_ERROR(limits.GetInt("max_watchers_per_task", &per_task, 1, 65536));
+  l.max_rpc_threads = static_cast<int>(rpc_threads);
+  l.max_watchers = static_cast<int>(watchers);
+  l.max_watchers_per_task = static_cast<int>(per_task);
   l.max_concurrent_tasks = static_cast<int>(conc);
   l.queue_length = static_cast<int>(queue);
   l.keep_finished_tasks = static_cast<int>(keep);

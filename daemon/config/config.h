@@ -102,6 +102,12 @@ struct LimitsConfig {
   int64_t max_message_bytes = 64ll << 20;  // gRPC receive limit
   int max_paused_tasks = 16;               // tasks waiting in await_input at once
   int64_t paused_ttl_seconds = 3600;       // a paused task fails after this long
+  // gRPC server threads (one per call in progress, streams included):
+  // calls beyond it are RESOURCE_EXHAUSTED.
+  int max_rpc_threads = 256;
+  // Concurrent WatchTask streams in total and on one task.
+  int max_watchers = 128;
+  int max_watchers_per_task = 16;
 };
 
 struct DaemonConfig {
@@ -112,6 +118,15 @@ struct DaemonConfig {
   // allow_remote: true.
   std::string tcp_listen;
   bool allow_remote = false;
+  // Bearer token every TCP call must carry ("authorization: Bearer <token>"):
+  // a file only the service user may read (mode 0600 or 0400, owned by it).
+  // Required with tcp_listen; absolute after loading.
+  std::string tcp_auth_token_file;
+  // PEM certificate chain and key for TLS on tcp_listen; both or neither.
+  // Required for a non-loopback tcp_listen (the token must not cross a
+  // network in clear). Without them the TCP port accepts loopback peers only.
+  std::string tcp_tls_cert_file;
+  std::string tcp_tls_key_file;
   // Names shared-memory segments (/qkvshare.<instance>.*); one daemon per
   // instance name.
   std::string instance = "default";

@@ -99,6 +99,32 @@ TEST(ConfigTest, BadValuesNameTheKey) {
   EXPECT_THAT(ParseError("models: [1, 2]\n"), HasSubstr("models: expected a mapping"));
 }
 
+// Issue 18 item 6: TCP is only served with a token, and off loopback only
+// with TLS.
+TEST(ConfigTest, TcpNeedsATokenAndOffLoopbackTls) {
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "tcp_listen: 127.0.0.1:7420\n"),
+              HasSubstr("tcp_listen: TCP needs tcp_auth_token_file"));
+  EXPECT_EQ(ParseError(std::string(kMinimal) +
+                       "tcp_listen: 127.0.0.1:7420\ntcp_auth_token_file: token\n"),
+            "");
+  absl::StatusOr<DaemonConfig> c = ParseDaemonConfig(
+      std::string(kMinimal) + "tcp_listen: 127.0.0.1:7420\ntcp_auth_token_file: token\n",
+      "/etc/q/daemon.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tcp_auth_token_file, "/etc/q/token");
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "tcp_listen: 0.0.0.0:7420\nallow_remote: true\n"
+                                                 "tcp_auth_token_file: /t\n"),
+              HasSubstr("a non-loopback address needs tcp_tls_cert_file and tcp_tls_key_file"));
+  EXPECT_THAT(
+      ParseError(std::string(kMinimal) + "tcp_listen: 0.0.0.0:7420\nallow_remote: true\n"
+                                         "tcp_auth_token_file: /t\ntcp_tls_cert_file: /c\n"),
+      HasSubstr("tcp_tls_key_file: give both"));
+  EXPECT_EQ(ParseError(std::string(kMinimal) +
+                       "tcp_listen: 0.0.0.0:7420\nallow_remote: true\n"
+                       "tcp_auth_token_file: /t\ntcp_tls_cert_file: /c\ntcp_tls_key_file: /k\n"),
+            "");
+}
+
 TEST(ConfigTest, MinCardBitsPerModel) {
   auto cfg = ParseDaemonConfig(R"(
 models:

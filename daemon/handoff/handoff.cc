@@ -13,6 +13,7 @@
 #include "cachecard/inject.h"
 #include "cachecard/io.h"
 #include "daemon/card_budget.h"
+#include "daemon/prompt.h"
 #include "quant/controller.h"
 #include "quant/importance.h"
 
@@ -53,12 +54,21 @@ v1::HandoffMode ToProto(HandoffMode m) {
 }
 
 absl::StatusOr<std::vector<int32_t>> EncodeText(const agents::Model& model, const std::string& text,
-                                                bool add_special, const std::string& what) {
+                                                bool add_special, const std::string& what,
+                                                int64_t max_tokens,
+                                                const std::function<absl::Status()>& check_stop) {
   if (model.tokenizer() == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("model ", model.dir(), " has no tokenizer.json; cannot encode ", what));
   }
-  return model.tokenizer()->Encode(text, add_special);
+  if (max_tokens <= 0) return model.tokenizer()->Encode(text, add_special);
+  absl::StatusOr<std::vector<int32_t>> ids =
+      EncodeBounded(*model.tokenizer(), text, add_special, max_tokens, check_stop);
+  if (ids.status().code() == absl::StatusCode::kOutOfRange) {
+    return absl::OutOfRangeError(
+        absl::StrCat(what, " is ", ids.status().message(), ", over the context limit"));
+  }
+  return ids;
 }
 
 void Handoff::PrepareSender(agents::Sequence& seq, const HandoffConfig* outgoing) {
@@ -124,8 +134,8 @@ absl::StatusOr<Received> Handoff::Receive(Agent& agent, const HandedContext& con
   if (context.fingerprint == model.fingerprint()) {
     out.prompt = context.ids;
   } else {
-    QKV_ASSIGN_OR_RETURN(out.prompt,
-                         EncodeText(model, context.text, /*add_special=*/true, "the context"));
+    QKV_ASSIGN_OR_RETURN(out.prompt, EncodeText(model, context.text, /*add_special=*/true,
+                                                "the context", agent.context_limit));
   }
   stats.set_reprefill_tokens(static_cast<int64_t>(out.prompt.size()));
   out.prompt.insert(out.prompt.end(), instruction.begin(), instruction.end());

@@ -35,6 +35,7 @@
 #define QKVSHARE_DAEMON_HANDOFF_HANDOFF_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -127,10 +128,14 @@ class Handoff {
 // The wire enum of a handoff mode.
 v1::HandoffMode ToProto(HandoffMode m);
 
-// Encodes `text` with `model`'s tokenizer. Errors: FailedPrecondition when
-// the model has none (`what` names the text in the message).
-absl::StatusOr<std::vector<int32_t>> EncodeText(const agents::Model& model, const std::string& text,
-                                                bool add_special, const std::string& what);
+// Encodes `text` with `model`'s tokenizer. With `max_tokens` > 0 the work
+// is bounded (daemon/prompt.h EncodeBounded: a text known to need more is
+// OutOfRange "<what> is more than N tokens ..." after encoding a prefix) and
+// `check_stop` (may be empty) is honoured between prefixes. Errors:
+// FailedPrecondition when the model has none (`what` names the text).
+absl::StatusOr<std::vector<int32_t>> EncodeText(
+    const agents::Model& model, const std::string& text, bool add_special, const std::string& what,
+    int64_t max_tokens = 0, const std::function<absl::Status()>& check_stop = nullptr);
 
 }  // namespace qkvshare::daemon
 

@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agents/generator.h"
 #include "base/status_macros.h"
+#include "daemon/prompt.h"
 #include "daemon/stop_reason.h"
 
 namespace qkvshare::daemon {
@@ -175,7 +176,12 @@ class TaskRun {
     ctx_.Emit(std::move(ev));
   }
 
-  std::string Expand(const std::string& instruction, const WalkState& st, int visit) const {
+  // `instruction` with {input}, {previous}, {hop}, {visit}, {branches} and
+  // {branch.NAME} substituted. The substituted size is computed before
+  // anything is built ({input} x 8000 must not build 8 GiB): more than
+  // limits.max_input_bytes is InvalidArgument.
+  absl::StatusOr<std::string> Expand(const std::string& instruction, const WalkState& st,
+                                     int visit) const {
     std::vector<std::pair<std::string, std::string>> subs = {
         {"{input}", st.input},
         {"{previous}", st.previous},
@@ -187,6 +193,18 @@ class TaskRun {
       subs.push_back({absl::StrCat("{branch.", name, "}"), text});
     }
     subs.push_back({"{branches}", absl::StrJoin(lines, "\n")});
+    int64_t substituted = 0;
+    for (const auto& [name, text] : subs) {
+      for (size_t pos = instruction.find(name); pos != std::string::npos;
+           pos = instruction.find(name, pos + name.size())) {
+        substituted += static_cast<int64_t>(text.size());
+      }
+    }
+    if (substituted > deps_.max_input_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the instruction would hold ", substituted,
+          " bytes of substituted text; limits.max_input_bytes is ", deps_.max_input_bytes));
+    }
     return absl::StrReplaceAll(instruction, subs);
   }
 
@@ -229,7 +247,7 @@ class TaskRun {
         run.step = c.name;
         run.visit = graph_ ? visit : 0;
         run.max_visits = c.max_visits;
-        run.instruction = Expand(step.hop.instruction, st, visit);
+        QKV_ASSIGN_OR_RETURN(run.instruction, Expand(step.hop.instruction, st, visit));
         // keep_context: whichever step ends the task keeps its whole context.
         run.may_hand_on = MayHandOn(i) || ctx_.spec().keep_context;
         absl::StatusOr<std::optional<HandedContext>> sent = RunAgent(
@@ -242,6 +260,9 @@ class TaskRun {
             },
             &output);
         if (!sent.ok()) {
+          // A step that failed while the task was being cancelled (or ran
+          // out of time) ends the task CANCELLED / DEADLINE_EXCEEDED.
+          if (absl::Status stop = ctx_.CheckStop(); !stop.ok()) return stop;
           if (IsStop(sent.status())) return sent.status();
           return absl::Status(sent.status().code(),
                               absl::StrCat(Label(i, visit), ": ", sent.status().message()));
@@ -287,7 +308,7 @@ class TaskRun {
       runs[b].visit = visit;
       runs[b].max_visits = c.max_visits;
       runs[b].branch = c.parallel[b].name;
-      runs[b].instruction = Expand(step.branches[b].instruction, st, visit);
+      QKV_ASSIGN_OR_RETURN(runs[b].instruction, Expand(step.branches[b].instruction, st, visit));
     }
     const HandedContext* carry = st.carry ? &*st.carry : nullptr;
     auto run_branch = [&](size_t b) {
@@ -302,6 +323,7 @@ class TaskRun {
     for (std::thread& t : threads) t.join();
     for (size_t b = 0; b < n; ++b) {
       if (status[b].ok()) continue;
+      if (absl::Status stop = ctx_.CheckStop(); !stop.ok()) return stop;
       if (IsStop(status[b])) return status[b];
       return absl::Status(status[b].code(),
                           absl::StrCat(Label(i, visit), ", branch ", runs[b].branch, " (",
@@ -360,17 +382,19 @@ class TaskRun {
     Handoff::PrepareSender(seq, run.may_hand_on ? &hop.handoff : nullptr);
     const absl::Time hop_start = absl::Now();
 
+    const auto check_stop = [this] { return ctx_.CheckStop(); };
     std::string instruction =
         absl::StrReplaceAll(agent.entry.prompt_template, {{"{instruction}", run.instruction}});
     Received in;
     if (received == nullptr) {
       QKV_ASSIGN_OR_RETURN(in.prompt, EncodeText(model, agent.entry.system + instruction,
-                                                 /*add_special=*/true, "the prompt"));
+                                                 /*add_special=*/true, "the prompt",
+                                                 agent.context_limit, check_stop));
     } else {
       std::vector<int32_t> inst;
       if (!instruction.empty()) {
-        QKV_ASSIGN_OR_RETURN(
-            inst, EncodeText(model, instruction, /*add_special=*/false, "the instruction"));
+        QKV_ASSIGN_OR_RETURN(inst, EncodeText(model, instruction, /*add_special=*/false,
+                                              "the instruction", agent.context_limit, check_stop));
       }
       QKV_ASSIGN_OR_RETURN(in, deps_.handoff->Receive(agent, *received, inst, log_prefix));
       v1::TaskEvent ev;

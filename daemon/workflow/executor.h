@@ -50,6 +50,9 @@ struct ExecutorDeps {
   AgentPool* agents = nullptr;
   const Handoff* handoff = nullptr;
   Stats* stats = nullptr;
+  // limits.max_input_bytes: bound on the {input}/{previous} text a step's
+  // prompt may hold after expansion (daemon/prompt.h).
+  int64_t max_input_bytes = int64_t{1} << 20;
   // How long a card kept by a keep_context task stays pinned.
   absl::Duration kept_ttl = absl::Hours(1);
 };

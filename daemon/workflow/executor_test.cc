@@ -120,7 +120,8 @@ TEST(ExecutorTest, ErrorsNameTheHop) {
   FakeContext ctx(spec);
   absl::StatusOr<std::string> out = RunTask(ctx, deps);
   EXPECT_EQ(out.status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_THAT(out.status().message(), HasSubstr("hop 1/2 (writer): context of"));
+  EXPECT_THAT(out.status().message(), HasSubstr("hop 1/2 (writer): the prompt is more than"));
+  EXPECT_THAT(out.status().message(), HasSubstr("over the context limit"));
   EXPECT_TRUE(ctx.results.empty());
 }
 

@@ -131,9 +131,10 @@ def test_error_codes(client, story_runs):
         list(client.watch("no-such-task"))
     with pytest.raises(NotFound):
         client.cancel("no-such-task")
-    with pytest.raises(RpcError) as e:  # UNIMPLEMENTED until the API has ResumeTask
+    with pytest.raises(NotFound):
+        client.resume("no-such-task", input="and then?")
+    with pytest.raises(InvalidArgument):  # the text to continue with is required
         client.resume("no-such-task")
-    assert e.value.code in ("NOT_FOUND", "UNIMPLEMENTED")
     with pytest.raises(NotFound) as e:
         client.submit("no_such_workflow", INPUT)
     assert "no_such_workflow" in e.value.details

@@ -1,0 +1,82 @@
+#include "agents/weights/quantized_matrix.h"
+
+#include <cstdlib>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "quant/fp16.h"
+
+namespace qkvshare::agents::weights {
+namespace {
+
+constexpr WeightFormat kAllFormats[] = {WeightFormat::kAuto, WeightFormat::kF32,
+                                        WeightFormat::kBF16, WeightFormat::kF16,
+                                        WeightFormat::kQ8,   WeightFormat::kQ4};
+
+}  // namespace
+
+std::string_view WeightFormatName(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::kAuto:
+      return "auto";
+    case WeightFormat::kF32:
+      return "f32";
+    case WeightFormat::kBF16:
+      return "bf16";
+    case WeightFormat::kF16:
+      return "f16";
+    case WeightFormat::kQ8:
+      return "q8";
+    case WeightFormat::kQ4:
+      return "q4";
+  }
+  return "auto";
+}
+
+absl::StatusOr<WeightFormat> ParseWeightFormat(std::string_view name) {
+  for (WeightFormat f : kAllFormats) {
+    if (WeightFormatName(f) == name) return f;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown weights '",
+                                                 absl::string_view(name.data(), name.size()),
+                                                 "' (expected auto, f32, bf16, f16, q8 or q4)"));
+}
+
+void QuantizedMatrix::Free::operator()(void* p) const { std::free(p); }
+
+QuantizedMatrix::QuantizedMatrix(BlockFormat format, int64_t rows, int64_t cols)
+    : format_(format),
+      rows_(rows),
+      cols_(cols),
+      bytes_(static_cast<size_t>(rows * BlocksPerRow(cols)) * BlockBytes(format)) {
+  data_.reset(std::aligned_alloc(64, (bytes_ + 63) / 64 * 64 + 64));
+}
+
+void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_begin,
+                                   int64_t row_end) {
+  std::vector<float> row(cols_);
+  const int64_t bpr = blocks_per_row();
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int64_t base = r * cols_;
+    for (int64_t c = 0; c < cols_; ++c) {
+      switch (dtype) {
+        case DType::kF32:
+          row[c] = static_cast<const float*>(src)[base + c];
+          break;
+        case DType::kBF16:
+          row[c] = Bf16ToFloat(static_cast<const uint16_t*>(src)[base + c]);
+          break;
+        case DType::kF16:
+          row[c] = quant::HalfToFloat(static_cast<const uint16_t*>(src)[base + c]);
+          break;
+      }
+    }
+    if (format_ == BlockFormat::kQ8) {
+      QuantizeRowQ8(row, static_cast<BlockQ8*>(data_.get()) + r * bpr);
+    } else {
+      QuantizeRowQ4(row, static_cast<BlockQ4*>(data_.get()) + r * bpr);
+    }
+  }
+}
+
+}  // namespace qkvshare::agents::weights

@@ -1,0 +1,79 @@
+// File: agents/weights/quantized_matrix.h
+// -----------------------------------------------------------------------------
+// QuantizedMatrix: one weight matrix [rows, cols] (nn.Linear layout) held in
+// a block format of block_formats.h, quantized at load straight from the
+// checkpoint's f32 / bf16 / f16 data one row at a time (no f32 copy of the
+// matrix is ever made). Owns its blocks (64-byte aligned).
+//
+// WeightFormat is the user-facing choice (daemon.yaml models.NAME.weights,
+// --weights): "auto" / "f32" / "bf16" / "f16" keep dense weights (the runtime's
+// dtype logic), "q8" / "q4" quantize the projections at load; the tensor
+// policy is in docs/results.md "Quantized weights" (q8: embedding and lm_head
+// as stored; q4: embedding and lm_head in q8; norms and biases always f32).
+//
+// Thread safety: immutable after Quantize(); QuantizeRows may be called on
+// disjoint row ranges of one matrix from several threads.
+#ifndef QKVSHARE_AGENTS_WEIGHTS_QUANTIZED_MATRIX_H_
+#define QKVSHARE_AGENTS_WEIGHTS_QUANTIZED_MATRIX_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "agents/weights/block_formats.h"
+#include "base/dtype.h"
+
+namespace qkvshare::agents::weights {
+
+enum class WeightFormat : uint8_t { kAuto, kF32, kBF16, kF16, kQ8, kQ4 };
+
+// "auto", "f32", "bf16", "f16", "q8", "q4".
+std::string_view WeightFormatName(WeightFormat f);
+
+// Parses a WeightFormatName. Errors: InvalidArgument naming the value and
+// the accepted names.
+absl::StatusOr<WeightFormat> ParseWeightFormat(std::string_view name);
+
+// The block format of a quantized matrix.
+enum class BlockFormat : uint8_t { kQ8, kQ4 };
+
+// Bytes of one block of `f` (34 or 20).
+constexpr size_t BlockBytes(BlockFormat f) {
+  return f == BlockFormat::kQ8 ? sizeof(BlockQ8) : sizeof(BlockQ4);
+}
+
+class QuantizedMatrix {
+ public:
+  // An allocated, not yet filled matrix; fill it with QuantizeRows.
+  // REQUIRES: rows >= 0, cols >= 1.
+  QuantizedMatrix(BlockFormat format, int64_t rows, int64_t cols);
+
+  // Quantizes rows [row_begin, row_end) of `src` ([rows, cols] of `dtype`,
+  // row-major) with the reference quantizer. REQUIRES: finite values with
+  // |x| <= 65504.
+  void QuantizeRows(const void* src, DType dtype, int64_t row_begin, int64_t row_end);
+
+  BlockFormat format() const { return format_; }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  int64_t blocks_per_row() const { return BlocksPerRow(cols_); }
+  // rows * blocks_per_row blocks, row-major.
+  const void* blocks() const { return data_.get(); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  struct Free {
+    void operator()(void* p) const;
+  };
+  BlockFormat format_;
+  int64_t rows_, cols_;
+  size_t bytes_;
+  std::unique_ptr<void, Free> data_;
+};
+
+}  // namespace qkvshare::agents::weights
+
+#endif  // QKVSHARE_AGENTS_WEIGHTS_QUANTIZED_MATRIX_H_

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs the project's tests under sanitizers (the .bazelrc configs asan, tsan):
+#   ASan+UBSan  every test of the torch-free packages (quant, cachecard,
+#               cachecard/shm, base, agents/tokenizer, the daemon units that
+#               do not need the model runtime, qkvctl's units): bazel query
+#               picks the cc_tests that do not depend on @system//:torch.
+#   TSan        the concurrent parts: the task manager, the card store and
+#               the server core's building blocks.
+#
+# Usage: scripts/test_sanitizers.sh [--fast] [extra bazel test flags]
+#   --fast  the part scripts/test.sh runs (a few minutes on 2 cores with a
+#           cold cache): ASan+UBSan on quant, cachecard and the config, TSan on
+#           the task manager and the card store.
+# The full set (no --fast) is documented in docs/operations.md "Security";
+# it builds the gRPC/proto code twice more (one build per sanitizer).
+# Exit status: non-zero when any test failed or did not build.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+fast=0
+if [[ ${1:-} == --fast ]]; then fast=1; shift; fi
+
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp"
+
+if ((fast)); then
+  asan_targets=(//quant:all //cachecard:all //daemon/config:all)
+  tsan_targets=(//daemon:task_manager_test //cachecard/shm:card_store_test)
+else
+  scope='//quant/... + //cachecard/... + //base/... + //agents/tokenizer/... + //daemon/... + //qkvctl/...'
+  mapfile -t asan_targets < <(bazel query --noshow_progress \
+    "kind(cc_test, ${scope}) except rdeps(${scope}, @system//:torch)" 2>/dev/null)
+  tsan_targets=(//daemon:task_manager_test //cachecard/shm:card_store_test
+                //cachecard:parallel_test //daemon:stats_test //daemon:metrics_test)
+  if ((${#asan_targets[@]} == 0)); then
+    echo "test_sanitizers: bazel query found no targets" >&2
+    exit 1
+  fi
+fi
+
+rc=0
+echo "== ASan+UBSan: ${asan_targets[*]}" >&2
+bazel test --config=asan "$@" -- "${asan_targets[@]}" || rc=1
+echo "== TSan: ${tsan_targets[*]}" >&2
+bazel test --config=tsan --test_env=TSAN_OPTIONS="$TSAN_OPTIONS" "$@" -- "${tsan_targets[@]}" || rc=1
+exit $rc
