@@ -163,9 +163,12 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig conf
     core->workflows_ = std::move(workflows);
   }
   core->handoff_ = std::make_unique<Handoff>(core->store_.get(), &core->stats_, cfg.limits);
-  ExecutorDeps deps{core->pool_.get(), core->handoff_.get(), &core->stats_,
+  ExecutorDeps deps{core->pool_.get(),
+                    core->handoff_.get(),
+                    &core->stats_,
                     cfg.limits.max_input_bytes,
-                    absl::Seconds(cfg.card_store.kept_ttl_seconds)};
+                    absl::Seconds(cfg.card_store.kept_ttl_seconds),
+                    cfg.card_store.prefix_cards};
   Stats* stats = &core->stats_;
   TaskManager::Options to{cfg.limits.max_concurrent_tasks, cfg.limits.queue_length,
                           cfg.limits.keep_finished_tasks, cfg.limits.max_paused_tasks,
@@ -485,6 +488,14 @@ v1::CardInfo ServerCore::CardInfoOf(const cachecard::shm::StoredCardInfo& s) con
   info.set_refs(s.handles + s.children);
   info.set_age_ms(absl::ToInt64Milliseconds(s.age));
   info.set_shm_name(s.segment);
+  if (handoff_->IsPrefixCard(info.id())) {
+    info.set_pin("prefix");
+  } else if (s.pinned_until > absl::Now()) {
+    info.set_pin("kept");
+  }
+  if (s.pinned_until > absl::Now() && s.pinned_until != absl::InfiniteFuture()) {
+    info.set_pinned_until_unix_ms(absl::ToUnixMillis(s.pinned_until));
+  }
   const cachecard::Card* card = store_->Find(s.id);
   if (card == nullptr) return info;  // evicted meanwhile
   const cachecard::CardMetadata& m = card->metadata();
@@ -530,6 +541,16 @@ v1::CardInfo ServerCore::CardInfoOf(const cachecard::shm::StoredCardInfo& s) con
     info.add_v_bits_histogram(v == sum.v_bits_histogram.end() ? 0 : v->second);
   }
   return info;
+}
+
+std::vector<v1::AgentInfo> ServerCore::ListAgents() const {
+  std::vector<v1::AgentInfo> agents = pool_->List();
+  for (v1::AgentInfo& a : agents) {
+    const PrefixCardInfo p = handoff_->PrefixOf(a.name());
+    a.set_prefix_card(p.card_id);
+    a.set_prefix_tokens(p.tokens);
+  }
+  return agents;
 }
 
 v1::ListCardsResponse ServerCore::ListCards() const {

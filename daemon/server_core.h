@@ -58,7 +58,8 @@ class ServerCore {
   absl::StatusOr<v1::Task> ResumeTask(const std::string& id, const std::string& input);
 
   // --- Catalog
-  std::vector<v1::AgentInfo> ListAgents() const { return pool_->List(); }
+  // The hosted agents, with each one's prefix card (if built).
+  std::vector<v1::AgentInfo> ListAgents() const;
   std::vector<v1::WorkflowInfo> ListWorkflows() const;
   // Re-reads the workflows directory; all-or-nothing. Returns the names.
   absl::StatusOr<std::vector<std::string>> ReloadWorkflows();

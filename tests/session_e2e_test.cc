@@ -224,5 +224,86 @@ TEST(SessionE2eTest, ExportRestartImportContinue) {
   EXPECT_EQ(b->SignalAndWait(SIGTERM), 0) << b->Log();
 }
 
+// Prefix cards: the first task on an agent with a system text prefills it
+// and keeps it as a pinned full card; the second task's first hop injects it,
+// so its prefill count drops by exactly the system text's tokens, and its
+// greedy output is identical. The card is listed as the agent's prefix card
+// and as a pinned card; a two-hop task's handoff card is incremental on it.
+TEST(SessionE2eTest, PrefixCardReplacesSystemPrefill) {
+  auto started = DaemonProcess::Start(
+      DaemonProcess::StoriesConfig(
+          24,
+          "  narrator: {model: stories, system: \"Once upon a time, in a small town, there "
+          "lived a kind old man who loved to tell stories to the children. \", generation: "
+          "{max_new_tokens: 24}}\n"),
+      {});
+  ASSERT_TRUE(started.ok()) << started.status();
+  DaemonProcess& d = **started;
+  auto task = [](bool two_hops) {
+    v1::SubmitTaskRequest r;
+    v1::HopSpec* hop = r.mutable_inline_()->add_hops();
+    hop->set_agent("narrator");
+    hop->set_instruction("{input}");
+    if (two_hops) {
+      hop = r.mutable_inline_()->add_hops();
+      hop->set_agent("continuer");
+      hop->set_instruction("The next day,");
+    }
+    r.set_input("One day, a girl named Lily");
+    r.mutable_handoff_override()->set_mode(v1::HANDOFF_MODE_FULL);
+    return r;
+  };
+  const v1::Task first = RunOk(d, task(false));
+  const v1::Task second = RunOk(d, task(false));
+  ASSERT_EQ(first.hops_size(), 1);
+  ASSERT_EQ(second.hops_size(), 1);
+  const v1::HopResult& a = first.hops(0);
+  const v1::HopResult& b = second.hops(0);
+  ASSERT_EQ(a.prefix_card().size(), 32u) << a.DebugString();
+  EXPECT_EQ(a.prefix_tokens(), 0);  // prefilled, then kept
+  EXPECT_EQ(b.prefix_card(), a.prefix_card());
+  const std::vector<v1::CardInfo> cards = Cards(d);
+  ASSERT_EQ(cards.size(), 1u);
+  const v1::CardInfo& prefix = cards[0];
+  EXPECT_EQ(prefix.id(), a.prefix_card());
+  EXPECT_EQ(prefix.pin(), "prefix");
+  EXPECT_EQ(prefix.mode(), "full");
+  EXPECT_EQ(prefix.source_agent(), "narrator");
+  EXPECT_GT(prefix.context_tokens(), 20);  // BOS + the system text
+  EXPECT_EQ(b.prefix_tokens(), prefix.context_tokens());
+  EXPECT_GT(b.prefix_inject_ms(), 0);
+  EXPECT_EQ(b.prefill_tokens(), a.prefill_tokens() - prefix.context_tokens());
+  EXPECT_GT(b.prefill_tokens(), 0);
+  EXPECT_FALSE(a.output().empty());
+  EXPECT_EQ(b.output(), a.output());
+  {
+    grpc::ClientContext ctx;
+    v1::ListAgentsResponse agents;
+    ASSERT_TRUE(d.catalog().ListAgents(&ctx, v1::ListAgentsRequest(), &agents).ok());
+    int seen = 0;
+    for (const v1::AgentInfo& ag : agents.agents()) {
+      if (ag.name() == "narrator") {
+        ++seen;
+        EXPECT_EQ(ag.prefix_card(), prefix.id());
+        EXPECT_EQ(ag.prefix_tokens(), prefix.context_tokens());
+      } else {
+        EXPECT_TRUE(ag.prefix_card().empty()) << ag.name();  // no system text
+      }
+    }
+    EXPECT_EQ(seen, 1);
+  }
+  // A handoff card of a context that started from the prefix card extends it.
+  const v1::Task two = RunOk(d, task(true));
+  ASSERT_EQ(two.hops_size(), 2);
+  EXPECT_EQ(two.hops(0).output(), a.output());
+  EXPECT_EQ(two.hops(0).prefix_tokens(), prefix.context_tokens());
+  const std::string handed = two.hops(1).handoff_in().card_id();
+  ASSERT_FALSE(handed.empty()) << two.hops(1).DebugString();
+  for (const v1::CardInfo& c : Cards(d)) {
+    if (c.id() == handed) EXPECT_EQ(c.parent_id(), prefix.id());
+  }
+  EXPECT_EQ(d.SignalAndWait(SIGTERM), 0) << d.Log();
+}
+
 }  // namespace
 }  // namespace qkvshare

@@ -10,7 +10,11 @@
 // A step:
 //   1. leases its agent (waiting while it is busy; the task's cancellation
 //      and deadline are checked meanwhile);
-//   2. first step: prefills [system text + instruction] (with BOS);
+//   2. first step: prefills [system text + instruction] (with BOS); with
+//      prefix cards (ExecutorDeps::prefix_cards, an agent with a system
+//      text) the system text (BOS + its tokens) comes from the agent's
+//      prefix card (Handoff::Prefix) and only the instruction (encoded on
+//      its own) is prefilled;
 //      later steps: Handoff::Receive of the previous step's context (inject
 //      the card, or re-prefill), then the instruction;
 //   3. generates (every token is an event);
@@ -55,6 +59,9 @@ struct ExecutorDeps {
   int64_t max_input_bytes = int64_t{1} << 20;
   // How long a card kept by a keep_context task stays pinned.
   absl::Duration kept_ttl = absl::Hours(1);
+  // card_store.prefix_cards: fresh sequences of agents with a system text
+  // inject its prefix card instead of prefilling it.
+  bool prefix_cards = false;
 };
 
 // Runs `ctx.spec()` to completion and returns the last step's output.

@@ -220,3 +220,46 @@ def test_foreign_model_card_imports_with_a_warning(client):
     assert info.foreign_model and any("fingerprint" in w for w in info.warnings)
     assert not client.cards.import_(  # the daemon's own model: no warning
         write_card(k, k, range(7), model_fingerprint_hex(MODEL_DIR), bits=4)).foreign_model
+
+
+@pytest.mark.parametrize("mode,bits,workflow", [("full", None, "story_full"),
+                                                ("quantized", 8, "story_u8"),
+                                                ("quantized", 4, "story_u4")])
+def test_task_starts_from_python_card(client, story_runs, mode, bits, workflow):
+    """A card written in Python (the codec, from the context's exact K/V)
+    imported into the daemon starts a task (context_card): its first step
+    injects it and continues with the same greedy tokens as the workflow whose
+    second hop received the daemon's own card of that context; a full card
+    also equals re-prefilling the text."""
+    _, events = story_runs["story_full"]
+    full = client.cards.export(hop_card_ids(events)[0])
+    kv = full.kv()
+    kw = {"mode": "full"} if mode == "full" else {"bits": bits}
+    mine = write_card(kv[:, 0], kv[:, 1], full.token_ids, model_fingerprint_hex(MODEL_DIR),
+                      source_agent="pytest", **kw)
+    assert client.cards.import_(mine).id == mine.card_id
+    steps = [{"agent": "continuer", "instruction": "The next day,"}]
+    task = client.run(steps=steps, input=INPUT, context_card=mine.card_id, mode="full")
+    assert client.state_name(task) == "finished", task.reason
+    assert task.context_card == mine.card_id
+    hop = task.hops[0]
+    assert hop.handoff_in.card_id == mine.card_id and hop.handoff_in.reprefill_tokens == 0
+    assert not hop.handoff_in.fallback_reason
+    assert hop.handoff_in.context_tokens == full.total_tokens
+    assert hop.prefill_tokens < full.total_tokens  # the instruction only
+    want = story_runs[workflow][0].hops[1].output
+    assert want and task.output == want
+    if mode == "full":
+        text = client.run(steps=[{"agent": "writer", "instruction": "{input}"}] + steps,
+                          input=INPUT, mode="reprefill")
+        assert client.state_name(text) == "finished", text.reason
+        assert text.hops[0].output == story_runs["story_full"][0].hops[0].output
+        assert task.output == text.hops[1].output
+
+
+def test_context_card_errors(client):
+    with pytest.raises(InvalidArgument) as e:
+        client.submit(steps=[{"agent": "continuer"}], input=INPUT, context_card="xyz")
+    assert "context_card" in e.value.details
+    with pytest.raises(NotFound):
+        client.submit(steps=[{"agent": "continuer"}], input=INPUT, context_card="0" * 32)
