@@ -14,6 +14,17 @@ def hop_card_ids(events):
     return {e.hop: e.card_id for e in events if isinstance(e, cl.CardBuilt)}
 
 
+def python_card(client, story_runs, mode, bits):
+    """(the daemon's exported full hop-0 card of story_full, a card of the same
+    K/V written in Python: full, or uniform `bits`)."""
+    _, events = story_runs["story_full"]
+    full = client.cards.export(hop_card_ids(events)[0])
+    kv = full.kv()
+    kw = {"mode": "full"} if mode == "full" else {"bits": bits}
+    return full, write_card(kv[:, 0], kv[:, 1], full.token_ids, model_fingerprint_hex(MODEL_DIR),
+                            source_agent="pytest", **kw)
+
+
 def test_status_agents_workflows(client):
     st = client.status()
     assert st.state == "serving" and st.agents == 3
@@ -97,12 +108,7 @@ def test_python_cards_import(client, story_runs, mode, bits):
     """Python cards of the daemon's context: full, 8 and 4 bits have the
     content (hence the id) of the daemon's own hop-0 cards, and the store
     dedups them; a 5-bit card is new to the store and round-trips byte for byte."""
-    _, events = story_runs["story_full"]
-    full = client.cards.export(hop_card_ids(events)[0])
-    kv = full.kv()
-    kw = {"mode": "full"} if mode == "full" else {"bits": bits}
-    mine = write_card(kv[:, 0], kv[:, 1], full.token_ids, model_fingerprint_hex(MODEL_DIR),
-                      source_agent="pytest", **kw)
+    full, mine = python_card(client, story_runs, mode, bits)
     info = client.cards.import_(mine)
     assert info.id == mine.card_id and info.mode == mode
     assert info.tokens == info.context_tokens == full.total_tokens
@@ -231,12 +237,7 @@ def test_task_starts_from_python_card(client, story_runs, mode, bits, workflow):
     injects it and continues with the same greedy tokens as the workflow whose
     second hop received the daemon's own card of that context; a full card
     also equals re-prefilling the text."""
-    _, events = story_runs["story_full"]
-    full = client.cards.export(hop_card_ids(events)[0])
-    kv = full.kv()
-    kw = {"mode": "full"} if mode == "full" else {"bits": bits}
-    mine = write_card(kv[:, 0], kv[:, 1], full.token_ids, model_fingerprint_hex(MODEL_DIR),
-                      source_agent="pytest", **kw)
+    full, mine = python_card(client, story_runs, mode, bits)
     assert client.cards.import_(mine).id == mine.card_id
     steps = [{"agent": "continuer", "instruction": "The next day,"}]
     task = client.run(steps=steps, input=INPUT, context_card=mine.card_id, mode="full")
