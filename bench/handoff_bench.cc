@@ -17,7 +17,9 @@
 // receiver's first generated token (greedy): re-prefill of context +
 // instruction, or a card (full / quantized at 16, 4, 3 bits with adaptive
 // widths) built into a shared-memory CardStore, mapped read-only by the
-// receiver, injected, then the instruction prefilled. --warmup untimed
+// receiver, injected, then the instruction prefilled; or `session` (not in
+// the default --modes): a follow-up task continuing from a kept full card
+// that exists before the clock starts (map + inject + instruction). --warmup untimed
 // rounds, then --reps rounds; within a round every mode runs once, the order
 // rotated per round so that drift in machine load hits every mode alike.
 //
@@ -139,7 +141,9 @@ struct Cell {
 // `full`, empty for re-prefill.
 std::string BitsColumn(const Cell& c) {
   if (c.mode.kind == HandoffMode::Kind::kCard) return absl::StrCat(c.mode.bits);
-  if (c.mode.kind == HandoffMode::Kind::kFull) return c.dtype == "fp32" ? "32" : "16";
+  if (c.mode.kind == HandoffMode::Kind::kFull || c.mode.kind == HandoffMode::Kind::kSession) {
+    return c.dtype == "fp32" ? "32" : "16";
+  }
   return "";
 }
 

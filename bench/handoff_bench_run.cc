@@ -105,14 +105,17 @@ struct CardLeftovers {
   cachecard::CardPtr mapped;          // the receiver's read-only mapping
 };
 
+absl::Status ReceiveCard(const cachecard::shm::CardStore& store, agents::Sequence& receiver,
+                         absl::Span<const int32_t> instruction, Laps& laps, HandoffSample& s,
+                         CardLeftovers& left);
+
 absl::Status CardHandoff(const HandoffMode& mode, const CardParams& params,
                          const agents::Sequence& sender, agents::Sequence& receiver,
                          absl::Span<const int32_t> instruction, cachecard::shm::CardStore& store,
                          absl::BitGen& gen, Laps& laps, HandoffSample& s, CardLeftovers& left) {
   // Sender: build the card straight into a new shared-memory segment.
   QKV_ASSIGN_OR_RETURN(cachecard::CardEncoding enc, Encoding(mode, params, sender, laps, s));
-  cachecard::Provenance prov;
-  prov.card_id = cachecard::CardId::Random(gen);
+  cachecard::Provenance prov;  // the id is content-derived
   prov.source_agent = "sender";
   prov.created_unix_ms = absl::ToUnixMillis(absl::Now());
   prov.quant_policy = mode.kind == HandoffMode::Kind::kFull ? "full"
@@ -130,7 +133,12 @@ absl::Status CardHandoff(const HandoffMode& mode, const CardParams& params,
                                                 prov, /*parent=*/nullptr));
   left.id = left.handle->id();  // content-derived: not prov.card_id
   s.encode_ms = laps.Lap(&s.encode_cpu_ms);
+  return ReceiveCard(store, receiver, instruction, laps, s, left);
+}
 
+absl::Status ReceiveCard(const cachecard::shm::CardStore& store, agents::Sequence& receiver,
+                         absl::Span<const int32_t> instruction, Laps& laps, HandoffSample& s,
+                         CardLeftovers& left) {
   // Receiver: map the segment by name, read-only, as another process would.
   QKV_ASSIGN_OR_RETURN(left.mapped,
                        cachecard::shm::OpenSharedCard(store.SegmentName(left.id),
@@ -164,6 +172,8 @@ std::string HandoffMode::Name() const {
       return "full";
     case Kind::kCard:
       return "card";
+    case Kind::kSession:
+      return "session";
   }
   return "?";
 }
@@ -175,14 +185,15 @@ std::string HandoffMode::Label() const {
 absl::StatusOr<HandoffMode> HandoffMode::Parse(const std::string& label) {
   if (label == "reprefill") return HandoffMode{Kind::kReprefill, 0};
   if (label == "full") return HandoffMode{Kind::kFull, 0};
+  if (label == "session") return HandoffMode{Kind::kSession, 0};
   absl::string_view rest = label;
   double bits = 0;
   if (absl::ConsumePrefix(&rest, "card") && absl::SimpleAtod(rest, &bits) &&
       ((bits >= 2 && bits <= 8) || bits == 16)) {
     return HandoffMode{Kind::kCard, bits};
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("mode '", label, "': expected reprefill, full or card<bits> (2..8 or 16)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "mode '", label, "': expected reprefill, full, session or card<bits> (2..8 or 16)"));
 }
 
 absl::StatusOr<HandoffSample> RunHandoff(const HandoffMode& mode, const CardParams& params,
@@ -191,10 +202,21 @@ absl::StatusOr<HandoffSample> RunHandoff(const HandoffMode& mode, const CardPara
                                          cachecard::shm::CardStore& store, absl::BitGen& gen) {
   receiver.Reset();
   HandoffSample s;
+  CardLeftovers left;
+  if (mode.kind == HandoffMode::Kind::kSession) {
+    // Untimed: the earlier task kept its context as a full card.
+    cachecard::Provenance prov;
+    prov.source_agent = "session";
+    QKV_ASSIGN_OR_RETURN(
+        left.handle,
+        store.Build(sender.kv_cache(), sender.length(), sender.token_ids(),
+                    cachecard::CardEncoding::Full(), sender.model().fingerprint().bytes, prov,
+                    /*parent=*/nullptr));
+    left.id = left.handle->id();
+  }
   const double cpu0 = ProcessCpuMs();
   const int64_t faults0 = MinorFaults();
   Laps laps;
-  CardLeftovers left;
   if (mode.kind == HandoffMode::Kind::kReprefill) {
     std::vector<int32_t> prompt = sender.token_ids();
     prompt.insert(prompt.end(), instruction.begin(), instruction.end());
@@ -203,7 +225,9 @@ absl::StatusOr<HandoffSample> RunHandoff(const HandoffMode& mode, const CardPara
     s.first_ms = laps.Lap(&s.first_cpu_ms);
   } else {
     absl::Status st =
-        CardHandoff(mode, params, sender, receiver, instruction, store, gen, laps, s, left);
+        mode.kind == HandoffMode::Kind::kSession
+            ? ReceiveCard(store, receiver, instruction, laps, s, left)
+            : CardHandoff(mode, params, sender, receiver, instruction, store, gen, laps, s, left);
     if (!st.ok()) {
       left.mapped.reset();
       left.handle = cachecard::shm::CardHandle();

@@ -46,15 +46,19 @@ namespace qkvshare::bench {
 
 // How the context reaches the receiver.
 struct HandoffMode {
-  enum class Kind { kReprefill, kFull, kCard };
+  // kSession: the receiver continues from a full card built before the
+  // clock starts (a kept card of an earlier task, SubmitTaskRequest.
+  // context_card): TTFT = map + inject + first.
+  enum class Kind { kReprefill, kFull, kCard, kSession };
   Kind kind = Kind::kReprefill;
   // kCard: average code bits per element (the controller's budget), [2, 8] or
   // 16; widths are adaptive (importance-driven) below 16.
   double bits = 0;
 
-  // "reprefill", "full" or "card" (the CSV's `mode` column).
+  // "reprefill", "full", "card" or "session" (the CSV's `mode` column).
   std::string Name() const;
-  // "reprefill", "full", "card16", "card4", "card3" (flag and table labels).
+  // "reprefill", "full", "session", "card16", "card4", "card3" (flag and
+  // table labels).
   std::string Label() const;
   // Parses a Label(). Errors: InvalidArgument naming the label.
   static absl::StatusOr<HandoffMode> Parse(const std::string& label);

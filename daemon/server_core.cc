@@ -163,8 +163,12 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig conf
     core->workflows_ = std::move(workflows);
   }
   core->handoff_ = std::make_unique<Handoff>(core->store_.get(), &core->stats_, cfg.limits);
-  ExecutorDeps deps{core->pool_.get(), core->handoff_.get(), &core->stats_,
-                    cfg.limits.max_input_bytes};
+  ExecutorDeps deps{core->pool_.get(),
+                    core->handoff_.get(),
+                    &core->stats_,
+                    cfg.limits.max_input_bytes,
+                    absl::Seconds(cfg.card_store.kept_ttl_seconds),
+                    cfg.card_store.prefix_cards};
   Stats* stats = &core->stats_;
   TaskManager::Options to{cfg.limits.max_concurrent_tasks, cfg.limits.queue_length,
                           cfg.limits.keep_finished_tasks, cfg.limits.max_paused_tasks,
@@ -286,7 +290,10 @@ absl::StatusOr<TaskSpec> ServerCore::Resolve(const v1::SubmitTaskRequest& req) c
   // work is queued).
   const ResolvedHop& first_hop = spec.steps.empty() ? spec.hops[0] : spec.steps[0].hop;
   const Agent* first = pool_->Find(first_hop.agent);
-  if (first->model->tokenizer() != nullptr) {
+  spec.keep_context = req.keep_context();
+  if (!req.context_card().empty()) {
+    QKV_RETURN_IF_ERROR(ResolveContextCard(req, first_hop, *first, &spec));
+  } else if (first->model->tokenizer() != nullptr) {
     std::string prompt = absl::StrReplaceAll(
         first->entry.prompt_template,
         {{"{instruction}", ExpandInstruction(first_hop.instruction, spec.input, "", 1)}});
@@ -347,6 +354,42 @@ absl::StatusOr<v1::Task> ServerCore::ResumeTask(const std::string& id, const std
                                                    config_.limits.max_input_bytes));
   }
   return tasks_->Resume(id, input);
+}
+
+absl::Status ServerCore::ResolveContextCard(const v1::SubmitTaskRequest& req,
+                                            const ResolvedHop& first_hop, const Agent& first,
+                                            TaskSpec* spec) const {
+  absl::StatusOr<cachecard::CardId> id = cachecard::CardId::FromHex(req.context_card());
+  if (!id.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("context_card: ", id.status().message()));
+  }
+  const cachecard::ModelFingerprint& fp = first.model->fingerprint().bytes;
+  absl::StatusOr<cachecard::shm::CardHandle> card = store_->Get(*id, {&fp});
+  if (!card.ok()) {
+    if (card.status().code() == absl::StatusCode::kNotFound) return card.status();
+    // Another model's card: there is no text to fall back to.
+    return absl::InvalidArgumentError(absl::StrCat("context_card: ", card.status().message(),
+                                                   " (agent '", first.entry.name, "' runs model '",
+                                                   first.model_name, "')"));
+  }
+  int64_t tokens = (*card)->metadata().total_tokens();
+  if (first.model->tokenizer() != nullptr) {
+    std::string prompt = absl::StrReplaceAll(
+        first.entry.prompt_template,
+        {{"{instruction}", ExpandInstruction(first_hop.instruction, spec->input, "", 1)}});
+    absl::StatusOr<std::vector<int32_t>> ids = first.model->tokenizer()->Encode(prompt, false);
+    if (!ids.ok())
+      return absl::InvalidArgumentError(absl::StrCat("input: ", ids.status().message()));
+    tokens += static_cast<int64_t>(ids->size());
+  }
+  if (tokens >= first.context_limit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "context_card ", req.context_card(), " holds ", (*card)->metadata().total_tokens(),
+        " tokens; with the first prompt that is ", tokens, ", agent '", first.entry.name,
+        "' has a context limit of ", first.context_limit, " tokens"));
+  }
+  spec->context_card = std::make_shared<const cachecard::shm::CardHandle>(*std::move(card));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ServerCore::SubmitTask(const v1::SubmitTaskRequest& request) {
@@ -445,6 +488,14 @@ v1::CardInfo ServerCore::CardInfoOf(const cachecard::shm::StoredCardInfo& s) con
   info.set_refs(s.handles + s.children);
   info.set_age_ms(absl::ToInt64Milliseconds(s.age));
   info.set_shm_name(s.segment);
+  if (handoff_->IsPrefixCard(info.id())) {
+    info.set_pin("prefix");
+  } else if (s.pinned_until > absl::Now()) {
+    info.set_pin("kept");
+  }
+  if (s.pinned_until > absl::Now() && s.pinned_until != absl::InfiniteFuture()) {
+    info.set_pinned_until_unix_ms(absl::ToUnixMillis(s.pinned_until));
+  }
   const cachecard::Card* card = store_->Find(s.id);
   if (card == nullptr) return info;  // evicted meanwhile
   const cachecard::CardMetadata& m = card->metadata();
@@ -490,6 +541,16 @@ v1::CardInfo ServerCore::CardInfoOf(const cachecard::shm::StoredCardInfo& s) con
     info.add_v_bits_histogram(v == sum.v_bits_histogram.end() ? 0 : v->second);
   }
   return info;
+}
+
+std::vector<v1::AgentInfo> ServerCore::ListAgents() const {
+  std::vector<v1::AgentInfo> agents = pool_->List();
+  for (v1::AgentInfo& a : agents) {
+    const PrefixCardInfo p = handoff_->PrefixOf(a.name());
+    a.set_prefix_card(p.card_id);
+    a.set_prefix_tokens(p.tokens);
+  }
+  return agents;
 }
 
 v1::ListCardsResponse ServerCore::ListCards() const {

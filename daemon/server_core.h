@@ -58,7 +58,8 @@ class ServerCore {
   absl::StatusOr<v1::Task> ResumeTask(const std::string& id, const std::string& input);
 
   // --- Catalog
-  std::vector<v1::AgentInfo> ListAgents() const { return pool_->List(); }
+  // The hosted agents, with each one's prefix card (if built).
+  std::vector<v1::AgentInfo> ListAgents() const;
   std::vector<v1::WorkflowInfo> ListWorkflows() const;
   // Re-reads the workflows directory; all-or-nothing. Returns the names.
   absl::StatusOr<std::vector<std::string>> ReloadWorkflows();
@@ -71,10 +72,13 @@ class ServerCore {
   // (flattened) .qkvcard; stops early when `write` returns false (Cancelled).
   absl::Status ExportCard(const std::string& id,
                           const std::function<bool(absl::Span<const uint8_t>)>& write) const;
-  // Validates and stores a card file's bytes. A card no hosted model can use
-  // is stored too, with a warning in the result (and the log). Errors: InvalidArgument
-  // (not a valid card: truncated, checksum, version, ...), ResourceExhausted (limits or quota),
-  // AlreadyExists, FailedPrecondition (its parent is not stored).
+  // Validates and stores a card file's bytes (an equal stored card is
+  // returned, not copied). A card no hosted model can use is stored too, with
+  // a warning in the result (and the log). Errors: InvalidArgument (not a
+  // valid card: truncated, checksum, version, an id that is not its
+  // content's, ...), ResourceExhausted (limits or quota), AlreadyExists (the
+  // id is stored with other content), FailedPrecondition (its parent is not
+  // stored).
   absl::StatusOr<v1::CardInfo> ImportCard(absl::Span<const uint8_t> bytes);
   // Errors: NotFound, FailedPrecondition (in use).
   absl::Status DeleteCard(const std::string& id);
@@ -100,6 +104,13 @@ class ServerCore {
                                          const v1::Handoff& handoff_override, int hop_number,
                                          int64_t input_bytes, const std::string& where) const;
   v1::WorkflowInfo::Hop HopInfo(const HopConfig& h) const;
+  // Checks request.context_card against the first hop (or graph step) and its
+  // agent (stored, same model, fits the context with the first prompt) and
+  // takes a handle to it into spec->context_card. Errors: NotFound;
+  // InvalidArgument.
+  absl::Status ResolveContextCard(const v1::SubmitTaskRequest& request,
+                                  const ResolvedHop& first_hop, const Agent& first,
+                                  TaskSpec* spec) const;
   v1::CardInfo CardInfoOf(const cachecard::shm::StoredCardInfo& info) const;
   // Whether an agent here runs the model with this fingerprint (64 hex).
   bool HostsModel(const std::string& fingerprint_hex) const;

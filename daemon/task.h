@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "cachecard/shm/card_store.h"
 #include "daemon/config/config.h"
 #include "qkvshare/v1/tasks.pb.h"
 
@@ -43,6 +44,12 @@ struct TaskSpec {
   std::vector<ResolvedStep> steps;
   int max_steps = 0;  // graph: most step runs (parallel: 1 + its branches)
   absl::Time deadline = absl::InfiniteFuture();
+  // SubmitTaskRequest.context_card: the stored card hop 0 starts from,
+  // checked at submit against hop 0's model; the handle keeps it stored
+  // while the task is queued. Null: hop 0 prefills its system text.
+  std::shared_ptr<const cachecard::shm::CardHandle> context_card;
+  // SubmitTaskRequest.keep_context.
+  bool keep_context = false;
 };
 
 // What a paused task keeps to continue from (the executor's own state, e.g.

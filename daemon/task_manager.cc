@@ -81,6 +81,7 @@ class TaskManager::Context : public TaskContext {
     absl::MutexLock lock(&m_->mu_);
     *r_->task.add_hops() = result;
     r_->task.set_output(result.output());
+    if (!result.kept_card().empty()) r_->task.set_kept_card(result.kept_card());
   }
 
  private:
@@ -179,6 +180,7 @@ absl::StatusOr<std::string> TaskManager::Submit(TaskSpec spec) {
   t.set_label(r->spec.label);
   t.set_state(v1::TASK_STATE_QUEUED);
   t.set_input(r->spec.input);
+  if (r->spec.context_card) t.set_context_card((*r->spec.context_card)->id().ToHex());
   t.set_num_hops(
       static_cast<int>(r->spec.steps.empty() ? r->spec.hops.size() : r->spec.steps.size()));
   t.set_created_unix_ms(NowUnixMs());
@@ -261,6 +263,7 @@ void TaskManager::Finish(Record* r, v1::TaskState state, const std::string& reas
     if (r->holds_pause_slot) --paused_;
     r->holds_pause_slot = false;
     r->task.clear_pause_expires_unix_ms();
+    r->spec.context_card.reset();  // an ended task holds no card
     v1::Task& t = r->task;
     t.set_state(state);
     t.set_reason(reason);

@@ -127,6 +127,10 @@ int RunQkvctl(const std::vector<std::string>& args, std::ostream& out, std::ostr
   submit->add_option("--deadline-ms", submit_opts.deadline_ms, "Fail the task after N ms")
       ->check(kNonNegative);
   submit->add_option("--label", submit_opts.label, "Free-form label shown in listings");
+  submit->add_option("--from-card", submit_opts.from_card,
+                     "Start from stored card ID (imported or kept): no re-prefill");
+  submit->add_flag("--keep", submit_opts.keep,
+                   "Keep the final context as a pinned card and print its id (implies --wait)");
 
   WatchOptions watch_opts;
   CLI::App* watch = app.add_subcommand("watch", "Follow a task until it ends");

@@ -240,17 +240,24 @@ int RunSubmit(Session& s, const SubmitOptions& o) {
     request.mutable_generation_override()->set_max_new_tokens(*o.max_new_tokens);
   request.set_deadline_ms(o.deadline_ms);
   request.set_label(o.label);
+  request.set_context_card(o.from_card);
+  request.set_keep_context(o.keep);
 
   Client* client = nullptr;
   if (int rc = s.Connect("submit", &client); rc != kExitOk) return rc;
   absl::StatusOr<v1::SubmitTaskResponse> r = client->SubmitTask(request);
   if (!r.ok()) return s.Fail(absl::StrCat("submit ", o.workflow), r.status());
-  if (!o.wait) {
+  if (!o.wait && !o.keep) {
     s.out() << (s.json() ? MessageJson(*r) : r->task_id() + "\n");
     return kExitOk;
   }
   if (!s.json()) s.out() << "task " << r->task_id() << "\n";
-  return FollowTask(s, client, r->task_id(), 0, /*skip_tokens=*/false);
+  const int rc = FollowTask(s, client, r->task_id(), 0, /*skip_tokens=*/false);
+  if (rc != kExitOk || !o.keep || s.json()) return rc;  // JSON: the last hop_finished has kept_card
+  absl::StatusOr<v1::Task> task = client->GetTask(r->task_id());
+  if (!task.ok()) return s.Fail(absl::StrCat("get ", r->task_id()), task.status());
+  s.out() << "kept card " << task->kept_card() << "\n";
+  return kExitOk;
 }
 
 int RunWatch(Session& s, const WatchOptions& o) {

@@ -77,6 +77,8 @@ struct SubmitOptions {
   std::optional<int> max_new_tokens;  // generation_override.max_new_tokens
   int64_t deadline_ms = 0;            // 0: none
   std::string label;
+  std::string from_card;  // --from-card ID: context_card ("": none)
+  bool keep = false;      // --keep: keep_context; waits and prints the kept card's id
 };
 // Submits; prints the task id (or, with wait, streams the task and ends with
 // the per-hop table). Exit 1 when a waited-for task failed or was cancelled.

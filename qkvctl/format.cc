@@ -97,7 +97,8 @@ std::string FormatAgents(const v1::ListAgentsResponse& agents) {
            {"WEIGHTS", Table::kRight},
            {"CONTEXT", Table::kRight},
            {"HOPS", Table::kRight},
-           {"FINGERPRINT"}});
+           {"FINGERPRINT"},
+           {"PREFIX CARD"}});
   for (const v1::AgentInfo& a : agents.agents()) {
     // "f32 (bf16 weights, AVX2)" when the weights are narrower than the compute.
     std::string dtype = a.dtype();
@@ -107,7 +108,10 @@ std::string FormatAgents(const v1::ListAgentsResponse& agents) {
     }
     t.AddRow({a.name(), a.model(), dtype, a.state(), FormatBytes(a.kv_cache_bytes()),
               FormatBytes(a.weight_bytes()), absl::StrCat(a.context_limit()),
-              absl::StrCat(a.hops_run()), ShortId(a.fingerprint())});
+              absl::StrCat(a.hops_run()), ShortId(a.fingerprint()),
+              a.prefix_card().empty()
+                  ? "-"
+                  : absl::StrCat(ShortId(a.prefix_card()), " (", a.prefix_tokens(), " tok)")});
   }
   return t.Render();
 }
@@ -292,6 +296,7 @@ std::string FormatCards(const v1::ListCardsResponse& cards) {
            {"MODE"},
            {"POLICY"},
            {"REFS", Table::kRight},
+           {"PIN"},
            {"AGE", Table::kRight}});
   bool any_foreign = false;
   for (const v1::CardInfo& c : cards.cards()) {
@@ -300,7 +305,8 @@ std::string FormatCards(const v1::ListCardsResponse& cards) {
               absl::StrCat(c.hop() + 1), c.source_agent(), absl::StrCat(c.tokens()),
               absl::StrCat(c.context_tokens()), FormatBytes(c.bytes()),
               FormatBytes(c.chain_bytes()), FormatFixed(c.avg_bits(), 2), c.mode(),
-              OrDash(c.policy()), absl::StrCat(c.refs()), FormatDuration(c.age_ms())});
+              OrDash(c.policy()), absl::StrCat(c.refs()), OrDash(c.pin()),
+              FormatDuration(c.age_ms())});
   }
   return absl::StrCat(
       t.Render(), cards.cards_size(), " cards, ", FormatBytes(cards.store_bytes()), " of ",
@@ -327,6 +333,10 @@ std::string FormatCard(const v1::CardInfo& c) {
            c.budget_bits() > 0 ? ", budget " + FormatFixed(c.budget_bits(), 2) + " bits" : "")},
       {"avg bits", FormatFixed(c.avg_bits(), 3)},
       {"refs", absl::StrCat(c.refs())},
+      {"pinned", c.pin().empty() ? "no"
+                 : c.pinned_until_unix_ms() > 0
+                     ? absl::StrCat(c.pin(), " (until unix ms ", c.pinned_until_unix_ms(), ")")
+                     : c.pin()},
       {"age", FormatDuration(c.age_ms())},
       {"shm", OrDash(c.shm_name())},
   });

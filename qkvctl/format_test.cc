@@ -114,6 +114,34 @@ TEST(FormatTest, ForeignCardsAreMarked) {
   EXPECT_EQ(FormatCards(cards).find("foreign"), std::string::npos);
 }
 
+TEST(FormatTest, PinsAndPrefixCardsAreShown) {
+  v1::ListCardsResponse cards;
+  v1::CardInfo* prefix = cards.add_cards();
+  prefix->set_id("p1");
+  prefix->set_pin("prefix");
+  v1::CardInfo* kept = cards.add_cards();
+  kept->set_id("k1");
+  kept->set_pin("kept");
+  kept->set_pinned_until_unix_ms(1700000000000);
+  const std::string out = FormatCards(cards);
+  EXPECT_NE(out.find(" PIN "), std::string::npos) << out;
+  EXPECT_NE(out.find(" prefix "), std::string::npos) << out;
+  EXPECT_NE(out.find(" kept "), std::string::npos) << out;
+  EXPECT_NE(FormatCard(*kept).find("kept (until unix ms 1700000000000)"), std::string::npos)
+      << FormatCard(*kept);
+  EXPECT_NE(FormatCard(*prefix).find("prefix\n"), std::string::npos) << FormatCard(*prefix);
+
+  v1::ListAgentsResponse agents;
+  v1::AgentInfo* a = agents.add_agents();
+  a->set_name("narrator");
+  a->set_prefix_card("0123456789abcdef0123456789abcdef");
+  a->set_prefix_tokens(42);
+  agents.add_agents()->set_name("plain");
+  const std::string listed = FormatAgents(agents);
+  EXPECT_NE(listed.find("PREFIX CARD"), std::string::npos) << listed;
+  EXPECT_NE(listed.find("(42 tok)"), std::string::npos) << listed;
+}
+
 TEST(FormatTest, CardHistogramSkipsEmptyWidths) {
   v1::CardInfo c;
   c.set_id("c");

@@ -322,6 +322,65 @@ TEST_F(GraphDaemonTest, PausedTaskHoldsNoAgentAndResumesToTheUnpausedOutput) {
   EXPECT_THAT(s.error_message(), HasSubstr("not PAUSED"));
 }
 
+// Issue 16 sessions in a graph: a task started from a kept card pauses at
+// its await_input step, holds the card across the pause and keeps its final
+// context; the same turns as a line give the same output and the same
+// (content-derived) kept card.
+TEST_F(GraphDaemonTest, PausedTaskStartsFromACardAndKeepsItsContext) {
+  v1::SubmitTaskRequest first;
+  first.set_input(kInput);
+  auto* h0 = first.mutable_inline_()->add_hops();
+  h0->set_agent("writer");
+  h0->set_instruction("{input}");
+  first.mutable_handoff_override()->set_mode(v1::HANDOFF_MODE_FULL);
+  first.set_keep_context(true);
+  auto kept = daemon_->RunTask(first);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  ASSERT_EQ(kept->state(), v1::TASK_STATE_FINISHED) << kept->reason();
+  const std::string card = kept->kept_card();
+  ASSERT_EQ(card.size(), 32u);
+
+  v1::SubmitTaskRequest graph = Submit("approve");
+  graph.set_input(" Then");
+  graph.set_context_card(card);
+  graph.set_keep_context(true);
+  const std::string id = SubmitId(*daemon_, graph);
+  v1::Task t = WaitForState(*daemon_, id, v1::TASK_STATE_PAUSED);
+  ASSERT_EQ(t.state(), v1::TASK_STATE_PAUSED) << t.reason();
+  EXPECT_EQ(t.context_card(), card);
+  EXPECT_TRUE(t.kept_card().empty());
+  const std::string reply = "They went home.";
+  ASSERT_TRUE(Resume(*daemon_, id, reply).ok());
+  t = WaitForState(*daemon_, id, v1::TASK_STATE_FINISHED);
+  ASSERT_EQ(t.state(), v1::TASK_STATE_FINISHED) << t.reason();
+  EXPECT_THAT(Path(t), ElementsAre("writer:1", "finish:1"));
+  ASSERT_EQ(t.hops_size(), 2);
+  EXPECT_TRUE(t.hops(0).kept_card().empty());  // not the step that ended the task
+  EXPECT_EQ(t.hops(1).kept_card(), t.kept_card());
+  ASSERT_EQ(t.kept_card().size(), 32u);
+  EXPECT_NE(t.kept_card(), card);
+  EXPECT_FALSE(t.output().empty());
+
+  // The same turns as a line from the same card, unpaused.
+  v1::SubmitTaskRequest line;
+  line.set_input(" Then");
+  line.set_context_card(card);
+  line.set_keep_context(true);
+  line.mutable_handoff_override()->set_mode(v1::HANDOFF_MODE_FULL);
+  auto* l1 = line.mutable_inline_()->add_hops();
+  l1->set_agent("writer");
+  l1->set_instruction("{input}");
+  auto* l2 = line.mutable_inline_()->add_hops();
+  l2->set_agent("ender");
+  l2->set_instruction(absl::StrCat(" ", reply));  // the step's " {input}"
+  auto unpaused = daemon_->RunTask(line);
+  ASSERT_TRUE(unpaused.ok()) << unpaused.status();
+  ASSERT_EQ(unpaused->state(), v1::TASK_STATE_FINISHED) << unpaused->reason();
+  EXPECT_EQ(t.hops(0).output(), unpaused->hops(0).output());
+  EXPECT_EQ(t.output(), unpaused->output());
+  EXPECT_EQ(t.kept_card(), unpaused->kept_card());
+}
+
 TEST_F(GraphDaemonTest, CancelEndsAPausedTask) {
   const std::string id = SubmitId(*daemon_, Submit("approve"));
   ASSERT_EQ(WaitForState(*daemon_, id, v1::TASK_STATE_PAUSED).state(), v1::TASK_STATE_PAUSED);

@@ -646,6 +646,9 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(const std::string& text, const st
   QKV_RETURN_IF_ERROR(
       store.GetInt("quota_bytes", &cfg.card_store.quota_bytes, 1 << 16, int64_t{1} << 50));
   QKV_RETURN_IF_ERROR(store.GetInt("ttl_seconds", &cfg.card_store.ttl_seconds, 0, 86400 * 365));
+  QKV_RETURN_IF_ERROR(
+      store.GetInt("kept_ttl_seconds", &cfg.card_store.kept_ttl_seconds, 1, 86400 * 365));
+  QKV_RETURN_IF_ERROR(store.GetBool("prefix_cards", &cfg.card_store.prefix_cards));
   QKV_RETURN_IF_ERROR(store.Finish());
 
   QKV_RETURN_IF_ERROR(ParseHandoff(top.Child("handoff"), &cfg.handoff));

@@ -88,6 +88,12 @@ struct AgentEntry {
 struct CardStoreConfig {
   int64_t quota_bytes = 256ll << 20;
   int64_t ttl_seconds = 0;  // 0: no TTL
+  // Pin of a card kept by a task (SubmitTaskRequest.keep_context).
+  int64_t kept_ttl_seconds = 3600;
+  // Prefix cards: an agent's `system` text is prefilled once per (model,
+  // text), kept as a pinned full card and injected into every fresh
+  // sequence of that agent instead of prefilled (daemon/handoff/handoff.h).
+  bool prefix_cards = true;
 };
 
 struct LimitsConfig {

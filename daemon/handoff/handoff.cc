@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -10,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
 #include "cachecard/build.h"
+#include "cachecard/content_id.h"
 #include "cachecard/inject.h"
 #include "cachecard/io.h"
 #include "daemon/card_budget.h"
@@ -37,13 +39,6 @@ int64_t ChainBytes(const cachecard::Card& card, const cachecard::CardResolver& s
     c = parent.IsZero() ? nullptr : store.Find(parent);
   }
   return bytes;
-}
-
-cachecard::CardId RandomCardId() {
-  static absl::BitGen* gen = new absl::BitGen();  // absl::BitGen is thread-compatible:
-  static absl::Mutex gen_mu(absl::kConstInit);    // guard it.
-  absl::MutexLock lock(&gen_mu);
-  return cachecard::CardId::Random(*gen);
 }
 
 }  // namespace
@@ -208,8 +203,7 @@ HandedContext Handoff::Send(Agent& agent, const HandoffConfig& h, const cachecar
                                              {quant::GroupAxis::kPerChannel, h.group_size},
                                              {quant::GroupAxis::kPerToken, h.group_size});
   }
-  cachecard::Provenance prov;
-  prov.card_id = RandomCardId();
+  cachecard::Provenance prov;  // the card id is derived from the content
   prov.source_agent = agent.entry.name;
   prov.hop_index = static_cast<uint32_t>(position.hop);
   prov.created_unix_ms = absl::ToUnixMillis(absl::Now());
@@ -243,6 +237,108 @@ HandedContext Handoff::Send(Agent& agent, const HandoffConfig& h, const cachecar
   stats_->Observe(Stats::kCardBitsPerElement, m.avg_bits);
   out.card = std::move(*card);
   return out;
+}
+
+absl::StatusOr<HandedContext> Handoff::Resume(const cachecard::Card& card) const {
+  HandedContext c;
+  c.handoff.mode = HandoffMode::kFull;  // injected as it is
+  QKV_ASSIGN_OR_RETURN(c.card, store_->Get(card.id()));
+  c.ids = card.metadata().token_ids;
+  c.fingerprint.bytes = card.metadata().fingerprint;
+  return c;
+}
+
+absl::StatusOr<std::string> Handoff::Keep(Agent& agent, const HandoffConfig& h,
+                                          const cachecard::Card* parent, CardPosition position,
+                                          absl::Time pinned_until,
+                                          const std::string& log_prefix) const {
+  HandoffConfig keep = h;
+  if (keep.mode == HandoffMode::kReprefill)
+    keep.mode = HandoffMode::kFull;  // a kept context is a card
+  HandedContext kept = Send(agent, keep, parent, position, log_prefix);
+  if (!kept.card) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("keep_context: no card: ", kept.card_fallback_reason));
+  }
+  QKV_RETURN_IF_ERROR(store_->Pin(kept.card->id(), pinned_until));
+  return kept.card->id().ToHex();
+}
+
+absl::StatusOr<Prefixed> Handoff::Prefix(Agent& agent, const std::vector<int32_t>& system_ids,
+                                         const std::string& log_prefix) const {
+  agents::Sequence& seq = *agent.sequence;
+  const agents::ModelFingerprint& fp = agent.model->fingerprint();
+  const cachecard::Sha256 digest = cachecard::DigestTokens(system_ids);
+  const std::string key = absl::StrCat(fp.Hex(), ":", cachecard::Sha256Hex(digest));
+  Prefixed out;
+  out.tokens = static_cast<int64_t>(system_ids.size());
+  std::optional<cachecard::CardId> known;
+  {
+    absl::MutexLock lock(&prefix_mu_);
+    if (auto it = prefix_cards_.find(key); it != prefix_cards_.end()) known = it->second;
+  }
+  if (known) {
+    absl::Time t = absl::Now();
+    absl::StatusOr<cachecard::shm::CardHandle> card = store_->Get(*known, {&fp.bytes, &digest});
+    absl::Status s = card.status();
+    if (s.ok()) s = cachecard::InjectCard(**card, store_, fp.bytes, &seq.kv_cache());
+    if (s.ok()) s = seq.SetTokensAfterInjection(system_ids);
+    if (s.ok()) {
+      out.inject_ms = MsSince(t);
+      out.injected = true;
+      out.card = *std::move(card);
+      stats_->Add(Stats::kCardsInjected);
+      stats_->Observe(Stats::kInjectMs, out.inject_ms);
+    } else {
+      seq.Reset();
+      spdlog::warn("{}: prefix card {} not used, prefilling the system text: {}", log_prefix,
+                   known->ToHex(), s.ToString());
+    }
+  }
+  if (!out.injected) {
+    absl::Time t = absl::Now();
+    QKV_RETURN_IF_ERROR(seq.Append(system_ids, agents::LogitsMode::kNone).status());
+    out.prefill_ms = MsSince(t);
+    cachecard::Provenance prov;
+    prov.source_agent = agent.entry.name;
+    prov.created_unix_ms = absl::ToUnixMillis(absl::Now());
+    prov.quant_policy = "full";
+    t = absl::Now();
+    absl::StatusOr<cachecard::shm::CardHandle> card =
+        store_->Build(seq.kv_cache(), seq.length(), seq.token_ids(),
+                      cachecard::CardEncoding::Full(), fp.bytes, prov, nullptr);
+    absl::Status s = card.status();
+    if (s.ok()) s = store_->Pin((*card)->id(), absl::InfiniteFuture());
+    if (s.ok()) {
+      out.card = *std::move(card);
+      const cachecard::CardMetadata& m = out.card->metadata();
+      stats_->Add(Stats::kCardsBuilt);
+      stats_->Add(Stats::kCardBytesBuilt, static_cast<int64_t>(m.card_bytes));
+      stats_->Observe(Stats::kCardBuildMs, MsSince(t));
+      absl::MutexLock lock(&prefix_mu_);
+      prefix_cards_[key] = out.card->id();
+    } else {
+      spdlog::warn("{}: no prefix card for the system text: {}", log_prefix, s.ToString());
+    }
+  }
+  if (out.card) {
+    absl::MutexLock lock(&prefix_mu_);
+    agent_prefix_[agent.entry.name] = {out.card->id().ToHex(), out.tokens};
+  }
+  return out;
+}
+
+PrefixCardInfo Handoff::PrefixOf(const std::string& agent_name) const {
+  absl::MutexLock lock(&prefix_mu_);
+  auto it = agent_prefix_.find(agent_name);
+  return it == agent_prefix_.end() ? PrefixCardInfo() : it->second;
+}
+
+bool Handoff::IsPrefixCard(const std::string& card_id) const {
+  absl::MutexLock lock(&prefix_mu_);
+  for (const auto& [key, id] : prefix_cards_)
+    if (id.ToHex() == card_id) return true;
+  return false;
 }
 
 }  // namespace qkvshare::daemon

@@ -19,23 +19,34 @@
 //            fingerprint, inject failed) and returns context + instruction.
 //            A foreign card is never injected; the stats say why not.
 //
+//   Resume   a stored card (a task's context_card) as the first step's
+//            received context.
+//   Keep     keep_context: the last step's context as a pinned card.
+//   Prefix   a fresh sequence of an agent with a `system` text: injects the
+//            agent's prefix card (BOS + system tokens, a full card pinned
+//            until removed, one per (model fingerprint, tokens)) instead of
+//            prefilling them; the first time, prefills them and builds it.
+//
 // A HandedContext may be received any number of times (fan-out: the card is
 // built once and injected into N agents); it holds a reference on its card.
 //
 //   task -> step (executor) -> handoff (here) -> card (cachecard/) -> inject
 //
-// Thread safety: Handoff is immutable after construction and thread-safe
-// (the store and stats are); Receive/Send on different agents may run
-// concurrently. A HandedContext may be read by several threads at once.
+// Thread safety: Handoff is thread-safe (the store and stats are; the
+// prefix-card index has its own lock); Receive/Send/Prefix on different
+// agents may run concurrently. A HandedContext may be read by several threads at once.
 #ifndef QKVSHARE_DAEMON_HANDOFF_HANDOFF_H_
 #define QKVSHARE_DAEMON_HANDOFF_HANDOFF_H_
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "agents/model.h"
 #include "agents/sequence.h"
 #include "cachecard/shm/card_store.h"
@@ -76,6 +87,21 @@ struct Received {
   v1::HandoffStats stats;
 };
 
+// What Prefix did: the system-text tokens are in the agent's sequence.
+struct Prefixed {
+  cachecard::shm::CardHandle card;  // the prefix card; empty if none could be built
+  int64_t tokens = 0;               // system-text tokens, BOS included
+  bool injected = false;            // from the card (else prefilled)
+  double inject_ms = 0;             // injected: wall time of the inject
+  double prefill_ms = 0;            // prefilled: wall time of the prefill
+};
+
+// An agent's prefix card as `qkvctl agents` shows it.
+struct PrefixCardInfo {
+  std::string card_id;  // hex; empty: none built yet
+  int64_t tokens = 0;   // BOS + system text
+};
+
 class Handoff {
  public:
   // `store` and `stats` must outlive this object.
@@ -102,10 +128,43 @@ class Handoff {
                                    const std::vector<int32_t>& instruction,
                                    const std::string& log_prefix) const;
 
+  // A stored card (SubmitTaskRequest.context_card: imported, or kept by an
+  // earlier task) as the context the first step receives: a `full` handoff
+  // of it, injected as it is. Errors: NotFound if it left the store.
+  absl::StatusOr<HandedContext> Resume(const cachecard::Card& card) const;
+
+  // keep_context: builds `agent`'s whole context as a card (as Send with
+  // `h`; `reprefill` is kept as `full`), incremental on `parent`, pins it
+  // until `pinned_until` and returns its id. Errors: FailedPrecondition
+  // "keep_context: no card: <why>" when no card could be built.
+  absl::StatusOr<std::string> Keep(Agent& agent, const HandoffConfig& h,
+                                   const cachecard::Card* parent, CardPosition position,
+                                   absl::Time pinned_until, const std::string& log_prefix) const;
+
+  // Puts `system_ids` (BOS + the agent's encoded system text, non-empty)
+  // into `agent`'s empty sequence: injects the prefix card stored for
+  // (agent's model fingerprint, system_ids) when there is one (checked
+  // against both on lookup), else prefills them and builds that card (full
+  // precision, so an injected prefix is bit-identical to the prefill), pinned
+  // until removed. A card that cannot be built or injected is not an error:
+  // the tokens are prefilled and the log says why. Errors: the sequence's
+  // (Append) errors.
+  absl::StatusOr<Prefixed> Prefix(Agent& agent, const std::vector<int32_t>& system_ids,
+                                  const std::string& log_prefix) const;
+
+  // The prefix card `agent_name` last used (empty card_id: none).
+  PrefixCardInfo PrefixOf(const std::string& agent_name) const;
+  // Whether `card_id` (hex) is an agent's prefix card.
+  bool IsPrefixCard(const std::string& card_id) const;
+
  private:
   cachecard::shm::CardStore* store_;
   Stats* stats_;
   LimitsConfig limits_;
+  mutable absl::Mutex prefix_mu_;
+  // Hex of (model fingerprint, token digest) -> prefix card id.
+  mutable std::map<std::string, cachecard::CardId> prefix_cards_ ABSL_GUARDED_BY(prefix_mu_);
+  mutable std::map<std::string, PrefixCardInfo> agent_prefix_ ABSL_GUARDED_BY(prefix_mu_);
 };
 
 // The wire enum of a handoff mode.

@@ -188,5 +188,48 @@ TEST(HandoffTest, ReprefillModeBuildsNoCard) {
   EXPECT_EQ((*env)->stats.Get(Stats::kReprefillFallbacks), 0);
 }
 
+// Prefix: the first call prefills the system tokens and keeps them as a
+// pinned full card; later calls (any agent of the model) inject it, and the
+// continuation is identical to the prefilled one.
+TEST(HandoffTest, PrefixCardIsBuiltOnceThenInjected) {
+  auto env = StoriesEnv::Create(12);
+  ASSERT_TRUE(env.ok()) << env.status();
+  Handoff handoff((*env)->store.get(), &(*env)->stats, (*env)->config.limits);
+  auto writer = (*env)->pool->Acquire("writer", [] { return absl::OkStatus(); });
+  ASSERT_TRUE(writer.ok());
+  const std::vector<int32_t> system = *EncodeText(*(*writer)->model, kText, true, "system");
+  const std::vector<int32_t> inst = Instruction(**writer, " The next day,");
+  (*writer)->sequence->Reset();
+  absl::StatusOr<Prefixed> first = handoff.Prefix(**writer, system, "test");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(first->injected);
+  ASSERT_TRUE(first->card);
+  EXPECT_EQ(first->tokens, static_cast<int64_t>(system.size()));
+  EXPECT_EQ(first->card->metadata().token_ids, system);
+  EXPECT_EQ((*writer)->sequence->token_ids(), system);
+  const std::string prefilled_out = Continue(**writer, inst);
+  EXPECT_TRUE(handoff.IsPrefixCard(first->card->id().ToHex()));
+  EXPECT_EQ(handoff.PrefixOf("writer").card_id, first->card->id().ToHex());
+  EXPECT_EQ(handoff.PrefixOf("writer").tokens, static_cast<int64_t>(system.size()));
+  EXPECT_TRUE(handoff.PrefixOf("ender").card_id.empty());
+  bool pinned = false;
+  for (const auto& row : (*env)->store->List()) {
+    if (row.id == first->card->id()) pinned = row.pinned_until == absl::InfiniteFuture();
+  }
+  EXPECT_TRUE(pinned);
+
+  auto ender = (*env)->pool->Acquire("ender", [] { return absl::OkStatus(); });
+  ASSERT_TRUE(ender.ok());
+  (*ender)->sequence->Reset();
+  absl::StatusOr<Prefixed> second = handoff.Prefix(**ender, system, "test");
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_TRUE(second->injected);
+  EXPECT_EQ(second->card->id(), first->card->id());
+  EXPECT_EQ((*ender)->sequence->token_ids(), system);
+  EXPECT_EQ(Continue(**ender, inst), prefilled_out);
+  EXPECT_EQ((*env)->stats.Get(Stats::kCardsBuilt), 1);
+  EXPECT_EQ((*env)->stats.Get(Stats::kCardsInjected), 1);
+}
+
 }  // namespace
 }  // namespace qkvshare::daemon

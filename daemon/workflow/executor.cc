@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -92,6 +93,15 @@ class TaskRun {
       st = std::move(static_cast<WalkCheckpoint&>(*cp).state);
       st.input = ctx_.resume_input();
       return Walk(std::move(st), /*resuming=*/true);
+    }
+    if (const TaskSpec& spec = ctx_.spec(); spec.context_card) {
+      // Start from a stored card: the first step receives it.
+      absl::StatusOr<HandedContext> start = deps_.handoff->Resume(**spec.context_card);
+      if (!start.ok()) {
+        return absl::Status(start.status().code(),
+                            absl::StrCat("context card: ", start.status().message()));
+      }
+      st.carry = *std::move(start);
     }
     st.input = ctx_.spec().input;
     st.visits.assign(steps_.size(), 0);
@@ -238,7 +248,8 @@ class TaskRun {
         run.visit = graph_ ? visit : 0;
         run.max_visits = c.max_visits;
         QKV_ASSIGN_OR_RETURN(run.instruction, Expand(step.hop.instruction, st, visit));
-        run.may_hand_on = MayHandOn(i);
+        // keep_context: whichever step ends the task keeps its whole context.
+        run.may_hand_on = MayHandOn(i) || ctx_.spec().keep_context;
         absl::StatusOr<std::optional<HandedContext>> sent = RunAgent(
             run, st.carry ? &*st.carry : nullptr,
             [&](const std::string& text) -> absl::StatusOr<Route> {
@@ -375,7 +386,23 @@ class TaskRun {
     std::string instruction =
         absl::StrReplaceAll(agent.entry.prompt_template, {{"{instruction}", run.instruction}});
     Received in;
-    if (received == nullptr) {
+    Prefixed prefix;  // the system text, when it came from a prefix card
+    if (received == nullptr && deps_.prefix_cards && !agent.entry.system.empty()) {
+      // Prefix card: BOS + system tokens injected (or prefilled once and
+      // kept), then the instruction encoded on its own.
+      QKV_ASSIGN_OR_RETURN(std::vector<int32_t> system_ids,
+                           EncodeText(model, agent.entry.system, /*add_special=*/true,
+                                      "the system text", agent.context_limit, check_stop));
+      QKV_ASSIGN_OR_RETURN(in.prompt,
+                           EncodeText(model, instruction, /*add_special=*/false, "the instruction",
+                                      agent.context_limit, check_stop));
+      if (in.prompt.empty() ||
+          static_cast<int64_t>(system_ids.size() + in.prompt.size()) > agent.context_limit) {
+        in.prompt.insert(in.prompt.begin(), system_ids.begin(), system_ids.end());
+      } else {
+        QKV_ASSIGN_OR_RETURN(prefix, deps_.handoff->Prefix(agent, system_ids, log_prefix));
+      }
+    } else if (received == nullptr) {
       QKV_ASSIGN_OR_RETURN(in.prompt, EncodeText(model, agent.entry.system + instruction,
                                                  /*add_special=*/true, "the prompt",
                                                  agent.context_limit, check_stop));
@@ -408,7 +435,8 @@ class TaskRun {
     opts.sampling.seed = g.seed.value_or(0);
     opts.max_new_tokens = g.max_new_tokens.value_or(64);
     opts.stop_strings = g.stop.value_or(std::vector<std::string>{});
-    // A next step continues from the whole context: feed the last token.
+    // A next step (or a kept card) continues from the whole context: feed
+    // the last token.
     opts.feed_final_token = run.may_hand_on;
     int64_t index = 0;
     absl::Status stop;
@@ -436,10 +464,17 @@ class TaskRun {
     r.set_model(agent.model_name);
     r.set_output(result.text);
     if (received != nullptr) *r.mutable_handoff_in() = in.stats;
-    r.set_prefill_tokens(result.timings.tokens_in);
+    // Tokens the prefix card's prefill (first use) added count as prefill.
+    const int64_t prefix_prefilled = prefix.injected ? 0 : prefix.tokens;
+    r.set_prefill_tokens(result.timings.tokens_in + prefix_prefilled);
     r.set_generated_tokens(result.timings.tokens_out);
     r.set_ttft_ms(absl::ToDoubleMilliseconds(gen_start - hop_start) + result.timings.ttft_ms);
-    r.set_prefill_ms(result.timings.prefill_ms);
+    r.set_prefill_ms(result.timings.prefill_ms + prefix.prefill_ms);
+    if (prefix.card) r.set_prefix_card(prefix.card->id().ToHex());
+    if (prefix.injected) {
+      r.set_prefix_tokens(prefix.tokens);
+      r.set_prefix_inject_ms(prefix.inject_ms);
+    }
     r.set_decode_tokens_per_s(result.timings.decode_tokens_per_s);
     SetStopReason(result.stop_reason, &r);
     r.set_step(run.step);
@@ -453,18 +488,26 @@ class TaskRun {
       r.set_route(route.to < 0 ? kEndStep : steps_[route.to].config.name);
       r.set_route_reason(route.reason);
     }
+    // A card of this context is incremental on the card it started from:
+    // the received one, or the agent's prefix card.
+    const cachecard::Card* parent = in.injected ? received->card.get() : prefix.card.get();
+    const CardPosition position{k, std::max(1, max_steps() - 1)};
     if (route.to >= 0 && run.may_hand_on) {
-      const cachecard::Card* parent = in.injected ? received->card.get() : nullptr;
-      out = deps_.handoff->Send(agent, hop.handoff, parent, {k, std::max(1, max_steps() - 1)},
-                                log_prefix);
+      out = deps_.handoff->Send(agent, hop.handoff, parent, position, log_prefix);
       if (out->card) EmitCardBuilt(k, *out);
+    } else if (route.to < 0 && run.branch.empty() && ctx_.spec().keep_context) {
+      // The task ends here: its final context becomes a kept card.
+      QKV_ASSIGN_OR_RETURN(std::string kept,
+                           deps_.handoff->Keep(agent, hop.handoff, parent, position,
+                                               absl::Now() + deps_.kept_ttl, log_prefix));
+      r.set_kept_card(kept);
     }
     r.set_total_ms(MsSince(hop_start));
     *output = result.text;
 
     deps_.stats->Add(Stats::kHopsRun);
     deps_.stats->Add(Stats::kTokensGenerated, result.timings.tokens_out);
-    deps_.stats->Add(Stats::kTokensPrefilled, result.timings.tokens_in);
+    deps_.stats->Add(Stats::kTokensPrefilled, r.prefill_tokens());
     if (result.timings.tokens_out > 0) deps_.stats->Observe(Stats::kHopTtftMs, r.ttft_ms());
     if (result.timings.tokens_out > 1) {
       deps_.stats->Observe(Stats::kDecodeTokensPerS, r.decode_tokens_per_s());

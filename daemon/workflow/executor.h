@@ -10,12 +10,26 @@
 // A step:
 //   1. leases its agent (waiting while it is busy; the task's cancellation
 //      and deadline are checked meanwhile);
-//   2. first step: prefills [system text + instruction] (with BOS);
+//   2. first step: prefills [system text + instruction] (with BOS); with
+//      prefix cards (ExecutorDeps::prefix_cards, an agent with a system
+//      text) the system text (BOS + its tokens) comes from the agent's
+//      prefix card (Handoff::Prefix) and only the instruction (encoded on
+//      its own) is prefilled;
 //      later steps: Handoff::Receive of the previous step's context (inject
 //      the card, or re-prefill), then the instruction;
 //   3. generates (every token is an event);
 //   4. unless it is the last: Handoff::Send of its whole context (input +
 //      output, the last output token fed to the KV cache) for the next step.
+//
+// Sessions: a task with spec.context_card starts its first step from that
+// card (Handoff::Resume: injected, no system text prefilled; the card's
+// context has it). A task with keep_context feeds its last output token and
+// keeps the final context (Handoff::Keep: built as the last step's handoff
+// says, incremental on the card it started from) pinned for
+// ExecutorDeps::kept_ttl; the id is in the last HopResult's kept_card. In a
+// graph the first step receives the card (kept across a pause when that step
+// is an await_input), and the agent step whose route ends the task keeps its
+// context; a graph that ends at a parallel or await_input step keeps none.
 //
 // Events (TaskEvent): hop_started, token, handoff, card_built, hop_finished.
 // Each finished step is added to the task's result (GetTask) in run order.
@@ -43,6 +57,11 @@ struct ExecutorDeps {
   // limits.max_input_bytes: bound on the {input}/{previous} text a step's
   // prompt may hold after expansion (daemon/prompt.h).
   int64_t max_input_bytes = int64_t{1} << 20;
+  // How long a card kept by a keep_context task stays pinned.
+  absl::Duration kept_ttl = absl::Hours(1);
+  // card_store.prefix_cards: fresh sequences of agents with a system text
+  // inject its prefix card instead of prefilling it.
+  bool prefix_cards = false;
 };
 
 // Runs `ctx.spec()` to completion and returns the last step's output.

@@ -268,7 +268,7 @@ class Client:
     # --- tasks --------------------------------------------------------------
     def submit(self, workflow=None, input="", *, steps=None, mode=None, bits=None, policy=None,
                max_new_tokens=None, temperature=None, top_k=None, top_p=None, seed=None,
-               stop=None, deadline_ms=0, label=""):
+               stop=None, deadline_ms=0, label="", context_card="", keep_context=False):
         """Queues a task; returns its id.
 
         workflow: a workflow name (configs/workflows), or steps: an inline
@@ -277,11 +277,17 @@ class Client:
         Overrides for every hop: mode ("card"|"full"|"reprefill"), bits
         (2..8 or 16), policy ("adaptive"|"uniform"), and generation
         parameters. deadline_ms: relative deadline (0: none).
-        Raises NotFound (unknown workflow/agent), InvalidArgument (bad hop
-        spec, empty input), ResourceExhausted (queue full), Unavailable."""
+        context_card: id (32 hex digits) of a stored card (imported, e.g. a
+        Python-written one, or kept by an earlier task) the first step starts
+        from, injected instead of prefilled. keep_context: keep the task's
+        final context as a pinned card; its id is the Task's kept_card.
+        Raises NotFound (unknown workflow/agent, context_card not stored),
+        InvalidArgument (bad hop spec, empty input, a context_card of another
+        model), ResourceExhausted (queue full), Unavailable."""
         pb = _stubs()
         t = pb.tasks_pb2
-        req = t.SubmitTaskRequest(input=input, deadline_ms=deadline_ms, label=label)
+        req = t.SubmitTaskRequest(input=input, deadline_ms=deadline_ms, label=label,
+                                  context_card=context_card, keep_context=keep_context)
         if (workflow is None) == (steps is None):
             raise ValueError("give exactly one of workflow or steps")
         if workflow is not None:

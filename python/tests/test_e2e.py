@@ -14,6 +14,17 @@ def hop_card_ids(events):
     return {e.hop: e.card_id for e in events if isinstance(e, cl.CardBuilt)}
 
 
+def python_card(client, story_runs, mode, bits):
+    """(the daemon's exported full hop-0 card of story_full, a card of the same
+    K/V written in Python: full, or uniform `bits`)."""
+    _, events = story_runs["story_full"]
+    full = client.cards.export(hop_card_ids(events)[0])
+    kv = full.kv()
+    kw = {"mode": "full"} if mode == "full" else {"bits": bits}
+    return full, write_card(kv[:, 0], kv[:, 1], full.token_ids, model_fingerprint_hex(MODEL_DIR),
+                            source_agent="pytest", **kw)
+
+
 def test_status_agents_workflows(client):
     st = client.status()
     assert st.state == "serving" and st.agents == 3
@@ -97,12 +108,7 @@ def test_python_cards_import(client, story_runs, mode, bits):
     """Python cards of the daemon's context: full, 8 and 4 bits have the
     content (hence the id) of the daemon's own hop-0 cards, and the store
     dedups them; a 5-bit card is new to the store and round-trips byte for byte."""
-    _, events = story_runs["story_full"]
-    full = client.cards.export(hop_card_ids(events)[0])
-    kv = full.kv()
-    kw = {"mode": "full"} if mode == "full" else {"bits": bits}
-    mine = write_card(kv[:, 0], kv[:, 1], full.token_ids, model_fingerprint_hex(MODEL_DIR),
-                      source_agent="pytest", **kw)
+    full, mine = python_card(client, story_runs, mode, bits)
     info = client.cards.import_(mine)
     assert info.id == mine.card_id and info.mode == mode
     assert info.tokens == info.context_tokens == full.total_tokens
@@ -220,3 +226,41 @@ def test_foreign_model_card_imports_with_a_warning(client):
     assert info.foreign_model and any("fingerprint" in w for w in info.warnings)
     assert not client.cards.import_(  # the daemon's own model: no warning
         write_card(k, k, range(7), model_fingerprint_hex(MODEL_DIR), bits=4)).foreign_model
+
+
+@pytest.mark.parametrize("mode,bits,workflow", [("full", None, "story_full"),
+                                                ("quantized", 8, "story_u8"),
+                                                ("quantized", 4, "story_u4")])
+def test_task_starts_from_python_card(client, story_runs, mode, bits, workflow):
+    """A card written in Python (the codec, from the context's exact K/V)
+    imported into the daemon starts a task (context_card): its first step
+    injects it and continues with the same greedy tokens as the workflow whose
+    second hop received the daemon's own card of that context; a full card
+    also equals re-prefilling the text."""
+    full, mine = python_card(client, story_runs, mode, bits)
+    assert client.cards.import_(mine).id == mine.card_id
+    steps = [{"agent": "continuer", "instruction": "The next day,"}]
+    task = client.run(steps=steps, input=INPUT, context_card=mine.card_id, mode="full")
+    assert client.state_name(task) == "finished", task.reason
+    assert task.context_card == mine.card_id
+    hop = task.hops[0]
+    assert hop.handoff_in.card_id == mine.card_id and hop.handoff_in.reprefill_tokens == 0
+    assert not hop.handoff_in.fallback_reason
+    assert hop.handoff_in.context_tokens == full.total_tokens
+    assert hop.prefill_tokens < full.total_tokens  # the instruction only
+    want = story_runs[workflow][0].hops[1].output
+    assert want and task.output == want
+    if mode == "full":
+        text = client.run(steps=[{"agent": "writer", "instruction": "{input}"}] + steps,
+                          input=INPUT, mode="reprefill")
+        assert client.state_name(text) == "finished", text.reason
+        assert text.hops[0].output == story_runs["story_full"][0].hops[0].output
+        assert task.output == text.hops[1].output
+
+
+def test_context_card_errors(client):
+    with pytest.raises(InvalidArgument) as e:
+        client.submit(steps=[{"agent": "continuer"}], input=INPUT, context_card="xyz")
+    assert "context_card" in e.value.details
+    with pytest.raises(NotFound):
+        client.submit(steps=[{"agent": "continuer"}], input=INPUT, context_card="0" * 32)
