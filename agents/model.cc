@@ -104,8 +104,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
                                                    std::string(DTypeName(*options.compute_dtype)),
                                                    " is not supported (f32, bf16)"));
   }
-  const RuntimeDTypes dtypes =
+  RuntimeDTypes dtypes =
       ResolveRuntimeDTypes(options.compute_dtype, *embed->dtype, CpuHasNativeBf16());
+  // Quantized models compute in f32; what stays dense (the embedding and
+  // lm_head of q8) keeps a 16-bit checkpoint's dtype rather than an f32
+  // copy twice its size (the decode kernels widen it).
+  if (options.quantized_weights.has_value() && dtypes.compute == DType::kF32 &&
+      *embed->dtype != DType::kF32) {
+    dtypes.weights = *embed->dtype;
+  }
   model->compute_dtype_ = dtypes.compute;
   model->memory_weights_dtype_ = dtypes.weights;
   model->runtime_note_ = dtypes.note;

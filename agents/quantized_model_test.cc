@@ -3,7 +3,9 @@
 // chunks through the block kernels, long ones dequantize + GEMM), q8 greedy output is stable run to
 // run and equal on every SIMD target, the fingerprint covers the format, and the weight bytes are
 // the blocks' (no dense copy of the projections).
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,9 +42,33 @@ std::vector<int32_t> Greedy(const ModelHandle& model, int tokens) {
   return r.ok() ? r->ids : std::vector<int32_t>{};
 }
 
+// KL(softmax(p) || softmax(q)) of two logit rows, in nats.
+double Kl(absl::Span<const float> p, absl::Span<const float> q) {
+  const double pmax = *std::max_element(p.begin(), p.end());
+  const double qmax = *std::max_element(q.begin(), q.end());
+  double zp = 0, zq = 0;
+  for (size_t v = 0; v < p.size(); ++v) {
+    zp += std::exp(p[v] - pmax);
+    zq += std::exp(q[v] - qmax);
+  }
+  double kl = 0;
+  for (size_t v = 0; v < p.size(); ++v) {
+    const double lp = p[v] - pmax - std::log(zp), lq = q[v] - qmax - std::log(zq);
+    kl += std::exp(lp) * (lp - lq);
+  }
+  return kl;
+}
+
 // Prefill of 11 tokens runs as one kernel chunk (kernels::DecodeChunk, block
 // kernels over the chunk); of 24 through libtorch (tiles dequantized for the
-// GEMMs). Both must match token-by-token decode.
+// GEMMs, fp32 activations). The kernel chunk must match token-by-token decode
+// to fp32 rounding; so must the GEMM path for q8 (float-widening kernels).
+// q4 decode quantizes the activations to int8 per block of 32
+// (matvec_quant.h), so against the GEMM path it differs by that rounding:
+// bounded here by KL and top-1 agreement (measured on these 24 tokens: mean
+// KL 0.006, max 0.063, top-1 equal on 23; teacher-forced over the golden cases the q4
+// decode path gives mean KL 0.042 vs the f32 model against 0.039 with fp32
+// activations, top-1 90.47% both: docs/results.md).
 TEST(QuantizedModelTest, DecodeKernelsAgreeWithPrefill) {
   const std::vector<int32_t> short_ids = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298};
   std::vector<int32_t> long_ids = short_ids;
@@ -52,12 +78,15 @@ TEST(QuantizedModelTest, DecodeKernelsAgreeWithPrefill) {
     const ModelHandle model = LoadModel(f);
     ASSERT_NE(model, nullptr);
     for (const std::vector<int32_t>& ids : {short_ids, long_ids}) {
+      const bool rounded = f == weights::WeightFormat::kQ4 && ids.size() == long_ids.size();
       auto prefill = Sequence::Create(model);
       auto decode = Sequence::Create(model);
       ASSERT_TRUE(prefill.ok() && decode.ok());
       absl::StatusOr<LogitsView> all = (*prefill)->Append(ids, LogitsMode::kAll);
       ASSERT_TRUE(all.ok()) << all.status();
       const int64_t vocab = all->vocab;
+      double kl_sum = 0;
+      int agree = 0;
       for (size_t t = 0; t < ids.size(); ++t) {
         absl::StatusOr<absl::Span<const float>> row = (*decode)->Decode(ids[t]);
         ASSERT_TRUE(row.ok()) << row.status();
@@ -66,8 +95,22 @@ TEST(QuantizedModelTest, DecodeKernelsAgreeWithPrefill) {
           max_diff = std::max(max_diff, std::fabs(double{(*row)[v]} - all->row(t)[v]));
           max_abs = std::max(max_abs, std::fabs(double{all->row(t)[v]}));
         }
-        EXPECT_LE(max_diff, 1e-4 * max_abs + 1e-4)
-            << weights::WeightFormatName(f) << " position " << t << " of " << ids.size();
+        const double kl = Kl(all->row(t), *row);
+        kl_sum += kl;
+        agree += std::max_element(row->begin(), row->end()) - row->begin() ==
+                 std::max_element(all->row(t).begin(), all->row(t).end()) - all->row(t).begin();
+        if (!rounded) {
+          EXPECT_LE(max_diff, 1e-4 * max_abs + 1e-4)
+              << weights::WeightFormatName(f) << " position " << t << " of " << ids.size();
+        } else {
+          EXPECT_LE(kl, 0.15) << "position " << t;
+        }
+      }
+      if (rounded) {
+        std::printf("q4 decode vs GEMM prefill: mean KL %.5f, top-1 agree %d of %zu\n",
+                    kl_sum / ids.size(), agree, ids.size());
+        EXPECT_LE(kl_sum / ids.size(), 0.02);
+        EXPECT_GE(agree, static_cast<int>(ids.size()) - 2);
       }
     }
   }

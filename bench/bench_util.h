@@ -1,7 +1,8 @@
 // File: bench/bench_util.h
 // -----------------------------------------------------------------------------
-// Small helpers shared by the benchmarks: per-thread CPU time and the median
-// of repeated timings (benchmarks report medians, not bests).
+// Small helpers shared by the benchmarks: per-thread CPU time, the median
+// of repeated timings (benchmarks report medians, not bests) and the
+// process's resident set size.
 //
 // Thread safety: pure functions.
 #ifndef QKVSHARE_BENCH_BENCH_UTIL_H_
@@ -10,6 +11,9 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <vector>
 
 namespace qkvshare::bench {
@@ -28,6 +32,24 @@ inline double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// This process's resident set (VmRSS of /proc/self/status), in bytes; -1
+// when it cannot be read (no /proc).
+inline int64_t ResidentBytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  int64_t kib = -1;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::strncmp(line, "VmRSS:", 6) == 0) {
+      long long v = 0;
+      if (std::sscanf(line + 6, "%lld", &v) == 1) kib = v;
+      break;
+    }
+  }
+  std::fclose(f);
+  return kib < 0 ? -1 : kib * 1024;
 }
 
 }  // namespace qkvshare::bench

@@ -23,5 +23,16 @@ TEST(BenchUtilTest, ThreadSecondsAdvancesWithWork) {
   EXPECT_GT(ThreadSeconds(), t0);
 }
 
+TEST(BenchUtilTest, ResidentBytesGrowsWithTouchedMemory) {
+  const int64_t before = ResidentBytes();
+  ASSERT_GT(before, 0);
+  constexpr size_t kBytes = size_t{64} << 20;
+  std::vector<char> block(kBytes, 1);  // written: resident
+  const int64_t after = ResidentBytes();
+  EXPECT_GE(after - before, static_cast<int64_t>(kBytes * 9 / 10));
+  EXPECT_LE(after - before, static_cast<int64_t>(kBytes * 3 / 2));
+  EXPECT_EQ(block[kBytes - 1], 1);
+}
+
 }  // namespace
 }  // namespace qkvshare::bench

@@ -47,6 +47,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -67,6 +68,9 @@ ABSL_FLAG(std::string, modes, "reprefill,full,card16,card4,card3",
 ABSL_FLAG(int, reps, 7, "timed rounds (every mode once per round)");
 ABSL_FLAG(int, warmup, 1, "untimed rounds per context before the timed ones");
 ABSL_FLAG(int, threads, 2, "runtime intra-op threads (SetComputeThreads)");
+ABSL_FLAG(std::string, weights, "auto",
+          "weight format of the models: auto, f32, bf16, q8, q4 (agents::ApplyWeightFormat); "
+          "the dtype column then reads e.g. fp32+q8");
 ABSL_FLAG(int, group_size, 32, "card quantization group size (K per-channel, V per-token)");
 ABSL_FLAG(int, importance_window, 4, "attention capture / importance window (query rows)");
 ABSL_FLAG(std::string, instruction, " What next?",
@@ -142,7 +146,7 @@ struct Cell {
 std::string BitsColumn(const Cell& c) {
   if (c.mode.kind == HandoffMode::Kind::kCard) return absl::StrCat(c.mode.bits);
   if (c.mode.kind == HandoffMode::Kind::kFull || c.mode.kind == HandoffMode::Kind::kSession) {
-    return c.dtype == "fp32" ? "32" : "16";
+    return absl::StartsWith(c.dtype, "fp32") ? "32" : "16";
   }
   return "";
 }
@@ -384,12 +388,22 @@ int Main(int argc, char** argv) {
       cachecard::shm::CardStore::Create(store_opts);
   if (!store.ok()) Die(store.status(), "card store");
 
+  agents::ModelOptions model_options;
+  absl::StatusOr<agents::weights::WeightFormat> weights =
+      agents::weights::ParseWeightFormat(absl::GetFlag(FLAGS_weights));
+  if (!weights.ok()) Die(weights.status(), "--weights");
+  if (absl::Status s = agents::ApplyWeightFormat(*weights, &model_options); !s.ok()) {
+    Die(s, "--weights");
+  }
   std::vector<Cell> cells;
   for (const std::string& dir : dirs) {
-    absl::StatusOr<std::unique_ptr<agents::Model>> loaded = agents::Model::Load(dir);
+    absl::StatusOr<std::unique_ptr<agents::Model>> loaded = agents::Model::Load(dir, model_options);
     if (!loaded.ok()) Die(loaded.status(), dir);
     agents::ModelHandle model = std::move(*loaded);
-    const std::string dtype = model->compute_dtype() == DType::kF32 ? "fp32" : "bf16";
+    std::string dtype = model->compute_dtype() == DType::kF32 ? "fp32" : "bf16";
+    if (model->options().quantized_weights.has_value()) {
+      absl::StrAppend(&dtype, "+", model->weights_summary());
+    }
     if (model->tokenizer() == nullptr) Die(absl::NotFoundError("no tokenizer.json"), dir);
     absl::StatusOr<std::vector<int32_t>> instruction =
         model->tokenizer()->Encode(absl::GetFlag(FLAGS_instruction), /*add_special=*/false);

@@ -2,7 +2,7 @@
 //
 //   bazel run -c opt //bench:runtime_bench --
 //       --models=/tmp/small-100m-bfloat16,/tmp/smollm-135m-bfloat16
-//       --dtypes=auto,bf16,f32 --threads=2 [--simd=avx2] [--csv]
+//       --dtypes=auto,bf16,f32 [--weights=auto,q8,q4] --threads=2 [--simd=avx2] [--csv]
 //
 // (models from scripts/make_random_llama.py, see docs/performance.md).
 // For each model and requested dtype (the row shows compute/weights that
@@ -16,7 +16,12 @@
 // "torch decode" runs the same steps through the plain libtorch path
 // (ModelOptions::decode_kernels = false), interleaved with the kernel runs,
 // as the same-run baseline of the "kernels/torch" ratio.
+// Memory: each row prints the weight bytes the model holds (mapped from the
+// checkpoint + copied/quantized) and the growth of the process's VmRSS from
+// before the load to after one short prefill and one decode step (which
+// touch every weight), before anything else of the row is loaded.
 // scripts/bench_vs_llamacpp.sh runs it beside llama.cpp (--csv).
+#include <malloc.h>
 #include <time.h>
 
 #include <algorithm>
@@ -41,6 +46,9 @@ ABSL_FLAG(std::vector<std::string>, models, {}, "Model directories (comma-separa
 ABSL_FLAG(std::vector<std::string>, dtypes, std::vector<std::string>({"auto", "bf16", "f32"}),
           "Requested compute dtypes: auto, bf16, f32 (ModelOptions::compute_dtype; the row "
           "shows what runs on this CPU).");
+ABSL_FLAG(std::vector<std::string>, weights, std::vector<std::string>({"auto"}),
+          "Weight formats, each crossed with every --dtypes value: auto (dense, as the "
+          "dtype says), f32, bf16, q8, q4 (quantized at load; agents::ApplyWeightFormat).");
 ABSL_FLAG(int, chunk, 9,
           "Tokens of the short-chunk step (a receiver's instruction after an inject); 0: skip.");
 ABSL_FLAG(int, chunk_depth, 1024, "Context length before the timed short chunk.");
@@ -164,14 +172,26 @@ std::vector<double> DecodeRates(const std::vector<ModelHandle>& models, int ctx)
   return out;
 }
 
-ModelHandle Load(const std::string& dir, std::optional<DType> dtype, bool decode_kernels) {
+ModelHandle Load(const std::string& dir, std::optional<DType> dtype, weights::WeightFormat format,
+                 bool decode_kernels) {
   ModelOptions options;
   options.compute_dtype = dtype;
+  Check(ApplyWeightFormat(format, &options));
   options.decode_kernels = decode_kernels;
   options.copy_weights_to_huge_pages = absl::GetFlag(FLAGS_huge_pages);
   auto loaded = Model::Load(dir, options);
   Check(loaded.status());
   return std::move(*loaded);
+}
+
+// Runs an 8-token prefill and one decode step on a fresh sequence (every
+// weight is read at least once) and returns the process's VmRSS afterwards.
+int64_t TouchWeights(const ModelHandle& model) {
+  auto seq = Sequence::Create(model, {.max_tokens = 16, .initial_capacity = 16});
+  Check(seq.status());
+  Check((*seq)->Append(RandomIds(8, model->config().vocab_size, 3), LogitsMode::kNone).status());
+  Check((*seq)->Decode(1).status());
+  return bench::ResidentBytes();
 }
 
 int Main() {
@@ -211,14 +231,14 @@ int Main() {
     for (int n : lengths) std::printf(",prefill%d", n);
     std::printf(",decode%d", ctx);
     if (chunk > 0) std::printf(",chunk%d_at%d_ms", chunk, chunk_depth);
-    std::printf("\n");
+    std::printf(",weight_mib,rss_mib\n");
   } else {
     std::printf("%-24s %-5s %-14s", "model", "dtype", "runs");
     for (int n : lengths) std::printf("  prefill %-5d", n);
     std::printf("  decode@%-5d", ctx);
     if (chunk > 0) std::printf("  %d tok@%d ms", chunk, chunk_depth);
     if (baseline) std::printf("  torch decode  kernels/torch");
-    std::printf("\n");
+    std::printf("  weight MiB  RSS MiB\n");
   }
   for (const std::string& dir : absl::GetFlag(FLAGS_models)) {
     for (const std::string& name : absl::GetFlag(FLAGS_dtypes)) {
@@ -231,36 +251,51 @@ int Main() {
         std::fprintf(stderr, "bad --dtypes value '%s' (auto, bf16, f32)\n", name.c_str());
         return 2;
       }
-      std::vector<ModelHandle> models = {Load(dir, dtype, true)};
-      if (baseline) models.push_back(Load(dir, dtype, false));
-      const std::string label = dir.substr(dir.find_last_of('/') + 1);
-      const std::string runs =
-          absl::StrCat(std::string(DTypeName(models[0]->compute_dtype())), "/",
-                       std::string(DTypeName(models[0]->memory_weights_dtype())));
-      if (!csv)
-        std::fprintf(stderr, "%s %s: %s\n", label.c_str(), name.c_str(),
-                     models[0]->runtime_summary().c_str());
-      if (csv) {
-        std::printf("%s,%s,%s,%s", label.c_str(), name.c_str(),
-                    std::string(DTypeName(models[0]->compute_dtype())).c_str(),
-                    std::string(DTypeName(models[0]->memory_weights_dtype())).c_str());
-      } else {
-        std::printf("%-24s %-5s %-14s", label.c_str(), name.c_str(), runs.c_str());
-      }
-      std::fflush(stdout);
-      for (int n : lengths) {
-        std::printf(csv ? ",%.1f" : "  %-13.0f", PrefillRate(models[0], n));
+      for (const std::string& format_name : absl::GetFlag(FLAGS_weights)) {
+        absl::StatusOr<weights::WeightFormat> format = weights::ParseWeightFormat(format_name);
+        if (!format.ok()) {
+          std::fprintf(stderr, "--weights: %s\n", format.status().ToString().c_str());
+          return 2;
+        }
+        // Give the previous row's freed heap back to the system first, so that
+      // this row's growth is not hidden by reusing it.
+      malloc_trim(0);
+      const int64_t rss_before = bench::ResidentBytes();
+        std::vector<ModelHandle> models = {Load(dir, dtype, *format, true)};
+        const int64_t rss_growth = TouchWeights(models[0]) - rss_before;
+        const double weight_mib =
+            (models[0]->mapped_weight_bytes() + models[0]->copied_weight_bytes()) / 1048576.0;
+        if (baseline) models.push_back(Load(dir, dtype, *format, false));
+        const std::string label = dir.substr(dir.find_last_of('/') + 1);
+        const std::string weights_name = models[0]->weights_summary();
+        const std::string runs =
+            absl::StrCat(std::string(DTypeName(models[0]->compute_dtype())), "/", weights_name);
+        if (!csv)
+          std::fprintf(stderr, "%s %s %s: %s\n", label.c_str(), name.c_str(), format_name.c_str(),
+                       models[0]->runtime_summary().c_str());
+        if (csv) {
+          std::printf("%s,%s,%s,%s", label.c_str(), name.c_str(),
+                      std::string(DTypeName(models[0]->compute_dtype())).c_str(),
+                      weights_name.c_str());
+        } else {
+          std::printf("%-24s %-5s %-14s", label.c_str(), name.c_str(), runs.c_str());
+        }
         std::fflush(stdout);
+        for (int n : lengths) {
+          std::printf(csv ? ",%.1f" : "  %-13.0f", PrefillRate(models[0], n));
+          std::fflush(stdout);
+        }
+        std::vector<double> d = DecodeRates(models, ctx);
+        std::printf(csv ? ",%.2f" : "  %-12.1f", d[0]);
+        if (chunk > 0)
+          std::printf(csv ? ",%.1f" : "  %-12.1f", ChunkMs(models[0], chunk, chunk_depth));
+        if (baseline && !csv) {
+          std::printf("  %-12.1f  %.2f", d[1], d[0] / d[1]);
+          if (chunk > 0)
+            std::printf("  torch chunk %.1f ms", ChunkMs(models[1], chunk, chunk_depth));
+        }
+        std::printf(csv ? ",%.1f,%.1f\n" : "  %-10.1f  %.1f\n", weight_mib, rss_growth / 1048576.0);
       }
-      std::vector<double> d = DecodeRates(models, ctx);
-      std::printf(csv ? ",%.2f" : "  %-12.1f", d[0]);
-      if (chunk > 0)
-        std::printf(csv ? ",%.1f" : "  %-12.1f", ChunkMs(models[0], chunk, chunk_depth));
-      if (baseline && !csv) {
-        std::printf("  %-12.1f  %.2f", d[1], d[0] / d[1]);
-        if (chunk > 0) std::printf("  torch chunk %.1f ms", ChunkMs(models[1], chunk, chunk_depth));
-      }
-      std::printf("\n");
     }
   }
   return 0;

@@ -5,6 +5,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "agents/compute_threads.h"
 #include "base/cpu_info.h"
 #include "base/status_macros.h"
@@ -41,15 +43,25 @@ absl::StatusOr<std::unique_ptr<AgentPool>> AgentPool::Create(const DaemonConfig&
   for (const ModelEntry& m : config.models) {
     agents::ModelOptions options;
     options.compute_dtype = m.dtype;
-    absl::StatusOr<agents::ModelHandle> handle = pool->registry_.Acquire(m.path, options);
+    absl::Status applied = agents::ApplyWeightFormat(m.weights, &options);
+    const absl::Time start = absl::Now();
+    absl::StatusOr<agents::ModelHandle> handle =
+        applied.ok() ? pool->registry_.Acquire(m.path, options) : applied;
     if (!handle.ok()) {
       return absl::Status(handle.status().code(), absl::StrCat("model '", m.name, "' (", m.path,
                                                                "): ", handle.status().message()));
     }
-    spdlog::info("model '{}': {} ({} layers, {} kv heads, head_dim {}; {}), fingerprint {}", m.name,
-                 m.path, (*handle)->config().num_layers, (*handle)->config().num_kv_heads,
-                 (*handle)->config().head_dim, (*handle)->runtime_summary(),
-                 (*handle)->fingerprint().Hex().substr(0, 16));
+    const agents::Model& model = **handle;
+    spdlog::info(
+        "model '{}': {} ({} layers, {} kv heads, head_dim {}; {}), fingerprint {}; loaded in "
+        "{:.2f} "
+        "s, weights {:.1f} MiB ({:.1f} MiB mapped from the checkpoint, {:.1f} MiB copied or "
+        "quantized)",
+        m.name, m.path, model.config().num_layers, model.config().num_kv_heads,
+        model.config().head_dim, model.runtime_summary(), model.fingerprint().Hex().substr(0, 16),
+        absl::ToDoubleSeconds(absl::Now() - start),
+        (model.mapped_weight_bytes() + model.copied_weight_bytes()) / 1048576.0,
+        model.mapped_weight_bytes() / 1048576.0, model.copied_weight_bytes() / 1048576.0);
     models[m.name] = *handle;
   }
   for (const AgentEntry& e : config.agents) {

@@ -49,6 +49,9 @@
 #include "quant/importance.h"
 
 ABSL_FLAG(std::string, model, "models/stories260K", "HF model directory.");
+ABSL_FLAG(std::string, weights, "auto",
+          "Weight format of the model: auto, f32, bf16, q8, q4 (agents::ApplyWeightFormat; q8/q4 "
+          "quantize at load, and cards are then built by that model).");
 ABSL_FLAG(std::string, golden, "", "greedy.json (default: <model>/golden/greedy.json).");
 ABSL_FLAG(std::string, prompt_set, "golden",
           "golden: the cases of --golden (selected by --cases); dev: the development prompts "
@@ -313,7 +316,12 @@ absl::Status Run() {
   const std::string dir = absl::GetFlag(FLAGS_model);
   std::string golden_path = absl::GetFlag(FLAGS_golden);
   if (golden_path.empty()) golden_path = dir + "/golden/greedy.json";
-  QKV_ASSIGN_OR_RETURN(std::unique_ptr<agents::Model> loaded, agents::Model::Load(dir));
+  agents::ModelOptions model_options;
+  QKV_ASSIGN_OR_RETURN(agents::weights::WeightFormat weights,
+                       agents::weights::ParseWeightFormat(absl::GetFlag(FLAGS_weights)));
+  QKV_RETURN_IF_ERROR(agents::ApplyWeightFormat(weights, &model_options));
+  QKV_ASSIGN_OR_RETURN(std::unique_ptr<agents::Model> loaded,
+                       agents::Model::Load(dir, model_options));
   const agents::ModelHandle model = std::move(loaded);
 
   FidelityOptions fo;

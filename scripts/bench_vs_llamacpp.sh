@@ -12,9 +12,12 @@
 #   WORK             scratch folder for the HF directories and GGUF files (default /tmp/qkv-vs-llamacpp)
 #   GGUF_DIR         use these NAME-{F32,F16,Q8_0,Q4_0}.gguf files instead of making them
 #   ROUNDS (3)  THREADS (2)  PRESET (small-100m)  DECODE_TOKENS (64)
-#   QKV_WEIGHTS      extra weight formats of OUR engine, e.g. "q8_0 q4_0": each row runs
-#                    runtime_bench --weights=FORMAT when the binary has that flag (the weight
-#                    quantization work adds it), else the row says "n/a".
+#   QKV_WEIGHTS      quantized weight formats of OUR engine (default "q8 q4"): each runs
+#                    runtime_bench --weights=FORMAT on the f32 checkpoint, next to llama.cpp's
+#                    Q8_0 / Q4_0 of the same weights (q8 has Q8_0's block layout; q4 is Q4_1's
+#                    layout with a searched scale and minimum, 5 bits a weight against Q4_0's 4.5).
+# Our rows also give the weight bytes the model holds and the growth of VmRSS over the load
+# (one process per row), as "weights MiB / RSS MiB".
 # Neither llama.cpp's source nor its binaries go into this repository.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +27,7 @@ rounds=${ROUNDS:-3}
 threads=${THREADS:-2}
 preset=${PRESET:-small-100m}
 steps=${DECODE_TOKENS:-64}
-qkv_weights=${QKV_WEIGHTS:-q8_0 q4_0}
+qkv_weights=${QKV_WEIGHTS:-q8 q4}
 mkdir -p "$work"
 
 if [[ -n ${LLAMA_BENCH_DIR:-} ]]; then
@@ -48,8 +51,6 @@ fi
 cd "$repo"
 bazel build -c opt //bench:runtime_bench >/dev/null 2>&1 || bazel build -c opt //bench:runtime_bench
 ours=$repo/bazel-bin/bench/runtime_bench
-has_weights_flag=0
-"$ours" --helpfull 2>/dev/null | grep -q -- "--weights" && has_weights_flag=1
 
 raw=$work/raw.csv
 : >"$raw"
@@ -61,9 +62,10 @@ run_ours() {
   line=$("$ours" --models="$dir" --dtypes="$dtype" --threads="$threads" --prefill=512 \
     --decode_context=512 --decode_tokens="$steps" --repeats=1 --baseline=false --chunk=0 \
     --csv "$@" | grep -v '^#' | tail -1)
-  # model,dtype,compute,weights,prefill512,decode512
-  IFS=, read -r _ _ compute weights pp tg <<<"$line"
-  echo "$label ($compute compute, $weights weights),$pp,$tg" >>"$raw"
+  # model,dtype,compute,weights,prefill512,decode512,weight_mib,rss_mib
+  local compute weights pp tg wmib rss
+  IFS=, read -r _ _ compute weights pp tg wmib rss <<<"$line"
+  echo "$label ($compute compute, $weights weights),$pp,$tg,$wmib,$rss" >>"$raw"
 }
 run_llama() {
   local fmt=$1 f=$gguf/$preset-$1.gguf pp tg
@@ -71,7 +73,7 @@ run_llama() {
     /usr/bin/python3 -c 'import csv,sys; print([r for r in csv.DictReader(sys.stdin)][-1]["avg_ts"])')
   tg=$("$bin/llama-bench" -m "$f" -t "$threads" -p 0 -n "$steps" -d 512 -r 1 -o csv 2>/dev/null |
     /usr/bin/python3 -c 'import csv,sys; print([r for r in csv.DictReader(sys.stdin)][-1]["avg_ts"])')
-  echo "llama.cpp $fmt,$pp,$tg" >>"$raw"
+  echo "llama.cpp $fmt,$pp,$tg,$(stat -c %s "$f" | awk '{printf "%.1f", $1 / 1048576}')," >>"$raw"
 }
 
 for ((r = 1; r <= rounds; r++)); do
@@ -82,13 +84,9 @@ for ((r = 1; r <= rounds; r++)); do
   run_ours "qkvshare bf16 checkpoint, dtype auto" "$work/hf-bfloat16" auto
   run_ours "qkvshare bf16 checkpoint, dtype bf16" "$work/hf-bfloat16" bf16
   for w in $qkv_weights; do
-    fmt=${w^^}
+    fmt=${w^^}_0  # q8 -> Q8_0, q4 -> Q4_0
     run_llama "$fmt"
-    if ((has_weights_flag)); then
-      run_ours "qkvshare $w" "$work/hf-float32" auto --weights="$w"
-    else
-      echo "qkvshare $w (n/a: runtime_bench has no --weights),," >>"$raw"
-    fi
+    run_ours "qkvshare $w" "$work/hf-float32" auto --weights="$w"
   done
 done
 
@@ -107,32 +105,33 @@ echo
 import collections, csv, statistics, sys
 rows = collections.OrderedDict()
 for line in open(sys.argv[1]):
-    # The label may hold commas ("bf16 checkpoint, dtype auto"): the two
-    # numbers are the last two fields.
-    label, pp, tg = line.rstrip("\n").rsplit(",", 2)
-    r = rows.setdefault(label, ([], []))
-    if pp: r[0].append(float(pp))
-    if tg: r[1].append(float(tg))
-med = {k: (statistics.median(v[0]) if v[0] else None, statistics.median(v[1]) if v[1] else None)
-       for k, v in rows.items()}
+    # The label may hold commas ("bf16 checkpoint, dtype auto"): the four
+    # numbers are the last four fields (weight MiB and VmRSS growth MiB may be empty).
+    label, pp, tg, wmib, rss = line.rstrip("\n").rsplit(",", 4)
+    r = rows.setdefault(label, ([], [], [], []))
+    for vals, x in zip(r, (pp, tg, wmib, rss)):
+        if x: vals.append(float(x))
+def m(v): return statistics.median(v) if v else None
+med = {k: tuple(m(x) for x in v) for k, v in rows.items()}
 ref = {"F32": med.get("llama.cpp F32"), "F16": med.get("llama.cpp F16"),
        "Q8_0": med.get("llama.cpp Q8_0"), "Q4_0": med.get("llama.cpp Q4_0")}
 def baseline(label):
     if label.startswith("llama.cpp"): return None
-    if "q8_0" in label: return "Q8_0"
-    if "q4_0" in label: return "Q4_0"
+    if label.startswith("qkvshare q8"): return "Q8_0"
+    if label.startswith("qkvshare q4"): return "Q4_0"
     if "bf16" in label: return "F16"
     return "F32"
 def fmt(x, d=1): return "–" if x is None else f"{x:.{d}f}"
-print("| engine, weights | prefill 512 | decode @512 | prefill / llama.cpp F16 | decode / llama.cpp (same width) |")
-print("| --- | --- | --- | --- | --- |")
-for label, (pp, tg) in med.items():
+print("| engine, weights | prefill 512 | decode @512 | prefill / llama.cpp (F16; q8/q4: same width) | decode / llama.cpp (same width) | weight MiB | RSS growth MiB |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for label, (pp, tg, wmib, rss) in med.items():
     b = baseline(label)
     pr = tr = "–"
     if b is not None:
-        f16 = ref["F16"]
-        if pp is not None and f16 and f16[0]: pr = f"{pp / f16[0]:.2f}"
+        pb = b if b in ("Q8_0", "Q4_0") else "F16"
+        f16 = ref[pb]
+        if pp is not None and f16 and f16[0]: pr = f"{pp / f16[0]:.2f} (vs {pb})"
         rb = ref[b]
         if tg is not None and rb and rb[1]: tr = f"{tg / rb[1]:.2f} (vs {b})"
-    print(f"| {label} | {fmt(pp, 0)} | {fmt(tg)} | {pr} | {tr} |")
+    print(f"| {label} | {fmt(pp, 0)} | {fmt(tg)} | {pr} | {tr} | {fmt(wmib)} | {fmt(rss)} |")
 EOF

@@ -70,7 +70,8 @@ case "$target" in
   config)
     FUZZER=daemon/config/fuzz/config_fuzzer.cc
     EXTRA_MAINS=()
-    LIB_SOURCES=(daemon/config/config.cc daemon/config/yaml_reader.cc)
+    LIB_SOURCES=(daemon/config/config.cc daemon/config/yaml_reader.cc agents/weights/quantized_matrix.cc
+      agents/weights/block_formats.cc agents/tokenizer/utf8.cc)
     LIBS+=(-lyaml-cpp)
     MAX_LEN=8192 ;;
   tokenizer)

@@ -8,14 +8,29 @@
 // aarch64: NEON, SVE...; EMU128/SCALAR) and dispatched at run time
 // (HWY_DYNAMIC_DISPATCH; base/cpu_info.h ForceSimdTarget restricts it).
 //
-// Arithmetic ("float widening"): codes are widened to fp32 in registers and
-// multiplied with the fp32 activations; each block's partial dot product is
-// scaled by the block's fp16 scale (q4: plus minimum * sum of the block's
-// activations). The activations are NOT quantized, so the only differences to
-// a float64 reference over the dequantized weights are fp32 rounding in the
-// sums: |y - ref| <= 1e-5 * sum_c |w[r,c] * x[c]| (tests use this bound).
-// Results do not depend on the thread split; they may differ in the last bits
-// between targets (vector width changes the summation order).
+// Arithmetic (both measured, the faster kept per format; docs/performance.md
+// "Quantized weights"):
+//   q8, float widening: codes are widened to fp32 in registers and multiplied
+//     with the fp32 activations; each block's partial sum is scaled by d.
+//     The activations are not quantized: against a float64 reference over
+//     the dequantized weights |y - ref| <= 1e-5 * sum_c |w[r,c] * x[c]|.
+//     (Integer dot products measured no faster here: q8 decode is bound by
+//     the bytes streamed.)
+//   q4, integer dot products (as llama.cpp's Q4_1 x Q8_1): x is quantized
+//     once per call to int8 per block of 32 (QuantizeActivationsQ8: dx =
+//     amax / 127, codes round(x / dx)); each block's codes times the
+//     activation codes are summed exactly in int32 and scaled by d * dx, plus
+//     m * the block's exact fp32 sum of x. x86 AVX2/AVX-512: maddubs + madd
+//     on the 32 codes at once; other targets (SSE4, NEON, SVE, EMU128,
+//     SCALAR): widened to int16 and ReorderWidenMulAccumulate. Against the
+//     float64 value of the same integer terms the error is fp32 rounding
+//     (1e-5 relative to the sum of the terms' magnitudes); against the exact
+//     product of the dequantized weights and x add the activation rounding,
+//     at most sum_b dx_b / 2 * sum_{c in b} |w[r,c] - m_b| (<= 1/254 of the
+//     block's amax per element).
+// Rows are processed one at a time with a software prefetch. Results do not
+// depend on the thread split; they may differ in the last bits between
+// targets (summation order).
 //
 // Thread safety: reentrant; callers give each thread a disjoint row range.
 #ifndef QKVSHARE_AGENTS_KERNELS_MATVEC_QUANT_H_
@@ -34,6 +49,13 @@ void MatVecQ8Rows(const weights::BlockQ8* w, int64_t cols, const float* x, float
                   int64_t row_begin, int64_t row_end);
 void MatVecQ4Rows(const weights::BlockQ4* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end);
+
+// The activation quantizer of MatVecQ4Rows (scalar, the same on every
+// target): for each block b of 32 columns of x [cols] (the last one padded
+// with code 0), dx[b] = amax_b / 127, xq[b * 32 + k] = round(x / dx[b])
+// (0 when amax_b == 0), sums[b] = the fp32 sum of the block's x. xq has
+// BlocksPerRow(cols) * 32 entries, dx and sums BlocksPerRow(cols).
+void QuantizeActivationsQ8(const float* x, int64_t cols, int8_t* xq, float* dx, float* sums);
 
 // out[(r - row_begin) * cols + c] = W[r, c] (fp32) for r in [row_begin,
 // row_end), c < cols: exactly the values of the scalar reference

@@ -507,6 +507,41 @@ bool IsLoopbackHost(const std::string& hostport) {
          absl::StartsWith(hostport, "[::1]:");
 }
 
+// models.NAME.weights, after `dtype` is read into e->dtype.
+absl::Status ParseModelWeights(YamlMap& m, ModelEntry* e) {
+  using agents::weights::WeightFormat;
+  std::string weights = "auto";
+  QKV_RETURN_IF_ERROR(m.GetEnum("weights", {"auto", "f32", "bf16", "f16", "q8", "q4"}, &weights));
+  e->weights = *agents::weights::ParseWeightFormat(weights);  // one of the names above
+  switch (e->weights) {
+    case WeightFormat::kAuto:
+      return absl::OkStatus();
+    case WeightFormat::kF16:
+      return m.Error("weights",
+                     "f16: there is no f16 compute path (use auto to run a checkpoint's stored "
+                     "f16 weights: f32 compute over f16 weights in memory)");
+    case WeightFormat::kF32:
+    case WeightFormat::kBF16: {
+      const DType want = e->weights == WeightFormat::kBF16 ? DType::kBF16 : DType::kF32;
+      if (m.Has("dtype") && e->dtype != want) {
+        return m.Error("weights", absl::StrCat(weights, " contradicts dtype ",
+                                               std::string(DTypeName(e->dtype))));
+      }
+      e->dtype = want;
+      return absl::OkStatus();
+    }
+    case WeightFormat::kQ8:
+    case WeightFormat::kQ4:
+      if (e->dtype != DType::kF32) {
+        return m.Error("weights",
+                       absl::StrCat(weights, " weights compute in f32; dtype must be f32, not ",
+                                    std::string(DTypeName(e->dtype))));
+      }
+      return absl::OkStatus();
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseModels(YamlMap models, DaemonConfig* cfg) {
   QKV_RETURN_IF_ERROR(models.Init());
   for (const std::string& name : models.Keys()) {
@@ -523,6 +558,7 @@ absl::Status ParseModels(YamlMap models, DaemonConfig* cfg) {
     std::string dtype = "f32";
     QKV_RETURN_IF_ERROR(m.GetEnum("dtype", {"f32", "bf16"}, &dtype));
     e.dtype = dtype == "bf16" ? DType::kBF16 : DType::kF32;
+    QKV_RETURN_IF_ERROR(ParseModelWeights(m, &e));
     int64_t threads = 0, chunk = e.prefill_chunk;
     QKV_RETURN_IF_ERROR(m.GetInt("threads", &threads, 0, 1024));
     QKV_RETURN_IF_ERROR(m.GetInt("prefill_chunk", &chunk, 1, 1 << 20));

@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "agents/weights/quantized_matrix.h"
 #include "base/dtype.h"
 
 namespace qkvshare::daemon {
@@ -66,6 +67,11 @@ struct ModelEntry {
   std::string name;
   std::string path;  // absolute after loading
   DType dtype = DType::kF32;
+  // models.NAME.weights: the weight matrices in memory. kAuto: as `dtype`
+  // says (dense); kF32 / kBF16: dense, and the compute dtype (same as
+  // `dtype`); kQ8 / kQ4: quantized at load (agents::ApplyWeightFormat), f32
+  // compute. kF16 is refused at parse time (no f16 compute path).
+  agents::weights::WeightFormat weights = agents::weights::WeightFormat::kAuto;
   int threads = 0;          // intra-op threads; 0: all cores
   int prefill_chunk = 512;  // tokens per prefill chunk
   // Floor of the bit budget of quantized cards this model's agents build

@@ -3,7 +3,9 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -72,6 +74,38 @@ workflows_dir: wf
   EXPECT_EQ(*a.generation.temperature, 0.0f);  // default filled
   EXPECT_EQ(a.generation.stop->at(0), "THE END");
   EXPECT_EQ(cfg->limits.queue_length, 16);
+}
+
+// Issue 14: models.NAME.weights.
+TEST(ConfigTest, ModelWeights) {
+  using agents::weights::WeightFormat;
+  auto parse = [](const std::string& model) {
+    return ParseDaemonConfig(
+        absl::StrCat("listen: unix:///q\nmodels:\n  m: ", model, "\nagents: {a: {model: m}}\n"),
+        "/etc/q/daemon.yaml");
+  };
+  auto weights = [&](const std::string& model) {
+    absl::StatusOr<DaemonConfig> c = parse(model);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? std::make_pair(c->models[0].weights, c->models[0].dtype)
+                  : std::make_pair(WeightFormat::kAuto, DType::kF16);
+  };
+  EXPECT_EQ(weights("{path: x}"), std::make_pair(WeightFormat::kAuto, DType::kF32));
+  EXPECT_EQ(weights("{path: x, weights: q8}"), std::make_pair(WeightFormat::kQ8, DType::kF32));
+  EXPECT_EQ(weights("{path: x, weights: q4, dtype: f32}"),
+            std::make_pair(WeightFormat::kQ4, DType::kF32));
+  EXPECT_EQ(weights("{path: x, weights: bf16}"), std::make_pair(WeightFormat::kBF16, DType::kBF16));
+  EXPECT_EQ(weights("{path: x, weights: f32}"), std::make_pair(WeightFormat::kF32, DType::kF32));
+  auto error = [&](const std::string& model) { return Msg(parse(model).status()); };
+  EXPECT_THAT(error("{path: x, weights: q5}"),
+              HasSubstr("/etc/q/daemon.yaml:3:25: models.m.weights: 'q5' is not one of: auto, "
+                        "f32, bf16, f16, q8, q4"));
+  EXPECT_THAT(error("{path: x, weights: f16}"),
+              HasSubstr(":3:25: models.m.weights: f16: there is no f16 compute path"));
+  EXPECT_THAT(error("{path: x, weights: q4, dtype: bf16}"),
+              HasSubstr(":3:25: models.m.weights: q4 weights compute in f32; dtype must be f32"));
+  EXPECT_THAT(error("{path: x, dtype: f32, weights: bf16}"),
+              HasSubstr(":3:37: models.m.weights: bf16 contradicts dtype f32"));
 }
 
 TEST(ConfigTest, UnknownKeyNamesFileLineAndKey) {
