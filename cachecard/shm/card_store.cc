@@ -3,6 +3,8 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +12,8 @@
 #include "cachecard/card_file.h"
 #include "cachecard/content_id.h"
 #include "cachecard/file_io.h"
+#include "cachecard/format.h"
+#include "cachecard/metadata_codec.h"
 
 namespace qkvshare::cachecard::shm {
 
@@ -139,12 +143,14 @@ absl::StatusOr<CardHandle> CardStore::Put(const WriteFn& write, IdCheck check) {
   {
     StoreSink sink(this, segment.get());  // releases its reservation when done
     QKV_RETURN_IF_ERROR(write(sink));
-    QKV_ASSIGN_OR_RETURN(card, segment->Seal(Card::Verify::kMetadataOnly));
+    QKV_ASSIGN_OR_RETURN(card,
+                         segment->Seal(check == IdCheck::kVerifyAll ? Card::Verify::kAll
+                                                                    : Card::Verify::kMetadataOnly));
     // The reservation becomes stored bytes below, under one lock.
     absl::MutexLock lock(&mu_);
     used_bytes_ += card->bytes().size();
   }
-  absl::Status verified = check == IdCheck::kVerify ? VerifyContentId(*card) : absl::OkStatus();
+  absl::Status verified = check != IdCheck::kTrusted ? VerifyContentId(*card) : absl::OkStatus();
   absl::MutexLock lock(&mu_);
   if (!verified.ok()) {
     used_bytes_ -= card->bytes().size();
@@ -224,6 +230,96 @@ absl::StatusOr<CardHandle> CardStore::ImportFile(const std::string& path) {
                         absl::StrCat(path, ": ", handle.status().message()));
   }
   return handle;
+}
+
+namespace {
+
+// The card_bytes a streamed card's first bytes declare, once its header is
+// complete; zero while more bytes are needed. Magic and version are checked
+// as soon as their bytes are here (ReadPreamble checks them before it finds
+// the prefix short, which it reports as DataLoss "truncated").
+absl::StatusOr<uint64_t> DeclaredCardBytes(absl::Span<const uint8_t> head,
+                                           uint64_t max_card_bytes) {
+  if (head.empty()) return 0;
+  const absl::Span<const uint8_t> early = head.first(std::min(head.size(), sizeof(CardHeader) - 1));
+  if (absl::Status s = ReadPreamble(early, early.size()).status();
+      s.code() != absl::StatusCode::kDataLoss) {
+    return s;  // never OK: `early` is shorter than a header
+  }
+  if (head.size() < sizeof(CardHeader)) return 0;
+  uint64_t declared = 0;
+  std::memcpy(&declared, head.data() + offsetof(CardHeader, card_bytes), sizeof declared);
+  if (declared > max_card_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the card declares ", declared, " bytes; the limit is ", max_card_bytes));
+  }
+  QKV_RETURN_IF_ERROR(ReadPreamble(head, declared).status());
+  return declared;
+}
+
+}  // namespace
+
+absl::StatusOr<CardHandle> CardStore::ImportStream(const ChunkReader& next,
+                                                   uint64_t max_card_bytes) {
+  std::string head, chunk;
+  uint64_t declared = 0;
+  int64_t chunks = 0;
+  auto span = [](const std::string& s) {
+    return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  while (declared == 0) {
+    if (!next(&chunk)) {
+      return absl::InvalidArgumentError(
+          head.empty() ? std::string("empty card stream")
+                       : absl::StrCat("card stream ended after ", head.size(),
+                                      " bytes, inside the ", sizeof(CardHeader), "-byte header"));
+    }
+    ++chunks;
+    if (head.empty()) {
+      head.swap(chunk);
+    } else {
+      head += chunk;
+    }
+    QKV_ASSIGN_OR_RETURN(declared, DeclaredCardBytes(span(head), max_card_bytes));
+  }
+  uint64_t metadata_bytes = 0;
+  std::memcpy(&metadata_bytes, head.data() + offsetof(CardHeader, metadata_bytes),
+              sizeof metadata_bytes);
+
+  return Put(
+      [&](CardSink& sink) -> absl::Status {
+        QKV_RETURN_IF_ERROR(sink.Begin(declared));  // the quota, before more is read
+        uint64_t written = 0;
+        bool metadata_checked = false;
+        auto take = [&](absl::Span<const uint8_t> data) -> absl::Status {
+          if (data.size() > declared - written) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("card stream runs past the declared card_bytes ", declared, ": chunk ",
+                             chunks, " ends at byte ", written + data.size()));
+          }
+          QKV_RETURN_IF_ERROR(sink.Write(written, data));
+          written += data.size();
+          if (!metadata_checked && written >= metadata_bytes) {
+            metadata_checked = true;  // checked in place, before the sections arrive
+            absl::Span<uint8_t> window = sink.Window(0, metadata_bytes);
+            if (!window.empty()) QKV_RETURN_IF_ERROR(ParseMetadata(window, declared).status());
+          }
+          return absl::OkStatus();
+        };
+        QKV_RETURN_IF_ERROR(take(span(head)));
+        std::string().swap(head);
+        while (next(&chunk)) {
+          ++chunks;
+          QKV_RETURN_IF_ERROR(take(span(chunk)));
+        }
+        if (written < declared) {
+          return absl::InvalidArgumentError(absl::StrCat("card stream ended after ", written,
+                                                         " bytes; the header declares card_bytes ",
+                                                         declared));
+        }
+        return sink.Finish();
+      },
+      IdCheck::kVerifyAll);
 }
 
 absl::StatusOr<CardHandle> CardStore::Get(const CardId& id, const CardExpectation& expect) {

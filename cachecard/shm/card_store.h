@@ -180,10 +180,14 @@ class CardStore final : public CardResolver {
   static absl::StatusOr<std::unique_ptr<CardStore>> Create(CardStoreOptions options);
   ~CardStore() override;
 
-  // Whether Put() recomputes the written card's id from its content.
+  // What Put() checks of the written card.
   enum class IdCheck {
-    kVerify,   // a card from outside (import): refuse it if its id is not its content's
-    kTrusted,  // a card this process just wrote with BuildCard/Flatten (id derived while writing)
+    kVerify,     // a card from outside, validated while copied (CopyCard): refuse it if
+                 // its id is not its content's
+    kVerifyAll,  // raw bytes from outside (ImportStream): also every section checksum and
+                 // the padding, read back from the segment once written
+    kTrusted,    // a card this process just wrote with BuildCard/Flatten (id derived while
+                 // writing)
   };
 
   // Stores the card `write` produces through a sink backed by a new segment
@@ -218,6 +222,26 @@ class CardStore final : public CardResolver {
   // while reading (CopyCard), without holding it in memory.
   // Errors: from the file system, CopyCard and Put.
   absl::StatusOr<CardHandle> ImportFile(const std::string& path);
+
+  // Next chunk of a streamed card file into `*chunk` (replacing its
+  // contents); false at the end of the stream. Called from the importing
+  // thread only; it may block.
+  using ChunkReader = std::function<bool(std::string* chunk)>;
+
+  // Stores the card file (.qkvcard) arriving in chunks from `next` without
+  // holding it in memory: the header is checked as soon as its bytes arrive
+  // (normally the first chunk: magic, version, declared card_bytes <=
+  // `max_card_bytes` and within the quota), then every chunk is written
+  // straight into the new segment, and a stream running past the declared
+  // size is cut off at that chunk (no further reads). The metadata is
+  // checked once complete; after the last chunk the whole card (checksums,
+  // padding) and its id are verified in place, then dedup as in Put().
+  // Errors: InvalidArgument (not a card, wrong size, stream longer or shorter
+  // than declared), Unimplemented (format version), DataLoss (corrupt
+  // metadata, checksums), ResourceExhausted (over `max_card_bytes` or the
+  // quota), and those of Put(). On error nothing is stored and the segment
+  // is gone.
+  absl::StatusOr<CardHandle> ImportStream(const ChunkReader& next, uint64_t max_card_bytes);
 
   // A handle to stored card `id` after checking it against `expect`.
   // Errors: NotFound; FailedPrecondition "fingerprint" / "token digest" if
