@@ -27,7 +27,15 @@
 //      (store or Get counts as use), then needed ones, least recently used
 //      first; if that is not enough, ResourceExhausted.
 //   5. With a TTL, unreferenced, unpinned, unneeded cards created more than
-//      `ttl` ago are evicted at the next store operation.
+//      `ttl` ago are evicted by a timer (every `expiry_period`, without any
+//      store traffic), at the next store operation and under pressure. The
+//      cards are kept in creation order, so a pass costs O(log n) per card it
+//      looks at, never a rescan of the store.
+//   6. When the segment of a new card cannot be allocated (/dev/shm full:
+//      ENOSPC, even within the quota), unreferenced cards are evicted by rule
+//      4's order until the card's size is freed, and the allocation is tried
+//      once more; if that fails too, ResourceExhausted (the caller falls
+//      back, e.g. to re-prefill).
 //
 // Lifecycle: Create() takes the instance lock (one live store per instance
 // name, across processes) and removes segments left by a crashed store of
@@ -52,8 +60,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -80,13 +90,21 @@ struct CardStoreOptions {
   uint64_t quota_bytes = uint64_t{1} << 30;
   // Unreferenced cards older than this are evicted; zero: no TTL.
   absl::Duration ttl = absl::ZeroDuration();
+  // With a TTL, how often a background thread evicts expired cards (rule 5);
+  // zero: no thread, expiry only at store operations (tests with a fake
+  // `clock` use that).
+  absl::Duration expiry_period = absl::Milliseconds(250);
   // Directory of the instance lock (InstanceLock): the daemon uses its
   // runtime directory next to the socket, which other users cannot write;
   // empty: /dev/shm, where any local user could squat the name.
   std::string lock_dir;
   // Time source (tests inject one). Default absl::Now.
   std::function<absl::Time()> clock;
-  // Called once per card dropped by quota (LRU) or TTL eviction (not for
+  // Sizes and commits a new segment's memory (ShmSegmentSink::Begin);
+  // ResourceExhausted means /dev/shm is full (rule 6). Tests inject a full
+  // file system here. Default: segment.Begin(bytes).
+  std::function<absl::Status(ShmSegmentSink& segment, uint64_t bytes)> allocate;
+  // Called once per card dropped by quota (LRU), TTL or ENOSPC eviction (not for
   // Remove()), with the store's lock held: it must be quick and must not
   // call back into the store. May be empty.
   std::function<void(const CardId&)> on_evict;
@@ -264,7 +282,8 @@ class CardStore final : public CardResolver {
   // FailedPrecondition if it has handles or stored children.
   absl::Status Remove(const CardId& id);
 
-  // Evicts unreferenced cards past the TTL (also done by Put/Get).
+  // Evicts unreferenced cards past the TTL (also done by the timer, Put and
+  // Get).
   void EvictExpired();
 
   // Every stored card, least recently used first.
@@ -290,6 +309,7 @@ class CardStore final : public CardResolver {
     int needs = 0;
     absl::Time pinned_until = absl::InfinitePast();
     absl::Time stored;
+    std::multimap<absl::Time, CardId>::iterator by_stored;  // in by_stored_
     absl::Time last_used;
     uint64_t use_order = 0;  // LRU tie-break: bigger is more recent
   };
@@ -319,6 +339,13 @@ class CardStore final : public CardResolver {
   // Drops one card by rule 4's order; false if none may be evicted.
   bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictExpiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether rule 5 drops `entry` at `now`.
+  bool Expired(const Entry& entry, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sizes `segment` (options_.allocate), evicting unreferenced cards and
+  // retrying once when /dev/shm is full (rule 6).
+  absl::Status AllocateSegment(ShmSegmentSink& segment, uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
+  // The timer of rule 5: runs until stopping_.
+  void ExpiryLoop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const CardStoreOptions options_;
   const std::unique_ptr<InstanceLock> lock_;
@@ -329,6 +356,10 @@ class CardStore final : public CardResolver {
   uint64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // cards being written
   uint64_t use_counter_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pending_counter_ ABSL_GUARDED_BY(mu_) = 0;
+  // Every entry by creation time (rule 5's order).
+  std::multimap<absl::Time, CardId> by_stored_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread expiry_thread_;  // runs ExpiryLoop with a TTL and an expiry_period
 };
 
 }  // namespace qkvshare::cachecard::shm

@@ -71,6 +71,8 @@ class CardStoreTest : public ::testing::Test {
     options.instance = Instance();
     options.quota_bytes = quota;
     options.ttl = ttl;
+    options.expiry_period = absl::ZeroDuration();  // the fake clock is not thread-safe
+    options.allocate = allocate_;
     options.on_evict = [this](const CardId& id) { evicted_.push_back(id); };
     options.clock = [this] { return now_; };
     absl::StatusOr<std::unique_ptr<CardStore>> store = CardStore::Create(options);
@@ -119,6 +121,7 @@ class CardStoreTest : public ::testing::Test {
   std::vector<int32_t> ids_;
   absl::Time now_ = absl::FromUnixSeconds(1'780'000'000);
   std::vector<CardId> evicted_;
+  std::function<absl::Status(ShmSegmentSink&, uint64_t)> allocate_;  // options.allocate
   absl::Mutex mu_;
   std::map<uint8_t, CardId> ids_of_;
 };
@@ -332,6 +335,102 @@ TEST_F(CardStoreTest, TtlEvictsOnlyUnreferencedExpiredCards) {
   EXPECT_THAT(evicted_, ElementsAre(IdOf(2)));
   ASSERT_TRUE(store->Remove(IdOf(3)).ok());
   EXPECT_THAT(evicted_, ElementsAre(IdOf(2)));  // explicit removal is not an eviction
+}
+
+TEST_F(CardStoreTest, ExpiredCardsGoOnATimerWithoutStoreTraffic) {
+  CardStoreOptions options;
+  options.instance = Instance();
+  options.ttl = absl::Milliseconds(300);  // real clock, default expiry_period (250 ms)
+  auto store = *CardStore::Create(options);
+  const absl::Time first = absl::Now();
+  std::vector<std::string> idle;
+  for (uint8_t seed = 1; seed <= 3; ++seed) {
+    idle.push_back(store->SegmentName((*Build(store.get(), seed))->id()));
+  }
+  CardHandle in_use = *Build(store.get(), 4);
+  const std::string in_use_name = store->SegmentName(in_use->id());
+  const absl::Time stored = absl::Now();
+  // No store call from here on: only the file system is watched.
+  const bool early = absl::Now() - first < absl::Milliseconds(200);
+  if (early) {  // not gone before their TTL (checkable when building was quick)
+    EXPECT_TRUE(std::all_of(idle.begin(), idle.end(), SegmentExists));
+  }
+  auto all_gone = [&] { return std::none_of(idle.begin(), idle.end(), SegmentExists); };
+  while (!all_gone() && absl::Now() - stored < absl::Seconds(5)) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  const absl::Duration took = absl::Now() - stored;
+  EXPECT_TRUE(all_gone());
+  EXPECT_LT(took, absl::Milliseconds(300) + absl::Seconds(1)) << took;
+  EXPECT_TRUE(SegmentExists(in_use_name));  // referenced: kept past its TTL
+  in_use = CardHandle();
+  const absl::Time released = absl::Now();
+  while (SegmentExists(in_use_name) && absl::Now() - released < absl::Seconds(5)) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_FALSE(SegmentExists(in_use_name));
+  EXPECT_LT(absl::Now() - released, absl::Seconds(1));
+}
+
+TEST_F(CardStoreTest, ExpiryDropsOldestFirstAndAnExpiredChainInOnePass) {
+  auto store = MakeStore(uint64_t{1} << 30, absl::Seconds(10));
+  {
+    CardHandle parent = *Build(store.get(), 1, 10);
+    now_ += absl::Seconds(1);
+    CardHandle child = *Build(store.get(), 2, 20, parent.get());
+  }
+  for (uint8_t seed = 3; seed <= 6; ++seed) {
+    now_ += absl::Seconds(1);
+    ASSERT_TRUE(Build(store.get(), seed).ok());
+  }
+  // 14 s after the parent: parent, child, 3 and 4 are older than 10 s, 5 is
+  // exactly 10 s old (kept), 6 younger.
+  now_ += absl::Seconds(9);
+  store->EvictExpired();
+  ASSERT_EQ(evicted_.size(), 4u);
+  // The child first (the parent waited for it), then its parent, then by age.
+  EXPECT_EQ(evicted_[0], IdOf(2));
+  EXPECT_EQ(evicted_[1], IdOf(1));
+  EXPECT_EQ(evicted_[2], IdOf(3));
+  EXPECT_EQ(evicted_[3], IdOf(4));
+  EXPECT_EQ(store->List().size(), 2u);
+}
+
+TEST_F(CardStoreTest, FullShmEvictsUnreferencedCardsAndRetriesOnce) {
+  // /dev/shm simulated as a tmpfs that holds three cards (the quota is far
+  // larger): the allocation fails as posix_fallocate does with ENOSPC.
+  const uint64_t card = CardBytes();
+  CardStore* store_ptr = nullptr;
+  int failures = 0;
+  allocate_ = [&](ShmSegmentSink& segment, uint64_t bytes) {
+    if (store_ptr->used_bytes() + bytes > 3 * card) {
+      ++failures;
+      return absl::ResourceExhaustedError("cannot allocate: No space left on device");
+    }
+    return segment.Begin(bytes);
+  };
+  auto store = MakeStore(uint64_t{1} << 30);
+  store_ptr = store.get();
+  for (uint8_t seed = 1; seed <= 3; ++seed) ASSERT_TRUE(Build(store.get(), seed).ok());
+  ASSERT_EQ(failures, 0);
+  // A fourth: ENOSPC, the least recently used unreferenced card goes, retry works.
+  absl::StatusOr<CardHandle> fourth = Build(store.get(), 4);
+  ASSERT_TRUE(fourth.ok()) << fourth.status();
+  EXPECT_EQ(failures, 1);
+  ASSERT_EQ(evicted_.size(), 1u);
+  EXPECT_EQ(evicted_[0], IdOf(1));
+  EXPECT_FALSE(SegmentExists(store->SegmentName(IdOf(1))));
+  // Every card in use: nothing to evict, the retry fails too and nothing is left.
+  CardHandle h2 = *store->Get(IdOf(2)), h3 = *store->Get(IdOf(3));
+  failures = 0;
+  absl::StatusOr<CardHandle> fifth = Build(store.get(), 5);
+  EXPECT_EQ(fifth.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(fifth.status().message(), HasSubstr("No space left on device"));
+  EXPECT_THAT(fifth.status().message(),
+              HasSubstr("retried once after evicting 0 unreferenced cards"));
+  EXPECT_EQ(failures, 2);  // the first try and one retry, no more
+  EXPECT_EQ(store->List().size(), 3u);
+  EXPECT_EQ(store->used_bytes(), 3 * card);
 }
 
 TEST_F(CardStoreTest, StartRemovesCrashLeftoversOfTheSameInstanceOnly) {
