@@ -23,6 +23,7 @@ constexpr char kModelDir[] = "models/stories260K";
 ModelHandle LoadModel(weights::WeightFormat format) {
   ModelOptions options;
   EXPECT_TRUE(ApplyWeightFormat(format, &options).ok());
+  options.copy_weights_to_huge_pages = false;  // copied bytes = the blocks only
   absl::StatusOr<std::unique_ptr<Model>> m = Model::Load(kModelDir, options);
   EXPECT_TRUE(m.ok()) << m.status();
   return m.ok() ? ModelHandle(std::move(*m)) : nullptr;

@@ -35,6 +35,7 @@ ModelHandle LoadModel(const std::string& dir, DType dtype, bool decode_kernels =
   ModelOptions options;
   options.compute_dtype = dtype;
   options.decode_kernels = decode_kernels;
+  options.copy_weights_to_huge_pages = false;  // tests count mapped vs copied bytes
   auto model = Model::Load(dir, options);
   EXPECT_TRUE(model.ok()) << model.status();
   return model.ok() ? ModelHandle(std::move(*model)) : nullptr;

@@ -53,9 +53,10 @@ ABSL_FLAG(int, decode_context, 512, "Context length before the timed decode step
 ABSL_FLAG(int, decode_tokens, 64, "Timed decode steps per run.");
 ABSL_FLAG(int, repeats, 3, "Timed runs per number (median reported).");
 ABSL_FLAG(bool, baseline, true, "Also time the plain libtorch decode path.");
-ABSL_FLAG(bool, huge_pages, false,
-          "Load with ModelOptions::copy_weights_to_huge_pages (weights copied into "
-          "huge-page-backed memory instead of used from the file mapping).");
+ABSL_FLAG(bool, huge_pages, true,
+          "ModelOptions::copy_weights_to_huge_pages (the default): weights copied into "
+          "huge-page-backed memory when the kernel offers transparent huge pages; "
+          "false: used from the file mapping.");
 ABSL_FLAG(std::string, simd, "",
           "Force the kernels' SIMD target (Highway name: avx3, avx2, sse4, neon, emu128, "
           "scalar...; empty: the best this CPU supports).");
@@ -204,7 +205,7 @@ int Main() {
   std::printf("%s%s\n", csv ? "# " : "", CpuSummary().c_str());
   std::printf("%sthreads %d, %s clock, median of %d runs (after 1 warm-up), weights %s; tokens/s\n",
               csv ? "# " : "", ComputeThreads(), clock.c_str(), absl::GetFlag(FLAGS_repeats),
-              absl::GetFlag(FLAGS_huge_pages) ? "copied to huge pages" : "mapped");
+              absl::GetFlag(FLAGS_huge_pages) ? "copied to huge pages (THP permitting)" : "mapped");
   if (csv) {
     std::printf("model,dtype,compute,weights");
     for (int n : lengths) std::printf(",prefill%d", n);

@@ -52,8 +52,9 @@ struct EngineOptions {
   // plain libtorch path).
   bool decode_kernels = true;
   // Copy every weight into anonymous memory backed by transparent huge pages
-  // instead of viewing the file mapping (see ModelOptions).
-  bool copy_weights_to_huge_pages = false;
+  // instead of viewing the file mapping (see ModelOptions; ignored when the
+  // kernel's transparent huge pages are `never`).
+  bool copy_weights_to_huge_pages = true;
   // Quantize at load (agents/weights/block_formats.h): kQ8 = every projection
   // q8, embedding and lm_head as stored; kQ4 = every projection q4,
   // embedding and lm_head q8. Norms and biases stay dense. Prefill

@@ -13,6 +13,7 @@
 #include "agents/kernels/matvec_quant.h"
 #include "agents/torch/llama_engine.h"
 #include "agents/torch/llama_impl.h"
+#include "agents/torch/parallel.h"
 
 namespace qkvshare::agents::internal {
 namespace {
@@ -81,11 +82,6 @@ class TorchState : public LlamaEngine::State {
 // the Highway kernels (kernels::DecodeChunk, every weight row read once for
 // the chunk); longer ones through libtorch's GEMMs.
 constexpr int64_t kKernelChunkTokens = 16;
-
-// kernels::ParallelFor over libtorch's intra-op pool.
-void TorchParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-  at::parallel_for(0, n, grain, fn);
-}
 
 // RMSNorm in fp32: x / sqrt(mean(x^2) + eps) * weight. x: [T, D] fp32.
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -60,6 +61,27 @@ class HugePageArena : public WeightArena {
   size_t used_ = 0;
 };
 
+// True when madvise(MADV_HUGEPAGE) can give this process transparent huge
+// pages: /sys/kernel/mm/transparent_hugepage/enabled selects `always` or
+// `madvise` (the file marks the active mode as "[mode]").
+bool TransparentHugePagesAvailable() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string modes;
+  if (!std::getline(in, modes)) return false;
+  return modes.find("[always]") != std::string::npos ||
+         modes.find("[madvise]") != std::string::npos;
+}
+
+// Drops this process's pages of a tensor's file mapping once it has been
+// copied or quantized (whole pages inside it only; they stay in the page
+// cache), so the resident size does not count the weights twice.
+void ReleaseSourcePages(const TensorInfo& info) {
+  const uintptr_t page = 4096, begin = reinterpret_cast<uintptr_t>(info.data);
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = (begin + info.nbytes) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 // Collects the tensors of a model, validates them all, then creates them:
 // views of the mapping when the stored dtype is the target dtype (and
 // copies are not forced), else copies in one HugePageArena.
@@ -106,6 +128,7 @@ class WeightLoader {
       *r.dest =
           torch::from_blob(arena->Take(bytes), r.shape, torch::TensorOptions().dtype(r.target));
       r.dest->copy_(src);
+      ReleaseSourcePages(*r.info);
       impl_.copied_bytes += bytes;
     }
     return absl::OkStatus();
@@ -139,12 +162,8 @@ absl::Status Quantize(const WeightFiles& files, const std::string& name, std::ve
   at::parallel_for(0, shape[0], 64,
                    [&](int64_t b, int64_t e) { m->QuantizeRows(info->data, *info->dtype, b, e); });
   impl.copied_bytes += m->bytes();
-  // The checkpoint's pages of this tensor are not needed any more: drop them
-  // from this process's resident set (they stay in the page cache).
-  const uintptr_t page = 4096, begin = reinterpret_cast<uintptr_t>(info->data);
-  const uintptr_t first = (begin + page - 1) / page * page;
-  const uintptr_t last = (begin + info->nbytes) / page * page;
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  // The checkpoint's pages of this tensor are not needed any more.
+  ReleaseSourcePages(*info);
   *dest = m.get();
   impl.quantized.push_back(std::move(m));
   return absl::OkStatus();
@@ -358,7 +377,8 @@ absl::StatusOr<std::unique_ptr<LlamaEngine>> LlamaEngine::Create(const ModelConf
   try {
     torch::NoGradGuard no_grad;
     QKV_RETURN_IF_ERROR(
-        LoadWeights(weights, options.copy_weights_to_huge_pages, options.quantize, *impl));
+        LoadWeights(weights, options.copy_weights_to_huge_pages && TransparentHugePagesAvailable(),
+                    options.quantize, *impl));
     BuildRopeTables(*impl);
     // decode_biases must not reallocate while pointers are taken.
     impl->decode_biases.reserve(7 * config.num_layers);
