@@ -106,18 +106,14 @@ grpc::Status CardServiceImpl::ExportCard(grpc::ServerContext*, const v1::ExportC
 grpc::Status CardServiceImpl::ImportCard(grpc::ServerContext*,
                                          grpc::ServerReader<v1::CardChunk>* reader,
                                          v1::CardInfo* resp) {
-  const int64_t limit = core_->config().limits.max_card_bytes;
-  std::string bytes;
+  // Chunk by chunk into shared memory (daemon/card_import.h): a bad header
+  // is refused after the first chunk, nothing is buffered.
   v1::CardChunk chunk;
-  while (reader->Read(&chunk)) {
-    if (static_cast<int64_t>(bytes.size() + chunk.data().size()) > limit) {
-      return ToGrpcStatus(absl::ResourceExhaustedError(
-          absl::StrCat("card exceeds limits.max_card_bytes = ", limit)));
-    }
-    bytes += chunk.data();
-  }
-  absl::StatusOr<v1::CardInfo> info = core_->ImportCard(
-      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+  absl::StatusOr<v1::CardInfo> info = core_->ImportCard([&](std::string* out) {
+    if (!reader->Read(&chunk)) return false;
+    out->swap(*chunk.mutable_data());
+    return true;
+  });
   if (!info.ok()) return ToGrpcStatus(info.status());
   *resp = std::move(*info);
   return grpc::Status::OK;

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "daemon/rpc_limits.h"
 #include "daemon/unix_socket.h"
 
 namespace qkvshare::daemon {
@@ -31,10 +32,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerCore* core, const Op
                          TcpServerCredentials(options.tcp_security));
     builder.AddListeningPort(options.tcp_listen, tcp_creds, &tcp_port);
   }
-  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
-  grpc::ResourceQuota quota("qkvshared");
-  quota.SetMaxThreads(options.max_rpc_threads);
-  builder.SetResourceQuota(quota);
+  ApplyRpcLimits(options.max_rpc_threads, options.max_message_bytes, builder);
   builder.RegisterService(&s->tasks_);
   builder.RegisterService(&s->catalog_);
   builder.RegisterService(&s->cards_);

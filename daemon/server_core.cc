@@ -158,6 +158,8 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(DaemonConfig conf
   so.on_evict = [stats_ptr](const cachecard::CardId&) { stats_ptr->Add(Stats::kCardsEvicted); };
   QKV_ASSIGN_OR_RETURN(core->store_, cachecard::shm::CardStore::Create(so));
   LogStaleSegments(cfg.instance, core->store_->stale_at_start());
+  core->importer_ = std::make_unique<CardImporter>(core->store_.get(), cfg.limits.max_card_bytes,
+                                                   cfg.limits.max_concurrent_imports);
   {
     absl::MutexLock lock(&core->mu_);
     core->workflows_ = std::move(workflows);
@@ -589,31 +591,14 @@ absl::Status ServerCore::ExportCard(
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::CardInfo> ServerCore::ImportCard(absl::Span<const uint8_t> bytes) {
-  if (static_cast<int64_t>(bytes.size()) > config_.limits.max_card_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("card is ", bytes.size(),
-                                                     " bytes; limits.max_card_bytes is ",
-                                                     config_.limits.max_card_bytes));
-  }
-  // The bytes are the client's: a card that fails validation (truncated,
-  // checksum, version, ...) is an invalid argument at the API, not data loss
-  // inside the daemon.
-  absl::StatusOr<cachecard::CardPtr> card = cachecard::Card::Copy(bytes);
-  if (!card.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("not a valid card (",
-                                                   absl::StatusCodeToString(card.status().code()),
-                                                   "): ", card.status().message()));
-  }
+absl::StatusOr<v1::CardInfo> ServerCore::ImportCard(
+    const cachecard::shm::CardStore::ChunkReader& next) {
+  cachecard::CardId id;
   {
-    absl::StatusOr<cachecard::shm::CardHandle> handle = store_->Add(**card);
-    if (!handle.ok()) {
-      if (handle.status().code() == absl::StatusCode::kNotFound) {
-        return absl::FailedPreconditionError(handle.status().message());
-      }
-      return handle.status();
-    }
+    QKV_ASSIGN_OR_RETURN(cachecard::shm::CardHandle handle, importer_->Import(next));
+    id = handle->id();
   }  // the handle goes: the card stays stored, unreferenced
-  QKV_ASSIGN_OR_RETURN(v1::CardInfo info, GetCard((*card)->id().ToHex()));
+  QKV_ASSIGN_OR_RETURN(v1::CardInfo info, GetCard(id.ToHex()));
   if (info.foreign_model()) {
     std::vector<std::string> hosted;
     for (const v1::AgentInfo& a : pool_->List()) {

@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 #include "cachecard/shm/card_store.h"
 #include "daemon/agent_pool.h"
+#include "daemon/card_import.h"
 #include "daemon/config/config.h"
 #include "daemon/handoff/handoff.h"
 #include "daemon/stats.h"
@@ -72,14 +73,16 @@ class ServerCore {
   // (flattened) .qkvcard; stops early when `write` returns false (Cancelled).
   absl::Status ExportCard(const std::string& id,
                           const std::function<bool(absl::Span<const uint8_t>)>& write) const;
-  // Validates and stores a card file's bytes (an equal stored card is
-  // returned, not copied). A card no hosted model can use is stored too, with
-  // a warning in the result (and the log). Errors: InvalidArgument (not a
-  // valid card: truncated, checksum, version, an id that is not its
-  // content's, ...), ResourceExhausted (limits or quota), AlreadyExists (the
-  // id is stored with other content), FailedPrecondition (its parent is not
-  // stored).
-  absl::StatusOr<v1::CardInfo> ImportCard(absl::Span<const uint8_t> bytes);
+  // Validates and stores a card file arriving in chunks from `next`
+  // (daemon/card_import.h: checked from its first chunk, written straight
+  // into shared memory); an equal stored card is returned, not copied. A card
+  // no hosted model can use is stored too, with a warning in the result (and
+  // the log). Errors: InvalidArgument (not a valid card: magic, truncated,
+  // too long, checksum, version, an id that is not its content's, ...),
+  // ResourceExhausted (limits.max_card_bytes, limits.max_concurrent_imports,
+  // quota), AlreadyExists (the id is stored with other content),
+  // FailedPrecondition (its parent is not stored).
+  absl::StatusOr<v1::CardInfo> ImportCard(const cachecard::shm::CardStore::ChunkReader& next);
   // Errors: NotFound, FailedPrecondition (in use).
   absl::Status DeleteCard(const std::string& id);
 
@@ -120,6 +123,7 @@ class ServerCore {
   Stats stats_;
   std::unique_ptr<AgentPool> pool_;
   std::unique_ptr<cachecard::shm::CardStore> store_;
+  std::unique_ptr<CardImporter> importer_;  // over store_
   std::unique_ptr<Handoff> handoff_;
   std::unique_ptr<TaskManager> tasks_;
 

@@ -3,6 +3,8 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +12,8 @@
 #include "cachecard/card_file.h"
 #include "cachecard/content_id.h"
 #include "cachecard/file_io.h"
+#include "cachecard/format.h"
+#include "cachecard/metadata_codec.h"
 
 namespace qkvshare::cachecard::shm {
 
@@ -23,7 +27,7 @@ class CardStore::StoreSink final : public CardSink {
   absl::Status Begin(uint64_t card_bytes) override {
     QKV_RETURN_IF_ERROR(store_->Reserve(card_bytes));
     reserved_ = card_bytes;
-    return segment_->Begin(card_bytes);
+    return store_->AllocateSegment(*segment_, card_bytes);
   }
   absl::Span<uint8_t> Window(uint64_t offset, uint64_t bytes) override {
     return segment_->Window(offset, bytes);
@@ -81,18 +85,28 @@ void CardNeed::Reset() {
 absl::StatusOr<std::unique_ptr<CardStore>> CardStore::Create(CardStoreOptions options) {
   QKV_RETURN_IF_ERROR(ValidateInstanceName(options.instance));
   if (options.quota_bytes == 0) return absl::InvalidArgumentError("CardStore: quota_bytes is 0");
-  if (options.ttl < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("CardStore: negative ttl");
+  if (options.ttl < absl::ZeroDuration() || options.expiry_period < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("CardStore: negative ttl or expiry_period");
   }
   QKV_ASSIGN_OR_RETURN(std::unique_ptr<InstanceLock> lock,
                        InstanceLock::Acquire(options.instance, options.lock_dir));
   QKV_ASSIGN_OR_RETURN(StaleSegments stale, RemoveInstanceSegments(options.instance));
   std::unique_ptr<CardStore> store(new CardStore(std::move(options), std::move(lock)));
   store->stale_at_start_ = std::move(stale);
+  if (store->options_.ttl > absl::ZeroDuration() &&
+      store->options_.expiry_period > absl::ZeroDuration()) {
+    CardStore* raw = store.get();
+    store->expiry_thread_ = std::thread([raw] { raw->ExpiryLoop(); });
+  }
   return store;
 }
 
 CardStore::~CardStore() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (expiry_thread_.joinable()) expiry_thread_.join();
   absl::MutexLock lock(&mu_);
   for (const auto& [id, entry] : entries_) ::shm_unlink(entry->segment.c_str());
   entries_.clear();
@@ -104,6 +118,7 @@ absl::Status CardStore::Reserve(uint64_t bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "card of ", bytes, " bytes exceeds the store quota of ", options_.quota_bytes, " bytes"));
   }
+  if (used_bytes_ + reserved_bytes_ + bytes > options_.quota_bytes) EvictExpiredLocked();
   while (used_bytes_ + reserved_bytes_ + bytes > options_.quota_bytes) {
     if (!EvictOne()) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -113,6 +128,30 @@ absl::Status CardStore::Reserve(uint64_t bytes) {
   }
   reserved_bytes_ += bytes;
   return absl::OkStatus();
+}
+
+absl::Status CardStore::AllocateSegment(ShmSegmentSink& segment, uint64_t bytes) {
+  auto allocate = [&] {
+    return options_.allocate ? options_.allocate(segment, bytes) : segment.Begin(bytes);
+  };
+  absl::Status first = allocate();
+  if (first.code() != absl::StatusCode::kResourceExhausted) return first;
+  // /dev/shm is full (other users of it, a tmpfs smaller than the quota):
+  // make room with unreferenced cards, then try once more.
+  int evicted = 0;
+  uint64_t freed = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    const uint64_t before = used_bytes_;
+    EvictExpiredLocked();
+    while (before - used_bytes_ < bytes && EvictOne()) ++evicted;
+    freed = before - used_bytes_;
+  }
+  absl::Status second = allocate();
+  if (second.ok()) return second;
+  return absl::Status(second.code(),
+                      absl::StrCat(second.message(), " (retried once after evicting ", evicted,
+                                   " unreferenced cards, ", freed, " bytes)"));
 }
 
 void CardStore::Unreserve(uint64_t bytes) {
@@ -139,12 +178,14 @@ absl::StatusOr<CardHandle> CardStore::Put(const WriteFn& write, IdCheck check) {
   {
     StoreSink sink(this, segment.get());  // releases its reservation when done
     QKV_RETURN_IF_ERROR(write(sink));
-    QKV_ASSIGN_OR_RETURN(card, segment->Seal(Card::Verify::kMetadataOnly));
+    QKV_ASSIGN_OR_RETURN(card,
+                         segment->Seal(check == IdCheck::kVerifyAll ? Card::Verify::kAll
+                                                                    : Card::Verify::kMetadataOnly));
     // The reservation becomes stored bytes below, under one lock.
     absl::MutexLock lock(&mu_);
     used_bytes_ += card->bytes().size();
   }
-  absl::Status verified = check == IdCheck::kVerify ? VerifyContentId(*card) : absl::OkStatus();
+  absl::Status verified = check != IdCheck::kTrusted ? VerifyContentId(*card) : absl::OkStatus();
   absl::MutexLock lock(&mu_);
   if (!verified.ok()) {
     used_bytes_ -= card->bytes().size();
@@ -185,6 +226,7 @@ absl::StatusOr<CardHandle> CardStore::Insert(CardPtr card, const std::string& pe
   entry->bytes = card->bytes().size();
   entry->handles = 1;
   entry->stored = Now();
+  entry->by_stored = by_stored_.emplace(entry->stored, id);
   Touch(entry.get());
   const Card* raw = card.get();
   entry->card = std::move(card);
@@ -224,6 +266,96 @@ absl::StatusOr<CardHandle> CardStore::ImportFile(const std::string& path) {
                         absl::StrCat(path, ": ", handle.status().message()));
   }
   return handle;
+}
+
+namespace {
+
+// The card_bytes a streamed card's first bytes declare, once its header is
+// complete; zero while more bytes are needed. Magic and version are checked
+// as soon as their bytes are here (ReadPreamble checks them before it finds
+// the prefix short, which it reports as DataLoss "truncated").
+absl::StatusOr<uint64_t> DeclaredCardBytes(absl::Span<const uint8_t> head,
+                                           uint64_t max_card_bytes) {
+  if (head.empty()) return 0;
+  const absl::Span<const uint8_t> early = head.first(std::min(head.size(), sizeof(CardHeader) - 1));
+  if (absl::Status s = ReadPreamble(early, early.size()).status();
+      s.code() != absl::StatusCode::kDataLoss) {
+    return s;  // never OK: `early` is shorter than a header
+  }
+  if (head.size() < sizeof(CardHeader)) return 0;
+  uint64_t declared = 0;
+  std::memcpy(&declared, head.data() + offsetof(CardHeader, card_bytes), sizeof declared);
+  if (declared > max_card_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the card declares ", declared, " bytes; the limit is ", max_card_bytes));
+  }
+  QKV_RETURN_IF_ERROR(ReadPreamble(head, declared).status());
+  return declared;
+}
+
+}  // namespace
+
+absl::StatusOr<CardHandle> CardStore::ImportStream(const ChunkReader& next,
+                                                   uint64_t max_card_bytes) {
+  std::string head, chunk;
+  uint64_t declared = 0;
+  int64_t chunks = 0;
+  auto span = [](const std::string& s) {
+    return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  while (declared == 0) {
+    if (!next(&chunk)) {
+      return absl::InvalidArgumentError(
+          head.empty() ? std::string("empty card stream")
+                       : absl::StrCat("card stream ended after ", head.size(),
+                                      " bytes, inside the ", sizeof(CardHeader), "-byte header"));
+    }
+    ++chunks;
+    if (head.empty()) {
+      head.swap(chunk);
+    } else {
+      head += chunk;
+    }
+    QKV_ASSIGN_OR_RETURN(declared, DeclaredCardBytes(span(head), max_card_bytes));
+  }
+  uint64_t metadata_bytes = 0;
+  std::memcpy(&metadata_bytes, head.data() + offsetof(CardHeader, metadata_bytes),
+              sizeof metadata_bytes);
+
+  return Put(
+      [&](CardSink& sink) -> absl::Status {
+        QKV_RETURN_IF_ERROR(sink.Begin(declared));  // the quota, before more is read
+        uint64_t written = 0;
+        bool metadata_checked = false;
+        auto take = [&](absl::Span<const uint8_t> data) -> absl::Status {
+          if (data.size() > declared - written) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("card stream runs past the declared card_bytes ", declared, ": chunk ",
+                             chunks, " ends at byte ", written + data.size()));
+          }
+          QKV_RETURN_IF_ERROR(sink.Write(written, data));
+          written += data.size();
+          if (!metadata_checked && written >= metadata_bytes) {
+            metadata_checked = true;  // checked in place, before the sections arrive
+            absl::Span<uint8_t> window = sink.Window(0, metadata_bytes);
+            if (!window.empty()) QKV_RETURN_IF_ERROR(ParseMetadata(window, declared).status());
+          }
+          return absl::OkStatus();
+        };
+        QKV_RETURN_IF_ERROR(take(span(head)));
+        std::string().swap(head);
+        while (next(&chunk)) {
+          ++chunks;
+          QKV_RETURN_IF_ERROR(take(span(chunk)));
+        }
+        if (written < declared) {
+          return absl::InvalidArgumentError(absl::StrCat("card stream ended after ", written,
+                                                         " bytes; the header declares card_bytes ",
+                                                         declared));
+        }
+        return sink.Finish();
+      },
+      IdCheck::kVerifyAll);
 }
 
 absl::StatusOr<CardHandle> CardStore::Get(const CardId& id, const CardExpectation& expect) {
@@ -304,6 +436,7 @@ void CardStore::Drop(const CardId& id) {
   }
   ::shm_unlink(entry.segment.c_str());
   used_bytes_ -= entry.bytes;
+  by_stored_.erase(entry.by_stored);
   entries_.erase(it);  // unmaps; readers' own mappings stay valid
 }
 
@@ -332,21 +465,36 @@ bool CardStore::EvictOne() {
   return true;
 }
 
+bool CardStore::Expired(const Entry& entry, absl::Time now) const {
+  return Evictable(entry, now) && entry.needs == 0 && now - entry.stored > options_.ttl;
+}
+
 void CardStore::EvictExpiredLocked() {
   if (options_.ttl == absl::ZeroDuration()) return;
   const absl::Time now = Now();
-  bool dropped = true;
-  while (dropped) {  // dropping a child can expose its expired parent
-    dropped = false;
-    for (const auto& [id, entry] : entries_) {
-      if (Evictable(*entry, now) && entry->needs == 0 && now - entry->stored > options_.ttl) {
-        const CardId evicted(id);
-        Drop(evicted);
-        if (options_.on_evict) options_.on_evict(evicted);
-        dropped = true;
-        break;
-      }
+  // Oldest first, stopping at the first card too young to expire. A parent
+  // is older than its children, so dropping a child can only expose cards
+  // before `it`: they are dropped right away (walking up the chain).
+  for (auto it = by_stored_.begin(); it != by_stored_.end() && now - it->first > options_.ttl;) {
+    CardId id = it->second;
+    ++it;
+    while (true) {
+      const Entry& entry = *entries_.at(id);
+      if (!Expired(entry, now)) break;
+      const CardId parent = entry.card->metadata().parent_id;
+      const bool has_parent = entry.card->metadata().first_token > 0;
+      Drop(id);
+      if (options_.on_evict) options_.on_evict(id);
+      if (!has_parent || !entries_.contains(parent)) break;
+      id = parent;
     }
+  }
+}
+
+void CardStore::ExpiryLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.expiry_period)) {
+    EvictExpiredLocked();
   }
 }
 

@@ -27,7 +27,15 @@
 //      (store or Get counts as use), then needed ones, least recently used
 //      first; if that is not enough, ResourceExhausted.
 //   5. With a TTL, unreferenced, unpinned, unneeded cards created more than
-//      `ttl` ago are evicted at the next store operation.
+//      `ttl` ago are evicted by a timer (every `expiry_period`, without any
+//      store traffic), at the next store operation and under pressure. The
+//      cards are kept in creation order, so a pass costs O(log n) per card it
+//      looks at, never a rescan of the store.
+//   6. When the segment of a new card cannot be allocated (/dev/shm full:
+//      ENOSPC, even within the quota), unreferenced cards are evicted by rule
+//      4's order until the card's size is freed, and the allocation is tried
+//      once more; if that fails too, ResourceExhausted (the caller falls
+//      back, e.g. to re-prefill).
 //
 // Lifecycle: Create() takes the instance lock (one live store per instance
 // name, across processes) and removes segments left by a crashed store of
@@ -52,8 +60,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -80,13 +90,21 @@ struct CardStoreOptions {
   uint64_t quota_bytes = uint64_t{1} << 30;
   // Unreferenced cards older than this are evicted; zero: no TTL.
   absl::Duration ttl = absl::ZeroDuration();
+  // With a TTL, how often a background thread evicts expired cards (rule 5);
+  // zero: no thread, expiry only at store operations (tests with a fake
+  // `clock` use that).
+  absl::Duration expiry_period = absl::Milliseconds(250);
   // Directory of the instance lock (InstanceLock): the daemon uses its
   // runtime directory next to the socket, which other users cannot write;
   // empty: /dev/shm, where any local user could squat the name.
   std::string lock_dir;
   // Time source (tests inject one). Default absl::Now.
   std::function<absl::Time()> clock;
-  // Called once per card dropped by quota (LRU) or TTL eviction (not for
+  // Sizes and commits a new segment's memory (ShmSegmentSink::Begin);
+  // ResourceExhausted means /dev/shm is full (rule 6). Tests inject a full
+  // file system here. Default: segment.Begin(bytes).
+  std::function<absl::Status(ShmSegmentSink& segment, uint64_t bytes)> allocate;
+  // Called once per card dropped by quota (LRU), TTL or ENOSPC eviction (not for
   // Remove()), with the store's lock held: it must be quick and must not
   // call back into the store. May be empty.
   std::function<void(const CardId&)> on_evict;
@@ -180,10 +198,14 @@ class CardStore final : public CardResolver {
   static absl::StatusOr<std::unique_ptr<CardStore>> Create(CardStoreOptions options);
   ~CardStore() override;
 
-  // Whether Put() recomputes the written card's id from its content.
+  // What Put() checks of the written card.
   enum class IdCheck {
-    kVerify,   // a card from outside (import): refuse it if its id is not its content's
-    kTrusted,  // a card this process just wrote with BuildCard/Flatten (id derived while writing)
+    kVerify,     // a card from outside, validated while copied (CopyCard): refuse it if
+                 // its id is not its content's
+    kVerifyAll,  // raw bytes from outside (ImportStream): also every section checksum and
+                 // the padding, read back from the segment once written
+    kTrusted,    // a card this process just wrote with BuildCard/Flatten (id derived while
+                 // writing)
   };
 
   // Stores the card `write` produces through a sink backed by a new segment
@@ -219,6 +241,26 @@ class CardStore final : public CardResolver {
   // Errors: from the file system, CopyCard and Put.
   absl::StatusOr<CardHandle> ImportFile(const std::string& path);
 
+  // Next chunk of a streamed card file into `*chunk` (replacing its
+  // contents); false at the end of the stream. Called from the importing
+  // thread only; it may block.
+  using ChunkReader = std::function<bool(std::string* chunk)>;
+
+  // Stores the card file (.qkvcard) arriving in chunks from `next` without
+  // holding it in memory: the header is checked as soon as its bytes arrive
+  // (normally the first chunk: magic, version, declared card_bytes <=
+  // `max_card_bytes` and within the quota), then every chunk is written
+  // straight into the new segment, and a stream running past the declared
+  // size is cut off at that chunk (no further reads). The metadata is
+  // checked once complete; after the last chunk the whole card (checksums,
+  // padding) and its id are verified in place, then dedup as in Put().
+  // Errors: InvalidArgument (not a card, wrong size, stream longer or shorter
+  // than declared), Unimplemented (format version), DataLoss (corrupt
+  // metadata, checksums), ResourceExhausted (over `max_card_bytes` or the
+  // quota), and those of Put(). On error nothing is stored and the segment
+  // is gone.
+  absl::StatusOr<CardHandle> ImportStream(const ChunkReader& next, uint64_t max_card_bytes);
+
   // A handle to stored card `id` after checking it against `expect`.
   // Errors: NotFound; FailedPrecondition "fingerprint" / "token digest" if
   // the card is for another model or holds another context than expected.
@@ -240,7 +282,8 @@ class CardStore final : public CardResolver {
   // FailedPrecondition if it has handles or stored children.
   absl::Status Remove(const CardId& id);
 
-  // Evicts unreferenced cards past the TTL (also done by Put/Get).
+  // Evicts unreferenced cards past the TTL (also done by the timer, Put and
+  // Get).
   void EvictExpired();
 
   // Every stored card, least recently used first.
@@ -266,6 +309,7 @@ class CardStore final : public CardResolver {
     int needs = 0;
     absl::Time pinned_until = absl::InfinitePast();
     absl::Time stored;
+    std::multimap<absl::Time, CardId>::iterator by_stored;  // in by_stored_
     absl::Time last_used;
     uint64_t use_order = 0;  // LRU tie-break: bigger is more recent
   };
@@ -295,6 +339,13 @@ class CardStore final : public CardResolver {
   // Drops one card by rule 4's order; false if none may be evicted.
   bool EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictExpiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether rule 5 drops `entry` at `now`.
+  bool Expired(const Entry& entry, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sizes `segment` (options_.allocate), evicting unreferenced cards and
+  // retrying once when /dev/shm is full (rule 6).
+  absl::Status AllocateSegment(ShmSegmentSink& segment, uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
+  // The timer of rule 5: runs until stopping_.
+  void ExpiryLoop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const CardStoreOptions options_;
   const std::unique_ptr<InstanceLock> lock_;
@@ -305,6 +356,10 @@ class CardStore final : public CardResolver {
   uint64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // cards being written
   uint64_t use_counter_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pending_counter_ ABSL_GUARDED_BY(mu_) = 0;
+  // Every entry by creation time (rule 5's order).
+  std::multimap<absl::Time, CardId> by_stored_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread expiry_thread_;  // runs ExpiryLoop with a TTL and an expiry_period
 };
 
 }  // namespace qkvshare::cachecard::shm

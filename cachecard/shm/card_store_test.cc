@@ -6,8 +6,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
+#include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <string>
@@ -67,6 +71,8 @@ class CardStoreTest : public ::testing::Test {
     options.instance = Instance();
     options.quota_bytes = quota;
     options.ttl = ttl;
+    options.expiry_period = absl::ZeroDuration();  // the fake clock is not thread-safe
+    options.allocate = allocate_;
     options.on_evict = [this](const CardId& id) { evicted_.push_back(id); };
     options.clock = [this] { return now_; };
     absl::StatusOr<std::unique_ptr<CardStore>> store = CardStore::Create(options);
@@ -115,6 +121,7 @@ class CardStoreTest : public ::testing::Test {
   std::vector<int32_t> ids_;
   absl::Time now_ = absl::FromUnixSeconds(1'780'000'000);
   std::vector<CardId> evicted_;
+  std::function<absl::Status(ShmSegmentSink&, uint64_t)> allocate_;  // options.allocate
   absl::Mutex mu_;
   std::map<uint8_t, CardId> ids_of_;
 };
@@ -328,6 +335,102 @@ TEST_F(CardStoreTest, TtlEvictsOnlyUnreferencedExpiredCards) {
   EXPECT_THAT(evicted_, ElementsAre(IdOf(2)));
   ASSERT_TRUE(store->Remove(IdOf(3)).ok());
   EXPECT_THAT(evicted_, ElementsAre(IdOf(2)));  // explicit removal is not an eviction
+}
+
+TEST_F(CardStoreTest, ExpiredCardsGoOnATimerWithoutStoreTraffic) {
+  CardStoreOptions options;
+  options.instance = Instance();
+  options.ttl = absl::Milliseconds(300);  // real clock, default expiry_period (250 ms)
+  auto store = *CardStore::Create(options);
+  const absl::Time first = absl::Now();
+  std::vector<std::string> idle;
+  for (uint8_t seed = 1; seed <= 3; ++seed) {
+    idle.push_back(store->SegmentName((*Build(store.get(), seed))->id()));
+  }
+  CardHandle in_use = *Build(store.get(), 4);
+  const std::string in_use_name = store->SegmentName(in_use->id());
+  const absl::Time stored = absl::Now();
+  // No store call from here on: only the file system is watched.
+  const bool early = absl::Now() - first < absl::Milliseconds(200);
+  if (early) {  // not gone before their TTL (checkable when building was quick)
+    EXPECT_TRUE(std::all_of(idle.begin(), idle.end(), SegmentExists));
+  }
+  auto all_gone = [&] { return std::none_of(idle.begin(), idle.end(), SegmentExists); };
+  while (!all_gone() && absl::Now() - stored < absl::Seconds(5)) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  const absl::Duration took = absl::Now() - stored;
+  EXPECT_TRUE(all_gone());
+  EXPECT_LT(took, absl::Milliseconds(300) + absl::Seconds(1)) << took;
+  EXPECT_TRUE(SegmentExists(in_use_name));  // referenced: kept past its TTL
+  in_use = CardHandle();
+  const absl::Time released = absl::Now();
+  while (SegmentExists(in_use_name) && absl::Now() - released < absl::Seconds(5)) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_FALSE(SegmentExists(in_use_name));
+  EXPECT_LT(absl::Now() - released, absl::Seconds(1));
+}
+
+TEST_F(CardStoreTest, ExpiryDropsOldestFirstAndAnExpiredChainInOnePass) {
+  auto store = MakeStore(uint64_t{1} << 30, absl::Seconds(10));
+  {
+    CardHandle parent = *Build(store.get(), 1, 10);
+    now_ += absl::Seconds(1);
+    CardHandle child = *Build(store.get(), 2, 20, parent.get());
+  }
+  for (uint8_t seed = 3; seed <= 6; ++seed) {
+    now_ += absl::Seconds(1);
+    ASSERT_TRUE(Build(store.get(), seed).ok());
+  }
+  // 14 s after the parent: parent, child, 3 and 4 are older than 10 s, 5 is
+  // exactly 10 s old (kept), 6 younger.
+  now_ += absl::Seconds(9);
+  store->EvictExpired();
+  ASSERT_EQ(evicted_.size(), 4u);
+  // The child first (the parent waited for it), then its parent, then by age.
+  EXPECT_EQ(evicted_[0], IdOf(2));
+  EXPECT_EQ(evicted_[1], IdOf(1));
+  EXPECT_EQ(evicted_[2], IdOf(3));
+  EXPECT_EQ(evicted_[3], IdOf(4));
+  EXPECT_EQ(store->List().size(), 2u);
+}
+
+TEST_F(CardStoreTest, FullShmEvictsUnreferencedCardsAndRetriesOnce) {
+  // /dev/shm simulated as a tmpfs that holds three cards (the quota is far
+  // larger): the allocation fails as posix_fallocate does with ENOSPC.
+  const uint64_t card = CardBytes();
+  CardStore* store_ptr = nullptr;
+  int failures = 0;
+  allocate_ = [&](ShmSegmentSink& segment, uint64_t bytes) {
+    if (store_ptr->used_bytes() + bytes > 3 * card) {
+      ++failures;
+      return absl::ResourceExhaustedError("cannot allocate: No space left on device");
+    }
+    return segment.Begin(bytes);
+  };
+  auto store = MakeStore(uint64_t{1} << 30);
+  store_ptr = store.get();
+  for (uint8_t seed = 1; seed <= 3; ++seed) ASSERT_TRUE(Build(store.get(), seed).ok());
+  ASSERT_EQ(failures, 0);
+  // A fourth: ENOSPC, the least recently used unreferenced card goes, retry works.
+  absl::StatusOr<CardHandle> fourth = Build(store.get(), 4);
+  ASSERT_TRUE(fourth.ok()) << fourth.status();
+  EXPECT_EQ(failures, 1);
+  ASSERT_EQ(evicted_.size(), 1u);
+  EXPECT_EQ(evicted_[0], IdOf(1));
+  EXPECT_FALSE(SegmentExists(store->SegmentName(IdOf(1))));
+  // Every card in use: nothing to evict, the retry fails too and nothing is left.
+  CardHandle h2 = *store->Get(IdOf(2)), h3 = *store->Get(IdOf(3));
+  failures = 0;
+  absl::StatusOr<CardHandle> fifth = Build(store.get(), 5);
+  EXPECT_EQ(fifth.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(fifth.status().message(), HasSubstr("No space left on device"));
+  EXPECT_THAT(fifth.status().message(),
+              HasSubstr("retried once after evicting 0 unreferenced cards"));
+  EXPECT_EQ(failures, 2);  // the first try and one retry, no more
+  EXPECT_EQ(store->List().size(), 3u);
+  EXPECT_EQ(store->used_bytes(), 3 * card);
 }
 
 TEST_F(CardStoreTest, StartRemovesCrashLeftoversOfTheSameInstanceOnly) {
@@ -545,6 +648,201 @@ TEST_F(CardStoreTest, ImportFileStreamsAValidatedCard) {
   EXPECT_FALSE(SegmentExists(store->SegmentName(other)));
   EXPECT_FALSE(SegmentExists(PendingSegmentName(Instance(), 2)));
   EXPECT_EQ(store->List().size(), 1u);
+}
+
+// A ChunkReader over `bytes` in `chunk`-byte pieces, then `extra` more
+// chunks of zeros (a stream longer than its card); counts its calls.
+struct FakeStream {
+  absl::Span<const uint8_t> bytes;
+  size_t chunk = 4096;
+  int extra = 0;
+  size_t pos = 0;
+  int reads = 0;
+  std::function<void()> on_read;  // e.g. a memory sample
+  bool Next(std::string* out) {
+    ++reads;
+    if (on_read) on_read();
+    if (pos < bytes.size()) {
+      const size_t n = std::min(chunk, bytes.size() - pos);
+      out->assign(reinterpret_cast<const char*>(bytes.data() + pos), n);
+      pos += n;
+      return true;
+    }
+    if (extra-- > 0) {
+      out->assign(chunk, '\0');
+      return true;
+    }
+    return false;
+  }
+  CardStore::ChunkReader Reader() {
+    return [this](std::string* out) { return Next(out); };
+  }
+};
+
+TEST_F(CardStoreTest, ImportStreamStoresAValidatedCardChunkByChunk) {
+  auto store = MakeStore(uint64_t{1} << 20);
+  auto card = *BuildCard(*cache_, 30, absl::MakeConstSpan(ids_).first(30),
+                         CardEncoding::Quantized(testing::UniformPlan(30, 3)), ModelFingerprint{},
+                         Provenance());
+  FakeStream stream{card->bytes(), 100};  // the header arrives in 4 chunks
+  absl::StatusOr<CardHandle> stored = store->ImportStream(stream.Reader(), 1 << 20);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ((*stored)->id(), card->id());
+  EXPECT_TRUE(std::equal(card->bytes().begin(), card->bytes().end(), (*stored)->bytes().begin(),
+                         (*stored)->bytes().end()));
+  EXPECT_EQ(stream.reads, static_cast<int>((card->bytes().size() + 99) / 100) + 1);
+
+  // The same card again: dedup, one stored copy.
+  FakeStream again{card->bytes(), 1 << 20};
+  absl::StatusOr<CardHandle> second = store->ImportStream(again.Reader(), 1 << 20);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->get(), stored->get());
+  EXPECT_EQ(store->List().size(), 1u);
+}
+
+TEST_F(CardStoreTest, ImportStreamRejectsABadHeaderAfterItsFirstChunk) {
+  auto store = MakeStore(uint64_t{1} << 20);
+  auto card = *BuildCard(*cache_, 30, absl::MakeConstSpan(ids_).first(30),
+                         CardEncoding::Quantized(testing::UniformPlan(30, 3)), ModelFingerprint{},
+                         Provenance());
+  // 300 MiB of zeros would follow: only the first chunk is read.
+  const std::vector<uint8_t> zeros(4096, 0);
+  FakeStream garbage{zeros, 4096, 300 * 256};
+  absl::StatusOr<CardHandle> bad = store->ImportStream(garbage.Reader(), uint64_t{1} << 40);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("not a CacheCard: magic is 0x00000000"));
+  EXPECT_EQ(garbage.reads, 1);
+
+  // Magic split over chunks: rejected as soon as its 4 bytes are in.
+  const std::vector<uint8_t> qkx = {'Q', 'K', 'X', 'C', 0, 0, 0, 0};
+  FakeStream split{qkx, 2, 1000};
+  EXPECT_EQ(store->ImportStream(split.Reader(), 1 << 20).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(split.reads, 2);
+
+  // Another format version.
+  std::vector<uint8_t> v99(card->bytes().begin(), card->bytes().end());
+  v99[4] = 99;
+  FakeStream version{v99, 512};
+  EXPECT_EQ(store->ImportStream(version.Reader(), 1 << 20).status().code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(version.reads, 1);
+
+  // A declared size over the caller's limit or the quota: nothing more is read.
+  FakeStream big{card->bytes(), 512};
+  absl::StatusOr<CardHandle> over = store->ImportStream(big.Reader(), 1024);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(over.status().message(), HasSubstr("the limit is 1024"));
+  EXPECT_EQ(big.reads, 1);
+  EXPECT_TRUE(store->List().empty());
+}
+
+TEST_F(CardStoreTest, ImportStreamQuotaIsCheckedBeforeTheSections) {
+  CardStoreOptions options;
+  options.instance = Instance();
+  options.quota_bytes = 1024;
+  auto store = *CardStore::Create(options);
+  auto card = *BuildCard(*cache_, 30, absl::MakeConstSpan(ids_).first(30),
+                         CardEncoding::Quantized(testing::UniformPlan(30, 3)), ModelFingerprint{},
+                         Provenance());
+  ASSERT_GT(card->bytes().size(), 1024u);
+  FakeStream stream{card->bytes(), 512};
+  absl::StatusOr<CardHandle> over = store->ImportStream(stream.Reader(), 1 << 20);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(over.status().message(), HasSubstr("exceeds the store quota"));
+  EXPECT_EQ(stream.reads, 1);
+  EXPECT_FALSE(SegmentExists(PendingSegmentName(Instance(), 1)));
+}
+
+TEST_F(CardStoreTest, ImportStreamCutsOffLongShortAndCorruptStreamsLeavingNothing) {
+  auto store = MakeStore(uint64_t{1} << 20);
+  auto card = *BuildCard(*cache_, 30, absl::MakeConstSpan(ids_).first(30),
+                         CardEncoding::Quantized(testing::UniformPlan(30, 3)), ModelFingerprint{},
+                         Provenance());
+  const size_t n = card->bytes().size();
+  // Longer than declared: cut off at the first chunk past the end.
+  FakeStream longer{card->bytes(), 1000, 1 << 20};
+  absl::StatusOr<CardHandle> bad = store->ImportStream(longer.Reader(), 1 << 20);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("runs past the declared card_bytes"));
+  EXPECT_EQ(longer.reads, static_cast<int>((n + 999) / 1000) + 1);
+  // Shorter.
+  FakeStream shorter{card->bytes().first(n - 10), 1000};
+  bad = store->ImportStream(shorter.Reader(), 1 << 20);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("ended after"));
+  // Corrupt metadata: refused once the metadata is in, before the sections.
+  std::vector<uint8_t> meta(card->bytes().begin(), card->bytes().end());
+  meta[card->metadata().metadata_bytes - 1] ^= 1;
+  FakeStream corrupt_meta{meta, 64};
+  bad = store->ImportStream(corrupt_meta.Reader(), 1 << 20);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bad.status().message(), HasSubstr("header checksum"));
+  EXPECT_EQ(corrupt_meta.reads, static_cast<int>((card->metadata().metadata_bytes + 63) / 64));
+  // A corrupt section: found after the last chunk.
+  std::vector<uint8_t> flipped(card->bytes().begin(), card->bytes().end());
+  flipped[n - 1] ^= 4;
+  FakeStream corrupt{flipped, 1000};
+  bad = store->ImportStream(corrupt.Reader(), 1 << 20);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bad.status().message(), HasSubstr("checksum"));
+  // A forged id (metadata resealed): refused after the last chunk.
+  std::vector<uint8_t> forged(card->bytes().begin(), card->bytes().end());
+  forged[offsetof(CardHeader, card_id)] ^= 0x5a;
+  SealHeaderChecksum(absl::MakeSpan(forged).first(card->metadata().metadata_bytes));
+  FakeStream forged_stream{forged, 1000};
+  bad = store->ImportStream(forged_stream.Reader(), 1 << 20);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  // Nothing stored, no segment left, no quota held.
+  EXPECT_TRUE(store->List().empty());
+  EXPECT_EQ(store->used_bytes(), 0u);
+  for (uint64_t i = 1; i <= 6; ++i) {
+    EXPECT_FALSE(SegmentExists(PendingSegmentName(Instance(), i))) << i;
+  }
+  FakeStream good{card->bytes(), 1000};
+  EXPECT_TRUE(store->ImportStream(good.Reader(), 1 << 20).ok());
+}
+
+// Resident anonymous memory of this process (heap, not the shm segments).
+int64_t RssAnonKiB() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  int64_t kib = -1;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "RssAnon: %ld kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return kib;
+}
+
+TEST_F(CardStoreTest, ImportStreamHeapStaysNearTheChunkSize) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "sanitizer shadow memory of the segment counts as anonymous memory";
+#endif
+  // A 64 MiB card (full precision), streamed in 1 MiB chunks.
+  constexpr agents::KvShape kBig{8, 8, 64};
+  constexpr int64_t kTokens = 2048;
+  auto cache = *testing::MakeSyntheticCache(kBig, DType::kF32, kTokens, 3);
+  std::vector<int32_t> ids(kTokens);
+  std::iota(ids.begin(), ids.end(), 7);
+  auto card =
+      *BuildCard(*cache, kTokens, ids, CardEncoding::Full(), ModelFingerprint{}, Provenance());
+  ASSERT_GE(card->bytes().size(), uint64_t{64} << 20);
+  auto store = MakeStore(uint64_t{1} << 30);
+  FakeStream stream{card->bytes(), 1 << 20};
+  std::string warm;
+  stream.Next(&warm);  // the chunk buffer's first allocation, as a reader's
+  stream.pos = 0;
+  const int64_t before = RssAnonKiB();
+  ASSERT_GT(before, 0);
+  int64_t peak = before;
+  stream.on_read = [&] { peak = std::max(peak, RssAnonKiB()); };
+  absl::StatusOr<CardHandle> stored = store->ImportStream(stream.Reader(), uint64_t{1} << 30);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  peak = std::max(peak, RssAnonKiB());
+  // Buffering the card would add 64 MiB; chunks and the metadata are ~1 MiB.
+  EXPECT_LT(peak - before, 16 * 1024) << "peak RssAnon grew by " << (peak - before) << " KiB";
 }
 
 TEST_F(CardStoreTest, ConcurrentBuildsGetsAndReleasesRespectTheQuota) {

@@ -707,7 +707,9 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(const std::string& text, const st
   QKV_RETURN_IF_ERROR(
       limits.GetInt("paused_ttl_seconds", &l.paused_ttl_seconds, 1, int64_t{86400} * 365));
   int64_t rpc_threads = l.max_rpc_threads, watchers = l.max_watchers,
-          per_task = l.max_watchers_per_task;
+          per_task = l.max_watchers_per_task, imports = l.max_concurrent_imports;
+  QKV_RETURN_IF_ERROR(limits.GetInt("max_concurrent_imports", &imports, 1, 1024));
+  l.max_concurrent_imports = static_cast<int>(imports);
   QKV_RETURN_IF_ERROR(limits.GetInt("max_rpc_threads", &rpc_threads, 4, 65536));
   QKV_RETURN_IF_ERROR(limits.GetInt("max_watchers", &watchers, 1, 65536));
   QKV_RETURN_IF_ERROR(limits.GetInt("max_watchers_per_task", &per_task, 1, 65536));

@@ -107,6 +107,8 @@ struct LimitsConfig {
   int max_concurrent_tasks = 2;
   int queue_length = 16;
   int64_t max_card_bytes = 1ll << 30;
+  // ImportCard streams in progress at once; more are RESOURCE_EXHAUSTED.
+  int max_concurrent_imports = 2;
   int64_t max_input_bytes = 1 << 20;
   int keep_finished_tasks = 256;           // ended tasks kept for GetTask
   int64_t max_message_bytes = 64ll << 20;  // gRPC receive limit

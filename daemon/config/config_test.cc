@@ -117,6 +117,15 @@ TEST(ConfigTest, UnknownKeyNamesFileLineAndKey) {
   EXPECT_THAT(Msg(s), HasSubstr("queue_length"));  // lists the allowed keys
 }
 
+TEST(ConfigTest, MaxConcurrentImports) {
+  absl::StatusOr<DaemonConfig> cfg = ParseDaemonConfig(
+      std::string(kMinimal) + "limits: {max_concurrent_imports: 5}\n", "/etc/q/daemon.yaml");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->limits.max_concurrent_imports, 5);
+  EXPECT_THAT(ParseError(std::string(kMinimal) + "limits: {max_concurrent_imports: 0}\n"),
+              HasSubstr("limits.max_concurrent_imports"));
+}
+
 TEST(ConfigTest, BadValuesNameTheKey) {
   EXPECT_THAT(ParseError(std::string(kMinimal) + "handoff: {bits: 9}\n"),
               HasSubstr("handoff.bits: 9 must be in [2, 8] or exactly 16"));
