@@ -483,6 +483,8 @@ void CardStore::EvictExpiredLocked() {
       if (!Expired(entry, now)) break;
       const CardId parent = entry.card->metadata().parent_id;
       const bool has_parent = entry.card->metadata().first_token > 0;
+      // A parent stored at the same instant may sit at `it` (equal keys).
+      if (it != by_stored_.end() && it->second == id) ++it;
       Drop(id);
       if (options_.on_evict) options_.on_evict(id);
       if (!has_parent || !entries_.contains(parent)) break;
