@@ -33,7 +33,9 @@ absl::StatusOr<cachecard::shm::CardHandle> CardImporter::Import(
       // inside the daemon.
       return absl::InvalidArgumentError(absl::StrCat(
           "not a valid card (", absl::StatusCodeToString(s.code()), "): ", s.message()));
-    default:  // InvalidArgument, AlreadyExists, the daemon's own failures
+    case absl::StatusCode::kInvalidArgument:  // magic, truncated, too long, forged id
+      return absl::InvalidArgumentError(absl::StrCat("not a valid card: ", s.message()));
+    default:  // AlreadyExists, the daemon's own failures
       return s;
   }
 }
