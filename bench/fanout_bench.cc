@@ -201,6 +201,10 @@ absl::Status Main() {
 }  // namespace qkvshare::bench
 
 int main(int argc, char** argv) {
+  // Before anything loads libgomp's settings (agents/compute_threads.h): without it
+  // libgomp's long default spin steals the 2 cores from OpenBLAS and the re-prefill
+  // side ran ~4x slower than in handoff_bench.
+  qkvshare::agents::ReexecWithShortOpenMpSpin(argv);
   absl::ParseCommandLine(argc, argv);
   qkvshare::agents::SetComputeThreads(absl::GetFlag(FLAGS_threads));
   absl::Status s = qkvshare::bench::Main();
