@@ -17,6 +17,9 @@ void ReexecWithShortOpenMpSpin(char** argv) {
     return;
   }
   setenv("GOMP_SPINCOUNT", "2000", 1);
+  // OpenBLAS's idle workers likewise spin (sched_yield) for 2^28 cycles after
+  // each GEMM by default; 2^4 hands the cores back at once (compute_threads.h).
+  setenv("OPENBLAS_THREAD_TIMEOUT", "4", /*overwrite=*/0);
   execv("/proc/self/exe", argv);
   // exec failed (no /proc): keep running with libgomp's default policy.
 }

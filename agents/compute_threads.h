@@ -29,9 +29,16 @@ int ComputeThreads();
 // small-100m bf16 prefill 512: 1987 tokens/s vs 1688 passive; two processes
 // at once: 852 vs 1011 passive and 341 with a 20000 spin; smollm-135m fp32
 // prefill of 1024 tokens: 1.8 s vs 7.8 s with libgomp's default.
+// OpenBLAS's pool (fp32 GEMMs) has the same habit: its idle workers spin in
+// sched_yield for 2^28 cycles (~0.1 s) after each GEMM, so the decode step
+// right after a prefill shared the 2 cores with them. OPENBLAS_THREAD_TIMEOUT=4
+// (measured 2026-12-02, Zen 3, small-100m, 4 interleaved rounds: a 9-token
+// step at depth 512 right after a prefill, bf16 weights 35-73 -> 31-32 ms, f32
+// 28-62 -> 28-30 ms; prefill 512 bf16 719-868 -> 751-936 tokens/s, f32 equal).
 // If neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, sets
-// GOMP_SPINCOUNT=2000 and re-execs /proc/self/exe with the same argv; returns
-// without re-exec when the caller chose a policy or exec fails.
+// GOMP_SPINCOUNT=2000 (and OPENBLAS_THREAD_TIMEOUT=4 unless set) and re-execs
+// /proc/self/exe with the same argv; returns without re-exec when the caller
+// chose a policy or exec fails.
 void ReexecWithShortOpenMpSpin(char** argv);
 
 }  // namespace qkvshare::agents
