@@ -15,10 +15,6 @@
 #include "hwy/highway.h"
 #include "quant/fp16.h"
 
-#if HWY_ARCH_X86
-#include <immintrin.h>
-#endif
-
 HWY_BEFORE_NAMESPACE();
 namespace qkvshare::agents::kernels {
 namespace HWY_NAMESPACE {
@@ -77,8 +73,11 @@ void MatVecQ8Rows(const BlockQ8* w, int64_t cols, const float* x, float* y, int6
 // ------------------------------ q4: integer dot products
 // The activations of one call, quantized (QuantizeActivationsQ8) once and
 // reused by every row. Per thread: callers split rows across threads.
+// The int8 codes are kept widened to int16, the width the dot products
+// multiply in, so no row widens them again.
 struct QuantizedInput {
   std::vector<int8_t> xq;
+  std::vector<int16_t> x16;
   std::vector<float> dx, sums;
 };
 
@@ -86,52 +85,25 @@ const QuantizedInput& Quantized(const float* x, int64_t cols) {
   thread_local QuantizedInput in;
   const int64_t blocks = weights::BlocksPerRow(cols);
   in.xq.resize(blocks * kBlockSize);
+  in.x16.resize(blocks * kBlockSize);
   in.dx.resize(blocks);
   in.sums.resize(blocks);
   QuantizeActivationsQ8(x, cols, in.xq.data(), in.dx.data(), in.sums.data());
+  std::copy(in.xq.begin(), in.xq.end(), in.x16.begin());
   return in;
 }
 
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-// x86 AVX2 and better: the 32 codes times the 32 int8 activations in one
-// maddubs + madd pair (codes are unsigned, activations signed, as llama.cpp's
-// Q4_1 x Q8_1 dot product).
-
-HWY_INLINE float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+// fp16 bits of a block scale -> float with the target's conversion (F16C
+// vcvtph2ps, Arm fcvt; Highway's exact emulation elsewhere): the branches of
+// scalar quant::HalfToFloat cost the q4 kernel ~45% of its time (two scales
+// per 32 weights). Exact for finite values, as HalfToFloat; scales are finite.
+HWY_INLINE float HalfToF32(uint16_t bits) {
+  const hn::CappedTag<float, 1> d1;
+  const hn::Rebind<hwy::float16_t, decltype(d1)> dh;
+  hwy::float16_t h;
+  std::memcpy(&h, &bits, sizeof h);
+  return hn::GetLane(hn::PromoteTo(d1, hn::LoadU(dh, &h)));
 }
-
-void MatVecQ4Rows(const BlockQ4* w, int64_t cols, const float* x, float* y, int64_t row_begin,
-                  int64_t row_end) {
-  const QuantizedInput& in = Quantized(x, cols);
-  const int64_t blocks = weights::BlocksPerRow(cols);
-  const __m256i nibble = _mm256_set1_epi8(0x0F);
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const BlockQ4* row = w + r * blocks;
-    __m256 acc = _mm256_setzero_ps();
-    float min_term = 0.0f;
-    for (int64_t b = 0; b < blocks; ++b) {
-      hwy::Prefetch(row + b + kPrefetchBlocks);
-      const BlockQ4& blk = row[b];
-      const __m256i xv =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&in.xq[b * kBlockSize]));
-      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
-      // Lanes 0-15: low nibbles (elements 0-15); 16-31: high (16-31).
-      const __m256i codes = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), nibble);
-      const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, xv), ones);
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(_cvtsh_ss(blk.d) * in.dx[b]),
-                            acc);
-      min_term += _cvtsh_ss(blk.m) * in.sums[b];
-    }
-    y[r] = HorizontalSum(acc) + min_term;
-  }
-}
-
-#else  // every other target: portable Highway
 
 void MatVecQ4Rows(const BlockQ4* w, int64_t cols, const float* x, float* y, int64_t row_begin,
                   int64_t row_end) {
@@ -142,7 +114,6 @@ void MatVecQ4Rows(const BlockQ4* w, int64_t cols, const float* x, float* y, int6
   // pmaddwd / smlal / ...); at most 16 int16 lanes (SCALAR: 1).
   const hn::CappedTag<int16_t, 16> d16;
   const hn::Rebind<uint16_t, decltype(d16)> du16;
-  const hn::Rebind<int8_t, decltype(d16)> d8;
   const hn::Rebind<uint8_t, decltype(d16)> du8;
   const hn::Repartition<int32_t, decltype(d16)> d32;
   const hn::Rebind<float, decltype(d32)> df;
@@ -154,7 +125,7 @@ void MatVecQ4Rows(const BlockQ4* w, int64_t cols, const float* x, float* y, int6
     for (int64_t b = 0; b < blocks; ++b) {
       hwy::Prefetch(row + b + kPrefetchBlocks);
       const BlockQ4& blk = row[b];
-      const int8_t* xb = &in.xq[b * kBlockSize];
+      const int16_t* xb = &in.x16[b * kBlockSize];
       auto sum0 = hn::Zero(d32);
       auto sum1 = hn::Zero(d32);
       // Element k < 16 is the low nibble of byte k, k >= 16 the high nibble
@@ -163,20 +134,16 @@ void MatVecQ4Rows(const BlockQ4* w, int64_t cols, const float* x, float* y, int6
         const auto bytes = hn::LoadU(du8, blk.qs + k);
         const auto lo = hn::BitCast(d16, hn::PromoteTo(du16, hn::And(bytes, hn::Set(du8, 0x0F))));
         const auto hi = hn::BitCast(d16, hn::PromoteTo(du16, hn::ShiftRight<4>(bytes)));
-        sum0 = hn::ReorderWidenMulAccumulate(d32, lo, hn::PromoteTo(d16, hn::LoadU(d8, xb + k)),
-                                             sum0, sum1);
-        sum0 = hn::ReorderWidenMulAccumulate(
-            d32, hi, hn::PromoteTo(d16, hn::LoadU(d8, xb + kHalf + k)), sum0, sum1);
+        sum0 = hn::ReorderWidenMulAccumulate(d32, lo, hn::LoadU(d16, xb + k), sum0, sum1);
+        sum0 = hn::ReorderWidenMulAccumulate(d32, hi, hn::LoadU(d16, xb + kHalf + k), sum0, sum1);
       }
       const auto dot = hn::ConvertTo(df, hn::RearrangeToOddPlusEven(sum0, sum1));
-      acc = hn::MulAdd(dot, hn::Set(df, quant::HalfToFloat(blk.d) * in.dx[b]), acc);
-      min_term += quant::HalfToFloat(blk.m) * in.sums[b];
+      acc = hn::MulAdd(dot, hn::Set(df, HalfToF32(blk.d) * in.dx[b]), acc);
+      min_term += HalfToF32(blk.m) * in.sums[b];
     }
     y[r] = hn::GetLane(hn::SumOfLanes(df, acc)) + min_term;
   }
 }
-
-#endif  // HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
 
 // Dequantizes one block into 32 floats: d * q (q8) or d * q + m (q4),
 // rounded as the scalar reference (no fused multiply-add).

@@ -20,9 +20,9 @@
 //     once per call to int8 per block of 32 (QuantizeActivationsQ8: dx =
 //     amax / 127, codes round(x / dx)); each block's codes times the
 //     activation codes are summed exactly in int32 and scaled by d * dx, plus
-//     m * the block's exact fp32 sum of x. x86 AVX2/AVX-512: maddubs + madd
-//     on the 32 codes at once; other targets (SSE4, NEON, SVE, EMU128,
-//     SCALAR): widened to int16 and ReorderWidenMulAccumulate. Against the
+//     m * the block's exact fp32 sum of x. Every target: codes and
+//     activations as int16, ReorderWidenMulAccumulate (pmaddwd, smlal, ...);
+//     no hand-written intrinsics. Against the
 //     float64 value of the same integer terms the error is fp32 rounding
 //     (1e-5 relative to the sum of the terms' magnitudes); against the exact
 //     product of the dequantized weights and x add the activation rounding,
