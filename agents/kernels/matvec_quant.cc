@@ -44,6 +44,18 @@ const float* PaddedInput(const float* x, int64_t cols) {
   return padded.data();
 }
 
+// fp16 bits of a block scale -> float with the target's conversion (F16C
+// vcvtph2ps, Arm fcvt; Highway's exact emulation elsewhere): the branches of
+// scalar quant::HalfToFloat cost the q4 kernel ~45% of its time (two scales
+// per 32 weights). Exact for finite values, as HalfToFloat; scales are finite.
+HWY_INLINE float HalfToF32(uint16_t bits) {
+  const hn::CappedTag<float, 1> d1;
+  const hn::Rebind<hwy::float16_t, decltype(d1)> dh;
+  hwy::float16_t h;
+  std::memcpy(&h, &bits, sizeof h);
+  return hn::GetLane(hn::PromoteTo(d1, hn::LoadU(dh, &h)));
+}
+
 void MatVecQ8Rows(const BlockQ8* w, int64_t cols, const float* x, float* y, int64_t row_begin,
                   int64_t row_end) {
   const float* xp = PaddedInput(x, cols);
@@ -64,7 +76,7 @@ void MatVecQ8Rows(const BlockQ8* w, int64_t cols, const float* x, float* y, int6
         const auto q = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, row[b].qs + k)));
         part = hn::MulAdd(q, hn::LoadU(df, xb + k), part);
       }
-      acc = hn::MulAdd(part, hn::Set(df, quant::HalfToFloat(row[b].d)), acc);
+      acc = hn::MulAdd(part, hn::Set(df, HalfToF32(row[b].d)), acc);
     }
     y[r] = hn::GetLane(hn::SumOfLanes(df, acc));
   }
@@ -91,18 +103,6 @@ const QuantizedInput& Quantized(const float* x, int64_t cols) {
   QuantizeActivationsQ8(x, cols, in.xq.data(), in.dx.data(), in.sums.data());
   std::copy(in.xq.begin(), in.xq.end(), in.x16.begin());
   return in;
-}
-
-// fp16 bits of a block scale -> float with the target's conversion (F16C
-// vcvtph2ps, Arm fcvt; Highway's exact emulation elsewhere): the branches of
-// scalar quant::HalfToFloat cost the q4 kernel ~45% of its time (two scales
-// per 32 weights). Exact for finite values, as HalfToFloat; scales are finite.
-HWY_INLINE float HalfToF32(uint16_t bits) {
-  const hn::CappedTag<float, 1> d1;
-  const hn::Rebind<hwy::float16_t, decltype(d1)> dh;
-  hwy::float16_t h;
-  std::memcpy(&h, &bits, sizeof h);
-  return hn::GetLane(hn::PromoteTo(d1, hn::LoadU(dh, &h)));
 }
 
 void MatVecQ4Rows(const BlockQ4* w, int64_t cols, const float* x, float* y, int64_t row_begin,
