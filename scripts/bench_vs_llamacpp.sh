@@ -16,6 +16,12 @@
 #                    runtime_bench --weights=FORMAT on the f32 checkpoint, next to llama.cpp's
 #                    Q8_0 / Q4_0 of the same weights (q8 has Q8_0's block layout; q4 is Q4_1's
 #                    layout with a searched scale and minimum, 5 bits a weight against Q4_0's 4.5).
+#   QKV_SIMD         force OUR engine down to this Highway target (e.g. avx2 on an AVX-512 CPU,
+#                    to stand in for an AVX2-only CPU): runtime_bench --simd=QKV_SIMD, and for x86
+#                    targets below AVX3 libtorch's own kernels are capped too (ATEN_CPU_CAPABILITY,
+#                    ONEDNN_MAX_CPU_ISA, OPENBLAS_CORETYPE), so no AVX-512 runs in our process.
+#                    Pair it with a llama.cpp built for the same ISA (LLAMA_BENCH_DIR); the
+#                    header names both.
 # Our rows also give the weight bytes the model holds and the growth of VmRSS over the load
 # (one process per row), as "weights MiB / RSS MiB".
 # Neither llama.cpp's source nor its binaries go into this repository.
@@ -28,7 +34,16 @@ threads=${THREADS:-2}
 preset=${PRESET:-small-100m}
 steps=${DECODE_TOKENS:-64}
 qkv_weights=${QKV_WEIGHTS:-q8 q4}
+qkv_simd=${QKV_SIMD:-}
 mkdir -p "$work"
+simd_flags=()
+if [[ -n $qkv_simd ]]; then
+  simd_flags=(--simd="$qkv_simd")
+  case ${qkv_simd,,} in
+    avx2) export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell ;;
+    sse4 | ssse3) export ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 OPENBLAS_CORETYPE=Nehalem ;;
+  esac
+fi
 
 if [[ -n ${LLAMA_BENCH_DIR:-} ]]; then
   bin=$LLAMA_BENCH_DIR
@@ -61,7 +76,7 @@ run_ours() {
   local line
   line=$("$ours" --models="$dir" --dtypes="$dtype" --threads="$threads" --prefill=512 \
     --decode_context=512 --decode_tokens="$steps" --repeats=1 --baseline=false --chunk=0 \
-    --csv "$@" | grep -v '^#' | tail -1)
+    --csv "${simd_flags[@]}" "$@" | grep -v '^#' | tail -1)
   # model,dtype,compute,weights,prefill512,decode512,weight_mib,rss_mib
   local compute weights pp tg wmib rss
   IFS=, read -r _ _ compute weights pp tg wmib rss <<<"$line"
@@ -90,7 +105,7 @@ for ((r = 1; r <= rounds; r++)); do
   done
 done
 
-simd=$("$ours" --models= --chunk=0 2>/dev/null | head -1)
+simd=$("$ours" --models= --chunk=0 "${simd_flags[@]}" 2>/dev/null | head -1)
 flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' |
   grep -E '^(sse4_2|avx|avx2|fma|f16c|avx512f|avx512bw|avx512vl|avx512_bf16|avx512_vnni|amx_bf16|amx_tile)$' |
   tr '\n' ' ' || true)
@@ -99,7 +114,9 @@ echo "## qkvshare vs llama.cpp ($preset, $threads threads, medians of $rounds in
 echo
 echo "- $simd"
 echo "- cpu flags: $flags"
-echo "- llama.cpp: $(basename "$(cd "$bin/../.." && pwd)") built with -march=native (${bin})"
+[[ -n $qkv_simd ]] && echo "- qkvshare forced to $qkv_simd (ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-} ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-} OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-})"
+llama_isa=$(grep -oE 'GGML_(NATIVE|AVX512|AVX2):BOOL=[A-Z]+' "$bin/../CMakeCache.txt" 2>/dev/null | tr '\n' ' ' || true)
+echo "- llama.cpp: $(basename "$(cd "$bin/../.." && pwd)") (${llama_isa:-build flags unknown}; ${bin})"
 echo
 /usr/bin/python3 - "$raw" <<'EOF'
 import collections, csv, statistics, sys
