@@ -31,7 +31,7 @@
 // Usage (scripts/bench_handoff.sh makes the models and the plot):
 //   bazel build //bench:handoff_bench
 //   bazel-bin/bench/handoff_bench --models=/tmp/smollm-135m-bf16,/tmp/smollm-135m-f32
-//       --threads=2 --reps=7
+//       --threads=2 --reps=7 [--simd=avx2]
 #include <time.h>
 #include <unistd.h>
 
@@ -78,6 +78,9 @@ ABSL_FLAG(std::string, instruction, " What next?",
 ABSL_FLAG(uint64_t, seed, 2605, "seed of the pseudo-random context ids");
 ABSL_FLAG(std::string, csv, "", "write the TTFT table here (CSV)");
 ABSL_FLAG(std::string, stages_csv, "", "write the stage medians here (CSV)");
+ABSL_FLAG(std::string, simd, "",
+          "force the kernels' SIMD target (Highway name: avx3, avx2, sse4, neon...; empty: the "
+          "best this CPU supports); dtype auto then also answers as on such a CPU");
 
 namespace qkvshare::bench {
 namespace {
@@ -357,6 +360,7 @@ void RunContext(const agents::ModelHandle& model, const std::string& dtype, int6
 
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status s = ForceSimdTarget(absl::GetFlag(FLAGS_simd)); !s.ok()) Die(s, "--simd");
   std::vector<std::string> dirs =
       absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty());
   if (dirs.empty()) Die(absl::InvalidArgumentError("required"), "--models");

@@ -114,6 +114,11 @@ echo "## qkvshare vs llama.cpp ($preset, $threads threads, medians of $rounds in
 echo
 echo "- $simd"
 echo "- cpu flags: $flags"
+# libtorch's fp32 GEMMs (prefill) run on OpenBLAS, whose kernel set OPENBLAS_CORETYPE can pin
+# (some environments export it machine-wide); name the one that ran.
+blas_core=$(OPENBLAS_VERBOSE=2 "$ours" --models= --chunk=0 "${simd_flags[@]}" 2>&1 >/dev/null |
+  grep -m1 -o 'Core: .*' || true)
+echo "- OpenBLAS (our fp32 GEMMs): ${blas_core:-unknown}${OPENBLAS_CORETYPE:+ (OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE in the environment)}"
 [[ -n $qkv_simd ]] && echo "- qkvshare forced to $qkv_simd (ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-} ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-} OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-})"
 llama_isa=$(grep -oE 'GGML_(NATIVE|AVX512|AVX2):BOOL=[A-Z]+' "$bin/../CMakeCache.txt" 2>/dev/null | tr '\n' ' ' || true)
 echo "- llama.cpp: $(basename "$(cd "$bin/../.." && pwd)") (${llama_isa:-build flags unknown}; ${bin})"
