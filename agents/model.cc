@@ -131,6 +131,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   engine_options.decode_kernels = options.decode_kernels;
   engine_options.copy_weights_to_huge_pages = options.copy_weights_to_huge_pages;
   engine_options.quantize = options.quantized_weights;
+  const bool q4_bf16_gemm =
+      options.quantized_weights == weights::BlockFormat::kQ4 && CpuHasNativeBf16();
+  engine_options.quantized_gemm_dtype =
+      options.quantized_gemm_dtype.value_or(q4_bf16_gemm ? DType::kBF16 : DType::kF32);
   QKV_ASSIGN_OR_RETURN(model->engine_, internal::LlamaEngine::Create(
                                            model->config_, *model->weights_, engine_options));
   return model;

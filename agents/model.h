@@ -76,6 +76,16 @@ struct ModelOptions {
   // quantized model is a different model for cards: its fingerprint covers
   // the format. nullopt: dense weights.
   std::optional<weights::BlockFormat> quantized_weights;
+  // The dtype of prefill's GEMMs over quantized projections (tiles
+  // dequantized into it, activations rounded to it for the product): kF32 or
+  // kBF16. nullopt: kBF16 for q4 where the CPU has native bf16 products
+  // (CpuHasNativeBf16(): q4 prefill 512 of small-100m on Zen 5, 1506-1966 ->
+  // 3095-3189 tokens/s), else kF32. Not for q8: on stories260K bf16 GEMMs
+  // raise q8's mean KL from 0.00024 to 0.00032 (past its 0.0003 goal) and
+  // leave q4's unchanged (0.03899 -> 0.03901); docs/results.md "Quantized
+  // weights". Activations stay f32 between the GEMMs; decode (the kernels)
+  // is not affected.
+  std::optional<DType> quantized_gemm_dtype;
 };
 
 // What a model runs with, resolved from the request, the stored dtype and

@@ -49,6 +49,9 @@ ABSL_FLAG(std::vector<std::string>, dtypes, std::vector<std::string>({"auto", "b
 ABSL_FLAG(std::vector<std::string>, weights, std::vector<std::string>({"auto"}),
           "Weight formats, each crossed with every --dtypes value: auto (dense, as the "
           "dtype says), f32, bf16, q8, q4 (quantized at load; agents::ApplyWeightFormat).");
+ABSL_FLAG(std::string, quantized_gemm, "auto",
+          "dtype of prefill's GEMMs over q8/q4 projections: auto (bf16 for q4 where the CPU "
+          "has native bf16 products, else f32), f32, bf16 (ModelOptions::quantized_gemm_dtype).");
 ABSL_FLAG(int, chunk, 9,
           "Tokens of the short-chunk step (a receiver's instruction after an inject); 0: skip.");
 ABSL_FLAG(int, chunk_depth, 1024, "Context length before the timed short chunk.");
@@ -179,6 +182,12 @@ ModelHandle Load(const std::string& dir, std::optional<DType> dtype, weights::We
   Check(ApplyWeightFormat(format, &options));
   options.decode_kernels = decode_kernels;
   options.copy_weights_to_huge_pages = absl::GetFlag(FLAGS_huge_pages);
+  const std::string qgemm = absl::GetFlag(FLAGS_quantized_gemm);
+  if (qgemm == "f32") options.quantized_gemm_dtype = DType::kF32;
+  if (qgemm == "bf16") options.quantized_gemm_dtype = DType::kBF16;
+  if (qgemm != "auto" && qgemm != "f32" && qgemm != "bf16") {
+    Check(absl::InvalidArgumentError("--quantized_gemm: auto, f32 or bf16"));
+  }
   auto loaded = Model::Load(dir, options);
   Check(loaded.status());
   return std::move(*loaded);
@@ -258,9 +267,9 @@ int Main() {
           return 2;
         }
         // Give the previous row's freed heap back to the system first, so that
-      // this row's growth is not hidden by reusing it.
-      malloc_trim(0);
-      const int64_t rss_before = bench::ResidentBytes();
+        // this row's growth is not hidden by reusing it.
+        malloc_trim(0);
+        const int64_t rss_before = bench::ResidentBytes();
         std::vector<ModelHandle> models = {Load(dir, dtype, *format, true)};
         const int64_t rss_growth = TouchWeights(models[0]) - rss_before;
         const double weight_mib =

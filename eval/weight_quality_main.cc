@@ -15,6 +15,8 @@
 #include "absl/strings/str_split.h"
 #include "agents/compute_threads.h"
 #include "agents/model.h"
+#include "agents/weights/quantized_matrix.h"
+#include "base/dtype.h"
 #include "base/status_macros.h"
 #include "eval/golden_cases.h"
 #include "eval/weight_quality.h"
@@ -25,6 +27,10 @@ ABSL_FLAG(std::string, weights, "q8,q4,q4_0,q4_0_search,q4_1,q4_k",
           "Weight schemes to measure (comma list; q8 and q4 are the runtime's formats).");
 ABSL_FLAG(std::string, embeddings, "",
           "Scheme of the token embedding / lm_head (e.g. q8); default: they stay as stored.");
+ABSL_FLAG(std::string, runtime, "",
+          "Also measure the runtime's own path for these formats (comma list of q8, q4): the "
+          "checkpoint loaded with models.NAME.weights = FORMAT, teacher-forced through prefill "
+          "(the GEMM path), once with the quantized GEMMs in f32 and once in bf16.");
 ABSL_FLAG(std::string, tmp_dir, "/tmp/qkvshare_weight_quality",
           "Where the round-tripped checkpoints are written.");
 
@@ -60,6 +66,31 @@ absl::Status Run() {
                 scheme.bits_per_weight, q.mean_kl, q.max_kl, 100.0 * q.top1,
                 static_cast<long long>(q.positions), scheme.description.c_str());
     std::fflush(stdout);
+  }
+  const std::string runtime = absl::GetFlag(FLAGS_runtime);
+  if (runtime.empty()) return absl::OkStatus();
+  std::printf(
+      "\nruntime path (the checkpoint quantized at load; prefill GEMMs in the dtype named):\n");
+  std::printf("| weights | quantized GEMMs | mean KL | max KL | top-1 | positions |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- |\n");
+  for (absl::string_view name : absl::StrSplit(runtime, ',')) {
+    QKV_ASSIGN_OR_RETURN(agents::weights::WeightFormat format,
+                         agents::weights::ParseWeightFormat(std::string(name)));
+    for (DType gemm : {DType::kF32, DType::kBF16}) {
+      agents::ModelOptions q_options;
+      q_options.compute_dtype = DType::kF32;
+      QKV_RETURN_IF_ERROR(agents::ApplyWeightFormat(format, &q_options));
+      q_options.quantized_gemm_dtype = gemm;
+      QKV_ASSIGN_OR_RETURN(std::unique_ptr<agents::Model> model,
+                           agents::Model::Load(model_dir, q_options));
+      QKV_ASSIGN_OR_RETURN(
+          WeightQuality q,
+          CompareTeacherForced(reference, agents::ModelHandle(std::move(model)), cases));
+      std::printf("| %s | %s | %.5f | %.4f | %.2f%% | %lld |\n", std::string(name).c_str(),
+                  std::string(DTypeName(gemm)).c_str(), q.mean_kl, q.max_kl, 100.0 * q.top1,
+                  static_cast<long long>(q.positions));
+      std::fflush(stdout);
+    }
   }
   return absl::OkStatus();
 }

@@ -58,8 +58,13 @@ struct EngineOptions {
   // Quantize at load (agents/weights/block_formats.h): kQ8 = every projection
   // q8, embedding and lm_head as stored; kQ4 = every projection q4,
   // embedding and lm_head q8. Norms and biases stay dense. Prefill
-  // dequantizes one tile of rows at a time into fp32 for its GEMMs.
+  // dequantizes one tile of rows at a time for its GEMMs (in
+  // quantized_gemm_dtype).
   std::optional<weights::BlockFormat> quantize;
+  // The dtype of prefill's GEMMs over quantized matrices (tiles dequantized
+  // into it, activations converted to it, products back to the compute
+  // dtype): kF32, or kBF16 on CPUs with native bf16 products.
+  DType quantized_gemm_dtype = DType::kF32;
 };
 
 class LlamaEngine {

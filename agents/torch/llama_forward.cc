@@ -39,13 +39,16 @@ void DequantizeRows(const weights::QuantizedMatrix& q, int64_t begin, int64_t en
 // h [T, in] times the weight [out, in] transposed (+ bias): torch::linear on
 // a dense weight (converted to h's dtype by InCompute when narrower); on a
 // quantized one, tiles of about 1M weights are dequantized to fp32 (split
-// across libtorch's threads), converted to h's dtype and multiplied with
-// libtorch's GEMM, so no dense copy of the whole matrix is ever kept.
+// across libtorch's threads), converted to `qgemm` (Impl::quantized_gemm_scalar:
+// h's dtype, or bf16 on CPUs with native bf16 products, h then converted once)
+// and multiplied with libtorch's GEMM, so no dense copy of the whole matrix is
+// ever kept. The result is in h's dtype.
 torch::Tensor Linear(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& bias,
-                     const weights::QuantizedMatrix* q) {
+                     const weights::QuantizedMatrix* q, torch::ScalarType qgemm) {
   if (q == nullptr) return torch::linear(h, InCompute(w, h.scalar_type()), bias);
   const int64_t rows = q->rows(), cols = q->cols();
   const int64_t tile = std::max<int64_t>(64, (int64_t{1} << 20) / cols);
+  const torch::Tensor hg = h.scalar_type() == qgemm ? h : h.to(qgemm);
   torch::Tensor out = torch::empty({h.size(0), rows}, h.options());
   torch::Tensor buf = torch::empty({std::min(tile, rows), cols}, torch::kFloat);
   for (int64_t r0 = 0; r0 < rows; r0 += tile) {
@@ -54,8 +57,8 @@ torch::Tensor Linear(const torch::Tensor& h, const torch::Tensor& w, const torch
     at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
       DequantizeRows(*q, r0 + b, r0 + e, dst + b * cols);
     });
-    torch::Tensor wt = buf.narrow(0, 0, n).to(h.scalar_type());
-    out.narrow(1, r0, n).copy_(torch::mm(h, wt.t()));
+    torch::Tensor wt = buf.narrow(0, 0, n).to(qgemm);
+    out.narrow(1, r0, n).copy_(torch::mm(hg, wt.t()));
   }
   if (bias.defined()) out.add_(bias);
   return out;
@@ -187,9 +190,13 @@ absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const
     for (int l = 0; l < c.num_layers; ++l) {
       const LayerWeights& L = m.layers[l];
       torch::Tensor h = RmsNorm(x, L.input_norm, c.rms_norm_eps).to(cdt);
-      torch::Tensor q = Linear(h, L.q, L.q_bias, L.q_q).view({T, H, hd}).to(torch::kFloat);
-      torch::Tensor k = Linear(h, L.k, L.k_bias, L.k_q).view({T, KV, hd}).to(torch::kFloat);
-      torch::Tensor v = Linear(h, L.v, L.v_bias, L.v_q).view({T, KV, hd});
+      torch::Tensor q = Linear(h, L.q, L.q_bias, L.q_q, m.quantized_gemm_scalar)
+                            .view({T, H, hd})
+                            .to(torch::kFloat);
+      torch::Tensor k = Linear(h, L.k, L.k_bias, L.k_q, m.quantized_gemm_scalar)
+                            .view({T, KV, hd})
+                            .to(torch::kFloat);
+      torch::Tensor v = Linear(h, L.v, L.v_bias, L.v_q, m.quantized_gemm_scalar).view({T, KV, hd});
       q = ApplyRope(q, cos_q, sin_q);  // includes the 1/sqrt(head_dim) scale
       k = ApplyRope(k, cos, sin);
 
@@ -201,12 +208,12 @@ absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const
       torch::Tensor values = vc.narrow(1, 0, ctx);  // [KV, ctx, hd]
 
       torch::Tensor attn = Attend(q, keys, values, p0, G, cdt, l, recorder);
-      x.add_(Linear(attn, L.o, L.o_bias, L.o_q));
+      x.add_(Linear(attn, L.o, L.o_bias, L.o_q, m.quantized_gemm_scalar));
 
       h = RmsNorm(x, L.post_norm, c.rms_norm_eps).to(cdt);
-      torch::Tensor g = Linear(h, L.gate, L.gate_bias, L.gate_q);
-      torch::silu_(g).mul_(Linear(h, L.up, L.up_bias, L.up_q));
-      x.add_(Linear(g, L.down, L.down_bias, L.down_q));
+      torch::Tensor g = Linear(h, L.gate, L.gate_bias, L.gate_q, m.quantized_gemm_scalar);
+      torch::silu_(g).mul_(Linear(h, L.up, L.up_bias, L.up_q, m.quantized_gemm_scalar));
+      x.add_(Linear(g, L.down, L.down_bias, L.down_q, m.quantized_gemm_scalar));
     }
     if (mode == LogitsMode::kNone) return absl::OkStatus();
     torch::Tensor rows = mode == LogitsMode::kLast ? x.narrow(0, T - 1, 1) : x;
@@ -223,7 +230,7 @@ absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const
                                    c.hidden_size, 1, nullptr, logits, c.vocab_size, b, e);
       });
     } else if (m.lm_head_q != nullptr) {
-      out.copy_(Linear(hf, m.lm_head, torch::Tensor(), m.lm_head_q));
+      out.copy_(Linear(hf, m.lm_head, torch::Tensor(), m.lm_head_q, m.quantized_gemm_scalar));
     } else if (cdt == torch::kFloat) {
       torch::mm_out(out, hf, InCompute(m.lm_head, cdt).t());
     } else {

@@ -53,6 +53,8 @@ struct LlamaEngine::Impl {
   std::vector<std::unique_ptr<weights::QuantizedMatrix>> quantized;
   const weights::QuantizedMatrix* embed_q = nullptr;
   const weights::QuantizedMatrix* lm_head_q = nullptr;
+  // EngineOptions::quantized_gemm_dtype.
+  torch::ScalarType quantized_gemm_scalar = torch::kFloat;
   // RoPE tables over positions [0, context_limit): [positions, head_dim / 2]
   // fp32, column i for frequency inv_freq[i] (HF rotate_half layout: the
   // pair is (i, i + head_dim / 2)).

@@ -374,6 +374,12 @@ absl::StatusOr<std::unique_ptr<LlamaEngine>> LlamaEngine::Create(const ModelConf
   impl->weight_dtype = options.weight_dtype;
   impl->weight_scalar = ToScalarType(options.weight_dtype);
   impl->decode_kernels = options.decode_kernels;
+  if (options.quantized_gemm_dtype != DType::kF32 && options.quantized_gemm_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantized GEMM dtype ", std::string(DTypeName(options.quantized_gemm_dtype)),
+                     " is not supported (f32, bf16)"));
+  }
+  impl->quantized_gemm_scalar = ToScalarType(options.quantized_gemm_dtype);
   try {
     torch::NoGradGuard no_grad;
     QKV_RETURN_IF_ERROR(
