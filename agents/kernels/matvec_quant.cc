@@ -21,6 +21,7 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 using weights::BlockQ4;
+using weights::BlockQ6;
 using weights::BlockQ8;
 using weights::kBlockSize;
 
@@ -77,6 +78,67 @@ void MatVecQ8Rows(const BlockQ8* w, int64_t cols, const float* x, float* y, int6
         part = hn::MulAdd(q, hn::LoadU(df, xb + k), part);
       }
       acc = hn::MulAdd(part, hn::Set(df, HalfToF32(row[b].d)), acc);
+    }
+    y[r] = hn::GetLane(hn::SumOfLanes(df, acc));
+  }
+}
+
+// ------------------------------ q6: float widening
+// At most 8 fp32 lanes (N divides 8): in step k the lanes read bytes
+// [k, k + N) of the block's high pairs, which hold elements k + i, k + i + 8,
+// k + i + 16 and k + i + 24, and bytes [k, k + N) and [k + 8, k + 8 + N) of
+// its low nibbles, so each step assembles those four groups of N codes.
+using DF8 = hn::CappedTag<float, 8>;
+
+// Calls fn(g, codes) for g = 0..3 with the codes of elements [k, k + N) +
+// 8 g of blk as exact floats q - 32: the code q (< 64) is or-ed into the
+// mantissa of 2^23 (bits 0x4B000000 | q = 2^23 + q exactly) and 2^23 + 32
+// subtracted. (A callback, not a struct of vectors: SVE vectors are sizeless.)
+template <class Fn>
+HWY_INLINE void ForQ6Codes(const BlockQ6& blk, size_t k, const Fn& fn) {
+  const DF8 df;
+  const hn::RebindToSigned<DF8> di;
+  const hn::Rebind<uint8_t, DF8> du8;
+  const auto magic = hn::Set(di, 0x4B000000);
+  const auto nibble = hn::Set(di, 0x0F);
+  const auto pair = hn::Set(di, 0x30);
+  const auto bias = hn::Set(df, 8388608.0f + 32.0f);
+  const auto l0 = hn::PromoteTo(di, hn::LoadU(du8, blk.ql + k));      // elements k, k + 16
+  const auto l1 = hn::PromoteTo(di, hn::LoadU(du8, blk.ql + 8 + k));  // elements k + 8, k + 24
+  const auto h = hn::PromoteTo(di, hn::LoadU(du8, blk.qh + k));
+  auto as_float = [&](auto code) { return hn::Sub(hn::BitCast(df, code), bias); };
+  fn(0, as_float(hn::Or3(hn::And(l0, nibble), hn::And(hn::ShiftLeft<4>(h), pair), magic)));
+  fn(1, as_float(hn::Or3(hn::And(l1, nibble), hn::And(hn::ShiftLeft<2>(h), pair), magic)));
+  fn(2, as_float(hn::Or3(hn::ShiftRight<4>(l0), hn::And(h, pair), magic)));
+  fn(3, as_float(hn::Or3(hn::ShiftRight<4>(l1), hn::And(hn::ShiftRight<2>(h), pair), magic)));
+}
+
+void MatVecQ6Rows(const BlockQ6* w, int64_t cols, const float* x, float* y, int64_t row_begin,
+                  int64_t row_end) {
+  const float* xp = PaddedInput(x, cols);
+  const int64_t blocks = weights::BlocksPerRow(cols);
+  const DF8 df;
+  const size_t N = hn::Lanes(df);
+  constexpr size_t kEighth = kBlockSize / 4;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const BlockQ6* row = w + r * blocks;
+    auto acc = hn::Zero(df);
+    for (int64_t b = 0; b < blocks; ++b) {
+      hwy::Prefetch(row + b + kPrefetchBlocks);
+      const float* xb = xp + b * kBlockSize;
+      auto part0 = hn::Zero(df);
+      auto part1 = hn::Zero(df);
+      for (size_t k = 0; k < kEighth; k += N) {
+        ForQ6Codes(row[b], k, [&](size_t g, auto codes) {
+          const auto xv = hn::LoadU(df, xb + g * kEighth + k);
+          if (g % 2 == 0) {
+            part0 = hn::MulAdd(codes, xv, part0);
+          } else {
+            part1 = hn::MulAdd(codes, xv, part1);
+          }
+        });
+      }
+      acc = hn::MulAdd(hn::Add(part0, part1), hn::Set(df, HalfToF32(row[b].d)), acc);
     }
     y[r] = hn::GetLane(hn::SumOfLanes(df, acc));
   }
@@ -175,6 +237,19 @@ HWY_INLINE void DequantizeBlock(const BlockQ4& blk, float* out) {
   }
 }
 
+// d * (q - 32), rounded as the scalar reference (one multiply of exact
+// operands).
+HWY_INLINE void DequantizeBlock(const BlockQ6& blk, float* out) {
+  const DF8 df;
+  constexpr size_t kEighth = kBlockSize / 4;
+  const auto d = hn::Set(df, quant::HalfToFloat(blk.d));
+  for (size_t k = 0; k < kEighth; k += hn::Lanes(df)) {
+    ForQ6Codes(blk, k, [&](size_t g, auto codes) {
+      hn::StoreU(hn::Mul(d, codes), df, out + g * kEighth + k);
+    });
+  }
+}
+
 template <class Block>
 void DequantizeRowsT(const Block* w, int64_t cols, int64_t row_begin, int64_t row_end, float* out) {
   const int64_t blocks = weights::BlocksPerRow(cols);
@@ -197,6 +272,11 @@ void DequantizeQ8Rows(const BlockQ8* w, int64_t cols, int64_t row_begin, int64_t
 }
 
 void DequantizeQ4Rows(const BlockQ4* w, int64_t cols, int64_t row_begin, int64_t row_end,
+                      float* out) {
+  DequantizeRowsT(w, cols, row_begin, row_end, out);
+}
+
+void DequantizeQ6Rows(const BlockQ6* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out) {
   DequantizeRowsT(w, cols, row_begin, row_end, out);
 }
@@ -232,6 +312,8 @@ HWY_EXPORT(MatVecQ8Rows);
 HWY_EXPORT(MatVecQ4Rows);
 HWY_EXPORT(DequantizeQ8Rows);
 HWY_EXPORT(DequantizeQ4Rows);
+HWY_EXPORT(MatVecQ6Rows);
+HWY_EXPORT(DequantizeQ6Rows);
 
 void MatVecQ8Rows(const weights::BlockQ8* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end) {
@@ -251,6 +333,16 @@ void DequantizeQ8Rows(const weights::BlockQ8* w, int64_t cols, int64_t row_begin
 void DequantizeQ4Rows(const weights::BlockQ4* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out) {
   HWY_DYNAMIC_DISPATCH(DequantizeQ4Rows)(w, cols, row_begin, row_end, out);
+}
+
+void MatVecQ6Rows(const weights::BlockQ6* w, int64_t cols, const float* x, float* y,
+                  int64_t row_begin, int64_t row_end) {
+  HWY_DYNAMIC_DISPATCH(MatVecQ6Rows)(w, cols, x, y, row_begin, row_end);
+}
+
+void DequantizeQ6Rows(const weights::BlockQ6* w, int64_t cols, int64_t row_begin, int64_t row_end,
+                      float* out) {
+  HWY_DYNAMIC_DISPATCH(DequantizeQ6Rows)(w, cols, row_begin, row_end, out);
 }
 
 }  // namespace qkvshare::agents::kernels
