@@ -31,11 +31,11 @@
 //     at most sum_b dx_b / 2 * sum_{c in b} |w[r,c] - m_b| (<= 1/254 of the
 //     block's amax per element).
 //   q6, float widening as q8 (fp32 activations, same bound as q8): the codes
-//     are assembled from their nibble and 2-bit pair in 32-bit lanes and
-//     turned into exact floats q - 32 (bits 0x4B000000 | q, minus 2^23 + 32);
-//     at most 8 fp32 lanes on every target (the 8 bytes of high pairs of a
-//     block map to 8 lanes). The lm_head of q4 models: measured against the
-//     q8 lm_head it replaced in docs/performance.md "Quantized weights".
+//     are assembled in 32-bit lanes from their nibble and their 2-bit pair
+//     (the block's 8 bytes of pairs broadcast, one variable shift per lane)
+//     and turned into exact floats q - 32 (bits 0x4B000000 | q, minus
+//     2^23 + 32). The lm_head of q4 models: measured against the q8 lm_head
+//     it replaced in docs/performance.md "Quantized weights".
 // Rows are processed one at a time with a software prefetch. Results do not
 // depend on the thread split; they may differ in the last bits between
 // targets (summation order).

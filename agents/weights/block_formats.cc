@@ -169,7 +169,7 @@ void QuantizeBlockQ6(const float* x, int n, BlockQ6* b) {
     } else {
       b->ql[i - kBlockSize / 2] |= static_cast<uint8_t>((q & 0x0F) << 4);
     }
-    b->qh[i % (kBlockSize / 4)] |= static_cast<uint8_t>((q >> 4) << (2 * (i / (kBlockSize / 4))));
+    b->qh[4 * (i % 2) + i / 8] |= static_cast<uint8_t>((q >> 4) << (2 * ((i / 2) % 4)));
   }
 }
 

@@ -29,8 +29,12 @@
 //      value = d * (q - 32), q in [0, 63]. Code q of element i is
 //      (low nibble) | (high pair << 4): the low nibble is in byte i of ql for
 //      i < 16 (low half of the byte) and in byte i - 16 for i >= 16 (high
-//      half), as in q4; the high pair is bits 2 * (i / 8) .. + 1 of byte
-//      i % 8 of qh. The quantizer searches d (least squares over candidate
+//      half), as in q4; the high pair is bits 2 * (i / 2) .. + 1 of the
+//      little-endian 32-bit word W[i % 2] of qh (W[0] = qh[0..3], W[1] =
+//      qh[4..7]), i.e. bits 2 * ((i / 2) % 4) .. + 1 of byte
+//      4 * (i % 2) + i / 8. (So a SIMD lane holding element i shifts its
+//      word right by 2 * (i / 2) and finds element i + 16's pair 16 bits up:
+//      one broadcast of qh and one variable shift serve 16 lanes.) The quantizer searches d (least squares over candidate
 //      code assignments around d = max / -32, max = the value of largest
 //      magnitude), as q4 does for (d, m). 26 bytes per 32 weights (6.5 bits
 //      per weight). Why symmetric and why 6 bits: docs/results.md
@@ -67,7 +71,7 @@ static_assert(sizeof(BlockQ4) == 20, "GGUF Q4_1 block layout");
 struct BlockQ6 {
   uint16_t d;                     // fp16 scale
   uint8_t ql[kBlockSize / 2];     // low nibbles (elements j and j + 16)
-  uint8_t qh[kBlockSize / 4];     // high pairs (elements j, j + 8, j + 16, j + 24)
+  uint8_t qh[kBlockSize / 4];     // high pairs (two 32-bit words, see above)
 };
 static_assert(sizeof(BlockQ6) == 26, "6.5 bits per weight, no padding");
 
@@ -94,7 +98,7 @@ inline int Q4Code(const BlockQ4& b, int i) {
 // BlockQ6.
 inline int Q6Code(const BlockQ6& b, int i) {
   const int low = i < kBlockSize / 2 ? (b.ql[i] & 0x0F) : (b.ql[i - kBlockSize / 2] >> 4);
-  const int high = (b.qh[i % (kBlockSize / 4)] >> (2 * (i / (kBlockSize / 4)))) & 3;
+  const int high = (b.qh[4 * (i % 2) + i / 8] >> (2 * ((i / 2) % 4))) & 3;
   return low | (high << 4);
 }
 

@@ -130,10 +130,12 @@ TEST(BlockQ6Test, ExactlyRepresentableBlockIsExactAndBitsFollowTheLayout) {
   for (int j = 0; j < 16; ++j) {
     EXPECT_EQ(b.ql[j], (code[j] & 15) | ((code[j + 16] & 15) << 4)) << "ql " << j;
   }
+  // qh as two little-endian words: element i's pair at bits 2 * (i / 2) of
+  // word i % 2.
+  uint32_t word[2] = {0, 0};
+  for (int i = 0; i < 32; ++i) word[i % 2] |= static_cast<uint32_t>(code[i] >> 4) << (2 * (i / 2));
   for (int j = 0; j < 8; ++j) {
-    EXPECT_EQ(b.qh[j], (code[j] >> 4) | ((code[j + 8] >> 4) << 2) | ((code[j + 16] >> 4) << 4) |
-                           ((code[j + 24] >> 4) << 6))
-        << "qh " << j;
+    EXPECT_EQ(b.qh[j], (word[j / 4] >> (8 * (j % 4))) & 0xFF) << "qh " << j;
   }
   for (int i = 0; i < 32; ++i) EXPECT_EQ(Q6Code(b, i), code[i]) << "element " << i;
   std::vector<float> y(32);
