@@ -142,8 +142,10 @@ TEST(QuantizedModelTest, FingerprintCoversFormatAndBytesAreBlocks) {
   // the q4 model of before (q8 embeddings, tagged "q4"); q8's is unchanged.
   absl::StatusOr<ModelFingerprint> q4_policy =
       FingerprintWithWeightFormat(f32->fingerprint(), "q4+embed:q6");
-  absl::StatusOr<ModelFingerprint> q4_before = FingerprintWithWeightFormat(f32->fingerprint(), "q4");
-  absl::StatusOr<ModelFingerprint> q8_policy = FingerprintWithWeightFormat(f32->fingerprint(), "q8");
+  absl::StatusOr<ModelFingerprint> q4_before =
+      FingerprintWithWeightFormat(f32->fingerprint(), "q4");
+  absl::StatusOr<ModelFingerprint> q8_policy =
+      FingerprintWithWeightFormat(f32->fingerprint(), "q8");
   ASSERT_TRUE(q4_policy.ok() && q4_before.ok() && q8_policy.ok());
   EXPECT_EQ(q4->fingerprint(), *q4_policy);
   EXPECT_NE(q4->fingerprint(), *q4_before);

@@ -163,7 +163,11 @@ void Q6MinBlock(const float* x, int n, float* out) {
       const double d = (n * sxl - sl * sx) / det, m = (sl2 * sx - sl * sxl) / det;
       if (!(d > 0)) continue;
       const double err = d * d * sl2 + 2 * d * m * sl + n * m * m - 2 * d * sxl - 2 * m * sx + sxx;
-      if (err < best_err) best_err = err, best_d = static_cast<float>(d), best_m = static_cast<float>(m);
+      if (err < best_err) {
+        best_err = err;
+        best_d = static_cast<float>(d);
+        best_m = static_cast<float>(m);
+      }
     }
   }
   const float dh = RoundToHalf(best_d), mh = RoundToHalf(best_m);
@@ -255,14 +259,14 @@ std::vector<WeightScheme> AllWeightSchemes() {
        BlockRoundTrip<Q4_0SearchBlock>()},
       {"q4_1", 5.0, "GGUF Q4_1 (llama.cpp reference quantizer)", BlockRoundTrip<Q4_1Block>()},
       {"q4_k", 4.5, "Q4_K-like: 256-col super-blocks, 6-bit sub-block scales and minima", Q4KRow},
-      {"q6", 6.5, "6-bit symmetric blocks, least-squares scale search (production: q4's embeddings)",
+      {"q6", 6.5,
+       "6-bit symmetric blocks, least-squares scale search (production: q4's embeddings)",
        ProductionRoundTrip<weights::BlockQ6>(weights::QuantizeRowQ6, weights::DequantizeRowQ6)},
       {"q6_0", 6.5, "6-bit symmetric blocks, d = max / -32 (no search)",
        BlockRoundTrip<Q6PlainBlock>()},
       {"q6_1", 7.0, "6-bit blocks with a minimum, least-squares (d, m) search",
        BlockRoundTrip<Q6MinBlock>()},
-      {"q6_k", 6.5625, "Q6_K-like: 256-col super-blocks, 16 sub-blocks of 16, int8 scales",
-       Q6KRow},
+      {"q6_k", 6.5625, "Q6_K-like: 256-col super-blocks, 16 sub-blocks of 16, int8 scales", Q6KRow},
   };
 }
 

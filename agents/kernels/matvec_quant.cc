@@ -132,7 +132,8 @@ HWY_INLINE void ForQ6Codes(const BlockQ6& blk, size_t k, hn::Vec<hn::RebindToUns
 #endif
   // Lane i: shift 2 * ((k + i) / 2) = k + (i & ~1) (k even but on SCALAR,
   // where i = 0 and the word is already element k's).
-  const auto t = words >> hn::Add(shifts0, hn::Set(du, static_cast<uint32_t>(k & ~size_t{1})));
+  const auto t =
+      hn::Shr(words, hn::Add(shifts0, hn::Set(du, static_cast<uint32_t>(k & ~size_t{1}))));
   const auto l = hn::PromoteTo(du, hn::LoadU(du8, blk.ql + k));
   auto as_float = [&](auto code) { return hn::ConvertTo(df, hn::BitCast(di, code)); };
   fn(0, as_float(hn::Or(hn::And(l, nibble), hn::And(hn::ShiftLeft<4>(t), pair))));

@@ -13,8 +13,8 @@
 //   bazel run -c opt //agents/kernels:matvec_quant_bench -- --rounds=5
 #include <algorithm>
 #include <cstdio>
-#include <ctime>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>

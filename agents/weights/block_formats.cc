@@ -213,7 +213,8 @@ void DequantizeRowQ4(const BlockQ4* blocks, int64_t cols, float* out) {
 void DequantizeRowQ6(const BlockQ6* blocks, int64_t cols, float* out) {
   for (int64_t c = 0; c < cols; ++c) {
     const BlockQ6& b = blocks[c / kBlockSize];
-    out[c] = HalfToFloat(b.d) * static_cast<float>(Q6Code(b, static_cast<int>(c % kBlockSize)) - 32);
+    out[c] =
+        HalfToFloat(b.d) * static_cast<float>(Q6Code(b, static_cast<int>(c % kBlockSize)) - 32);
   }
 }
 

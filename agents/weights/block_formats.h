@@ -34,12 +34,12 @@
 //      qh[4..7]), i.e. bits 2 * ((i / 2) % 4) .. + 1 of byte
 //      4 * (i % 2) + i / 8. (So a SIMD lane holding element i shifts its
 //      word right by 2 * (i / 2) and finds element i + 16's pair 16 bits up:
-//      one broadcast of qh and one variable shift serve 16 lanes.) The quantizer searches d (least squares over candidate
-//      code assignments around d = max / -32, max = the value of largest
-//      magnitude), as q4 does for (d, m). 26 bytes per 32 weights (6.5 bits
-//      per weight). Why symmetric and why 6 bits: docs/results.md
-//      "Quantized weights" (measured against a 7-bit variant with a minimum
-//      and plain d = max / -32).
+//      one broadcast of qh and one variable shift serve 16 lanes.) The
+//      quantizer searches d (least squares over candidate code assignments
+//      within +-10% of d = max / -32, max = the value of largest magnitude),
+//      as q4 does for (d, m). 26 bytes per 32 weights (6.5 bits per weight).
+//      Why this one: docs/results.md "Choice of q6" (measured against plain
+//      d = max / -32, a 7-bit variant with a minimum and a Q6_K-like layout).
 //
 // Thread safety: pure functions.
 #ifndef QKVSHARE_AGENTS_WEIGHTS_BLOCK_FORMATS_H_
@@ -69,9 +69,9 @@ struct BlockQ4 {
 static_assert(sizeof(BlockQ4) == 20, "GGUF Q4_1 block layout");
 
 struct BlockQ6 {
-  uint16_t d;                     // fp16 scale
-  uint8_t ql[kBlockSize / 2];     // low nibbles (elements j and j + 16)
-  uint8_t qh[kBlockSize / 4];     // high pairs (two 32-bit words, see above)
+  uint16_t d;                  // fp16 scale
+  uint8_t ql[kBlockSize / 2];  // low nibbles (elements j and j + 16)
+  uint8_t qh[kBlockSize / 4];  // high pairs (two 32-bit words, see above)
 };
 static_assert(sizeof(BlockQ6) == 26, "6.5 bits per weight, no padding");
 
