@@ -30,12 +30,14 @@
 //     product of the dequantized weights and x add the activation rounding,
 //     at most sum_b dx_b / 2 * sum_{c in b} |w[r,c] - m_b| (<= 1/254 of the
 //     block's amax per element).
-//   q6, float widening as q8 (fp32 activations, same bound as q8): the codes
-//     are assembled in 32-bit lanes from their nibble and their 2-bit pair
-//     (the block's 8 bytes of pairs broadcast, one variable shift per lane)
-//     and turned into exact floats q - 32 (bits 0x4B000000 | q, minus
-//     2^23 + 32). The lm_head of q4 models: measured against the q8 lm_head
-//     it replaced in docs/performance.md "Quantized weights".
+//   q6, float widening as q8 (fp32 activations; the same bound as q8, which
+//     the test checks): the codes q (0..63) are assembled in 32-bit lanes
+//     from their nibble and their 2-bit pair (the block's 8 bytes of pairs
+//     broadcast, one variable shift per lane), converted to fp32 and
+//     multiplied with x; the -32 offset is applied once per block, d * 32 *
+//     the block's fp32 sum of x (the sums computed once per call). The
+//     lm_head of q4 models: measured against the q8 lm_head it replaced in
+//     docs/performance.md "Quantized weights" (Memory).
 // Rows are processed one at a time with a software prefetch. Results do not
 // depend on the thread split; they may differ in the last bits between
 // targets (summation order).
