@@ -44,10 +44,13 @@ std::string Model::weights_summary() const {
 
 std::string Model::runtime_summary() const {
   std::string weights = weights_summary();
-  if (options_.quantized_weights == weights::BlockFormat::kQ8) {
-    absl::StrAppend(&weights, " (embedding ", std::string(DTypeName(memory_weights_dtype_)), ")");
-  } else if (options_.quantized_weights == weights::BlockFormat::kQ4) {
-    absl::StrAppend(&weights, " (embedding q8)");
+  if (options_.quantized_weights.has_value()) {
+    const std::optional<weights::BlockFormat> embedding =
+        weights::EmbeddingFormat(*options_.quantized_weights);
+    absl::StrAppend(&weights, " (embedding ",
+                    embedding.has_value() ? std::string(weights::BlockFormatName(*embedding))
+                                          : std::string(DTypeName(memory_weights_dtype_)),
+                    ")");
   }
   std::string s = absl::StrCat("compute ", std::string(DTypeName(compute_dtype_)), ", weights ",
                                weights, ", kernels ", BestSimdTargetName());
@@ -121,9 +124,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   if (options.quantized_weights.has_value()) {
     QKV_ASSIGN_OR_RETURN(
         model->fingerprint_,
-        FingerprintWithWeightFormat(
-            model->fingerprint_,
-            *options.quantized_weights == weights::BlockFormat::kQ8 ? "q8" : "q4"));
+        FingerprintWithWeightFormat(model->fingerprint_,
+                                    weights::WeightPolicyTag(*options.quantized_weights)));
   }
   internal::EngineOptions engine_options;
   engine_options.compute_dtype = model->compute_dtype_;

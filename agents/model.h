@@ -70,7 +70,8 @@ struct ModelOptions {
   // such memory.
   bool copy_weights_to_huge_pages = true;
   // Quantize the projections at load from the checkpoint (no f32 copy kept):
-  // kQ8 (embedding and lm_head as stored) or kQ4 (embedding and lm_head q8);
+  // kQ8 (embedding and lm_head as stored) or kQ4 (embedding and lm_head q6,
+  // weights::EmbeddingFormat);
   // norms and biases stay dense (docs/results.md "Quantized weights").
   // Decode reads the blocks directly; prefill dequantizes tile by tile. A
   // quantized model is a different model for cards: its fingerprint covers
@@ -152,7 +153,7 @@ class Model {
   // else the name of memory_weights_dtype() ("f32", "bf16", "f16").
   std::string weights_summary() const;
   // One line for logs and `qkvctl agents`, e.g. "compute f32, weights bf16,
-  // kernels AVX2" (weights "q4 (embedding q8)" when quantized) plus the note
+  // kernels AVX2" (weights "q4 (embedding q6)" when quantized) plus the note
   // of RuntimeDTypes when the request was changed.
   std::string runtime_summary() const;
   const ModelOptions& options() const { return options_; }

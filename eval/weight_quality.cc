@@ -127,6 +127,88 @@ void Q4KRow(absl::Span<const float> x, float* out) {
   }
 }
 
+// Symmetric 6-bit, d = max / -32 (max: the value of largest magnitude, on
+// code -32), no search; value = d * q, q in [-32, 31].
+void Q6PlainBlock(const float* x, int n, float* out) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < n; ++i) {
+    if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), max = x[i];
+  }
+  const float dh = RoundToHalf(max / -32.0f), id = dh != 0.0f ? 1.0f / dh : 0.0f;
+  for (int i = 0; i < n; ++i) out[i] = dh * std::clamp(std::nearbyint(x[i] * id), -32.0f, 31.0f);
+}
+
+// 6 bits with a minimum (Q4_1-like at 6 bits; fp16 d and m, 7 bits per
+// weight): value = d * q + m, q in [0, 63], (d, m) searched as the
+// production q4 quantizer does (candidate codes around 63 / (max - min),
+// least-squares refit, least squared error kept), codes re-assigned with the
+// fp16-rounded (d, m).
+void Q6MinBlock(const float* x, int n, float* out) {
+  float lo = x[0], hi = x[0];
+  for (int i = 1; i < n; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+  float best_d = (hi - lo) / 63.0f, best_m = lo;
+  if (hi > lo) {
+    double best_err = INFINITY;
+    for (int s = -16; s <= 16; ++s) {
+      const float iscale = (63.0f + 0.1f * s) / (hi - lo);
+      double sl = 0, sl2 = 0, sx = 0, sxl = 0, sxx = 0;
+      int l[kBlockSize];
+      for (int i = 0; i < n; ++i) {
+        l[i] = static_cast<int>(std::clamp(std::nearbyint(iscale * (x[i] - lo)), 0.0f, 63.0f));
+        sl += l[i], sl2 += double{1.0} * l[i] * l[i], sx += x[i], sxl += double{x[i]} * l[i];
+        sxx += double{x[i]} * x[i];
+      }
+      const double det = n * sl2 - sl * sl;
+      if (det <= 0) continue;
+      const double d = (n * sxl - sl * sx) / det, m = (sl2 * sx - sl * sxl) / det;
+      if (!(d > 0)) continue;
+      const double err = d * d * sl2 + 2 * d * m * sl + n * m * m - 2 * d * sxl - 2 * m * sx + sxx;
+      if (err < best_err) {
+        best_err = err;
+        best_d = static_cast<float>(d);
+        best_m = static_cast<float>(m);
+      }
+    }
+  }
+  const float dh = RoundToHalf(best_d), mh = RoundToHalf(best_m);
+  const float id = dh > 0.0f ? 1.0f / dh : 0.0f;
+  for (int i = 0; i < n; ++i) {
+    out[i] = dh * std::clamp(std::nearbyint((x[i] - mh) * id), 0.0f, 63.0f) + mh;
+  }
+}
+
+// Q6_K-like (llama.cpp's output/embedding type under its Q4 mixes):
+// super-blocks of up to 256 columns, 16 sub-blocks of 16 with a symmetric
+// 6-bit code each (value = d * sc_j * q, q in [-32, 31]); each sub-block's
+// scale from the production q6 search, the scales quantized to int8 under
+// an fp16 super-scale d = max |scale| / 127, the codes re-assigned with the
+// quantized scales. 6.5625 bits per weight.
+void Q6KRow(absl::Span<const float> x, float* out) {
+  constexpr int64_t kSuper = 256, kSub = 16;
+  const int64_t cols = static_cast<int64_t>(x.size());
+  for (int64_t s0 = 0; s0 < cols; s0 += kSuper) {
+    const int64_t s1 = std::min(cols, s0 + kSuper);
+    std::vector<float> scale;
+    for (int64_t b = s0; b < s1; b += kSub) {
+      weights::BlockQ6 blk;
+      weights::QuantizeRowQ6(x.subspan(b, std::min(kSub, s1 - b)), &blk);
+      scale.push_back(HalfToFloat(blk.d));
+    }
+    float amax = 0;
+    for (float v : scale) amax = std::max(amax, std::fabs(v));
+    const float d = RoundToHalf(amax / 127.0f);
+    for (size_t j = 0; j < scale.size(); ++j) {
+      const float sc = d > 0 ? std::clamp(std::nearbyint(scale[j] / d), -127.0f, 127.0f) : 0.0f;
+      const float step = d * sc;
+      const int64_t b = s0 + static_cast<int64_t>(j) * kSub;
+      for (int64_t c = b; c < std::min(s1, b + kSub); ++c) {
+        const float q = step != 0 ? std::clamp(std::nearbyint(x[c] / step), -32.0f, 31.0f) : 0.0f;
+        out[c] = step * q;
+      }
+    }
+  }
+}
+
 template <typename Block, typename Quantize, typename Dequantize>
 RowRoundTrip ProductionRoundTrip(Quantize quantize, Dequantize dequantize) {
   return [quantize, dequantize](absl::Span<const float> x, float* out) {
@@ -177,6 +259,14 @@ std::vector<WeightScheme> AllWeightSchemes() {
        BlockRoundTrip<Q4_0SearchBlock>()},
       {"q4_1", 5.0, "GGUF Q4_1 (llama.cpp reference quantizer)", BlockRoundTrip<Q4_1Block>()},
       {"q4_k", 4.5, "Q4_K-like: 256-col super-blocks, 6-bit sub-block scales and minima", Q4KRow},
+      {"q6", 6.5,
+       "6-bit symmetric blocks, least-squares scale search (production: q4's embeddings)",
+       ProductionRoundTrip<weights::BlockQ6>(weights::QuantizeRowQ6, weights::DequantizeRowQ6)},
+      {"q6_0", 6.5, "6-bit symmetric blocks, d = max / -32 (no search)",
+       BlockRoundTrip<Q6PlainBlock>()},
+      {"q6_1", 7.0, "6-bit blocks with a minimum, least-squares (d, m) search",
+       BlockRoundTrip<Q6MinBlock>()},
+      {"q6_k", 6.5625, "Q6_K-like: 256-col super-blocks, 16 sub-blocks of 16, int8 scales", Q6KRow},
   };
 }
 

@@ -44,11 +44,15 @@ struct WeightScheme {
   RowRoundTrip round_trip;
 };
 
-// The known schemes: "q8", "q4" (production), and the q4 candidates
-// "q4_0" (GGUF Q4_0: symmetric, d = max / -8), "q4_0_search" (Q4_0 layout,
-// least-squares scale search), "q4_1" (GGUF Q4_1: d = (max - min) / 15,
-// m = min), "q4_k" (Q4_K-like: super-blocks of up to 256 columns, 8 sub-blocks
-// of 32 with 6-bit scales and minima under fp16 super-scales).
+// The known schemes: "q8", "q4", "q6" (production; q6 only for q4 models'
+// embedding and lm_head), the q4 candidates "q4_0" (GGUF Q4_0: symmetric,
+// d = max / -8), "q4_0_search" (Q4_0 layout, least-squares scale search),
+// "q4_1" (GGUF Q4_1: d = (max - min) / 15, m = min), "q4_k" (Q4_K-like:
+// super-blocks of up to 256 columns, 8 sub-blocks of 32 with 6-bit scales
+// and minima under fp16 super-scales), and the q6 candidates "q6_0"
+// (symmetric, d = max / -32, no search), "q6_1" (6-bit codes with an fp16
+// minimum, searched (d, m): 7 bits per weight), "q6_k" (Q6_K-like:
+// super-blocks of 256, sub-blocks of 16 with int8 scales).
 std::vector<WeightScheme> AllWeightSchemes();
 
 // The scheme named `name`. Errors: InvalidArgument listing the known names.

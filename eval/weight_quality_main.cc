@@ -26,7 +26,8 @@ ABSL_FLAG(std::string, golden, "", "greedy.json (default: <model>/golden/greedy.
 ABSL_FLAG(std::string, weights, "q8,q4,q4_0,q4_0_search,q4_1,q4_k",
           "Weight schemes to measure (comma list; q8 and q4 are the runtime's formats).");
 ABSL_FLAG(std::string, embeddings, "",
-          "Scheme of the token embedding / lm_head (e.g. q8); default: they stay as stored.");
+          "Scheme of the token embedding / lm_head (e.g. q6, the runtime's policy for q4; q8); "
+          "default: they stay as stored.");
 ABSL_FLAG(std::string, runtime, "",
           "Also measure the runtime's own path for these formats (comma list of q8, q4): the "
           "checkpoint loaded with models.NAME.weights = FORMAT, teacher-forced through prefill "

@@ -54,6 +54,9 @@ void EmbeddingRow(const DecodeWeights& w, int32_t token, float* out) {
     case MatrixEncoding::kQ4:
       DequantizeQ4Rows(static_cast<const weights::BlockQ4*>(w.embed), D, token, token + 1, out);
       return;
+    case MatrixEncoding::kQ6:
+      DequantizeQ6Rows(static_cast<const weights::BlockQ6*>(w.embed), D, token, token + 1, out);
+      return;
   }
 }
 
@@ -71,8 +74,10 @@ void MatMulEncodedRows(const void* w, DType dtype, MatrixEncoding encoding, int6
     float* yt = y + t * y_stride;
     if (encoding == MatrixEncoding::kQ8) {
       MatVecQ8Rows(static_cast<const weights::BlockQ8*>(w), cols, xt, yt, begin, end);
-    } else {
+    } else if (encoding == MatrixEncoding::kQ4) {
       MatVecQ4Rows(static_cast<const weights::BlockQ4*>(w), cols, xt, yt, begin, end);
+    } else {
+      MatVecQ6Rows(static_cast<const weights::BlockQ6*>(w), cols, xt, yt, begin, end);
     }
     if (bias != nullptr) {
       for (int64_t r = begin; r < end; ++r) yt[r] += bias[r];

@@ -56,9 +56,9 @@ struct DecodeLayerWeights {
 };
 
 // How matrices are stored: dense in DecodeWeights::weight_dtype, or in the
-// q8 / q4 blocks of agents/weights/block_formats.h (BlocksPerRow(cols)
+// q8 / q4 / q6 blocks of agents/weights/block_formats.h (BlocksPerRow(cols)
 // blocks per row, row-major).
-enum class MatrixEncoding : uint8_t { kDense, kQ8, kQ4 };
+enum class MatrixEncoding : uint8_t { kDense, kQ8, kQ4, kQ6 };
 
 struct DecodeWeights {
   DType weight_dtype = DType::kF32;  // of every dense matrix and the embedding
@@ -105,7 +105,7 @@ void DecodeStep(const DecodeWeights& w, int32_t token, KvCache& cache, DecodeScr
 // MatMulRows (matvec.h) over a matrix of any encoding: Y[t, r] = W[r] . X[t]
 // (+ bias[r]) for the n fp32 vectors X[t] of [cols] (stride x_stride), rows
 // r in [row_begin, row_end) of Y (stride y_stride, indexed by absolute row).
-// w: dense [rows, cols] in `dtype`, or q8 / q4 blocks (`dtype` unused; the
+// w: dense [rows, cols] in `dtype`, or q8 / q4 / q6 blocks (`dtype` unused; the
 // block kernels of matvec_quant.h run once per vector over the same rows).
 void MatMulEncodedRows(const void* w, DType dtype, MatrixEncoding encoding, int64_t cols,
                        const float* x, int64_t x_stride, int64_t n, const float* bias, float* y,

@@ -15,12 +15,18 @@
 #include "hwy/highway.h"
 #include "quant/fp16.h"
 
+// q6 reads the 32-bit words of its blocks' high pairs with memcpy.
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "matvec_quant.cc assumes a little-endian host (the q6 blocks' words)"
+#endif
+
 HWY_BEFORE_NAMESPACE();
 namespace qkvshare::agents::kernels {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 using weights::BlockQ4;
+using weights::BlockQ6;
 using weights::BlockQ8;
 using weights::kBlockSize;
 
@@ -79,6 +85,102 @@ void MatVecQ8Rows(const BlockQ8* w, int64_t cols, const float* x, float* y, int6
       acc = hn::MulAdd(part, hn::Set(df, HalfToF32(row[b].d)), acc);
     }
     y[r] = hn::GetLane(hn::SumOfLanes(df, acc));
+  }
+}
+
+// ------------------------------ q6: float widening
+// In step k (N fp32 lanes, k = 0, N, ... < 16) lane i assembles the codes of
+// elements e = k + i (low nibble of ql[e]) and e + 16 (its high nibble):
+// the high pairs of both are at bits 2 * (e / 2) and 2 * (e / 2) + 16 of
+// qh's 32-bit word W[e % 2] (block_formats.h), so one variable shift of the
+// lane's word brings both down. The codes q (0..63) are multiplied as they
+// are and the offset applied once per block: sum_k (q_k - 32) x_k =
+// sum_k q_k x_k - 32 * sum_k x_k, with the blocks' sums of x computed once
+// per call (saves a subtraction per vector: measured, docs/performance.md).
+
+// Lanes i & ~1: the shifts of step 0, hoisted out of the loops.
+template <class DU>
+HWY_INLINE hn::Vec<DU> Q6Shifts(DU du) {
+  return hn::And(hn::Iota(du, 0), hn::Set(du, ~1u));
+}
+
+// Calls fn(half, codes) for half = 0 (elements [k, k + N)) and 1 (elements
+// [k + 16, k + 16 + N)) of blk, the codes q as exact floats. (A callback,
+// not a returned pair: SVE vectors are sizeless.)
+template <class Fn>
+HWY_INLINE void ForQ6Codes(const BlockQ6& blk, size_t k, hn::Vec<hn::RebindToUnsigned<DF>> shifts0,
+                           const Fn& fn) {
+  const DF df;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const hn::Rebind<uint8_t, DF> du8;
+  const auto nibble = hn::Set(du, 0x0Fu);
+  const auto pair = hn::Set(du, 0x30u);
+  // (The words are little-endian, as the host: see the check at the top.)
+#if HWY_TARGET == HWY_SCALAR
+  // One lane: element k's word.
+  uint32_t word;
+  std::memcpy(&word, blk.qh + 4 * (k % 2), sizeof word);
+  const auto words = hn::Set(du, word);
+#else
+  // N is even and so is k: lane i's word is W[i % 2], i.e. qh read as one
+  // 64-bit value and broadcast.
+  const hn::Repartition<uint64_t, decltype(du)> du64;
+  uint64_t qh64;
+  std::memcpy(&qh64, blk.qh, sizeof qh64);
+  const auto words = hn::BitCast(du, hn::Set(du64, qh64));
+#endif
+  // Lane i: shift 2 * ((k + i) / 2) = k + (i & ~1) (k even but on SCALAR,
+  // where i = 0 and the word is already element k's).
+  const auto t =
+      hn::Shr(words, hn::Add(shifts0, hn::Set(du, static_cast<uint32_t>(k & ~size_t{1}))));
+  const auto l = hn::PromoteTo(du, hn::LoadU(du8, blk.ql + k));
+  auto as_float = [&](auto code) { return hn::ConvertTo(df, hn::BitCast(di, code)); };
+  fn(0, as_float(hn::Or(hn::And(l, nibble), hn::And(hn::ShiftLeft<4>(t), pair))));
+  fn(1, as_float(hn::Or(hn::ShiftRight<4>(l), hn::And(hn::ShiftRight<12>(t), pair))));
+}
+
+// The fp32 sums of x's blocks of 32 (x padded to whole blocks), per thread.
+const float* BlockSums(const float* xp, int64_t blocks) {
+  thread_local std::vector<float> sums;
+  sums.resize(blocks);
+  for (int64_t b = 0; b < blocks; ++b) {
+    float s = 0.0f;
+    for (int64_t k = 0; k < kBlockSize; ++k) s += xp[b * kBlockSize + k];
+    sums[b] = s;
+  }
+  return sums.data();
+}
+
+void MatVecQ6Rows(const BlockQ6* w, int64_t cols, const float* x, float* y, int64_t row_begin,
+                  int64_t row_end) {
+  const float* xp = PaddedInput(x, cols);
+  const int64_t blocks = weights::BlocksPerRow(cols);
+  const float* sums = BlockSums(xp, blocks);
+  const DF df;
+  const hn::CappedTag<float, 1> d1;
+  const size_t N = hn::Lanes(df);
+  const auto shifts0 = Q6Shifts(hn::RebindToUnsigned<DF>());
+  constexpr size_t kHalf = kBlockSize / 2;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const BlockQ6* row = w + r * blocks;
+    auto acc = hn::Zero(df);
+    auto offset = hn::Zero(d1);  // sum_b d_b * sum of block b's x
+    for (int64_t b = 0; b < blocks; ++b) {
+      hwy::Prefetch(row + b + kPrefetchBlocks);
+      const float* xb = xp + b * kBlockSize;
+      auto part = hn::Zero(df);
+      HWY_UNROLL(16)
+      for (size_t k = 0; k < kHalf; k += N) {
+        ForQ6Codes(row[b], k, shifts0, [&](size_t half, auto codes) {
+          part = hn::MulAdd(codes, hn::LoadU(df, xb + half * kHalf + k), part);
+        });
+      }
+      const float d = HalfToF32(row[b].d);
+      acc = hn::MulAdd(part, hn::Set(df, d), acc);
+      offset = hn::MulAdd(hn::Set(d1, d), hn::Set(d1, sums[b]), offset);
+    }
+    y[r] = hn::GetLane(hn::SumOfLanes(df, acc)) - 32.0f * hn::GetLane(offset);
   }
 }
 
@@ -175,6 +277,21 @@ HWY_INLINE void DequantizeBlock(const BlockQ4& blk, float* out) {
   }
 }
 
+// d * (q - 32), rounded as the scalar reference (q - 32 is exact: one
+// rounding, the multiply).
+HWY_INLINE void DequantizeBlock(const BlockQ6& blk, float* out) {
+  const DF df;
+  constexpr size_t kHalf = kBlockSize / 2;
+  const auto d = hn::Set(df, quant::HalfToFloat(blk.d));
+  const auto offset = hn::Set(df, 32.0f);
+  const auto shifts0 = Q6Shifts(hn::RebindToUnsigned<DF>());
+  for (size_t k = 0; k < kHalf; k += hn::Lanes(df)) {
+    ForQ6Codes(blk, k, shifts0, [&](size_t half, auto codes) {
+      hn::StoreU(hn::Mul(d, hn::Sub(codes, offset)), df, out + half * kHalf + k);
+    });
+  }
+}
+
 template <class Block>
 void DequantizeRowsT(const Block* w, int64_t cols, int64_t row_begin, int64_t row_end, float* out) {
   const int64_t blocks = weights::BlocksPerRow(cols);
@@ -197,6 +314,11 @@ void DequantizeQ8Rows(const BlockQ8* w, int64_t cols, int64_t row_begin, int64_t
 }
 
 void DequantizeQ4Rows(const BlockQ4* w, int64_t cols, int64_t row_begin, int64_t row_end,
+                      float* out) {
+  DequantizeRowsT(w, cols, row_begin, row_end, out);
+}
+
+void DequantizeQ6Rows(const BlockQ6* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out) {
   DequantizeRowsT(w, cols, row_begin, row_end, out);
 }
@@ -232,6 +354,8 @@ HWY_EXPORT(MatVecQ8Rows);
 HWY_EXPORT(MatVecQ4Rows);
 HWY_EXPORT(DequantizeQ8Rows);
 HWY_EXPORT(DequantizeQ4Rows);
+HWY_EXPORT(MatVecQ6Rows);
+HWY_EXPORT(DequantizeQ6Rows);
 
 void MatVecQ8Rows(const weights::BlockQ8* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end) {
@@ -251,6 +375,16 @@ void DequantizeQ8Rows(const weights::BlockQ8* w, int64_t cols, int64_t row_begin
 void DequantizeQ4Rows(const weights::BlockQ4* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out) {
   HWY_DYNAMIC_DISPATCH(DequantizeQ4Rows)(w, cols, row_begin, row_end, out);
+}
+
+void MatVecQ6Rows(const weights::BlockQ6* w, int64_t cols, const float* x, float* y,
+                  int64_t row_begin, int64_t row_end) {
+  HWY_DYNAMIC_DISPATCH(MatVecQ6Rows)(w, cols, x, y, row_begin, row_end);
+}
+
+void DequantizeQ6Rows(const weights::BlockQ6* w, int64_t cols, int64_t row_begin, int64_t row_end,
+                      float* out) {
+  HWY_DYNAMIC_DISPATCH(DequantizeQ6Rows)(w, cols, row_begin, row_end, out);
 }
 
 }  // namespace qkvshare::agents::kernels

@@ -2,7 +2,9 @@
 // -----------------------------------------------------------------------------
 // Single-token decode matrix-vector products straight from quantized weight
 // blocks (agents/weights/block_formats.h: q8 = GGUF Q8_0 blocks, q4 = GGUF
-// Q4_1 blocks), and the per-tile dequantization prefill uses before its GEMM.
+// Q4_1 blocks, q6 = 6-bit symmetric blocks of q4 models' embedding/lm_head),
+// and the per-tile dequantization prefill uses before its GEMM (and the
+// embedding gather, one row).
 //
 // One Highway source, compiled for every target (x86: SSE4, AVX2, AVX3...;
 // aarch64: NEON, SVE...; EMU128/SCALAR) and dispatched at run time
@@ -28,6 +30,14 @@
 //     product of the dequantized weights and x add the activation rounding,
 //     at most sum_b dx_b / 2 * sum_{c in b} |w[r,c] - m_b| (<= 1/254 of the
 //     block's amax per element).
+//   q6, float widening as q8 (fp32 activations; the same bound as q8, which
+//     the test checks): the codes q (0..63) are assembled in 32-bit lanes
+//     from their nibble and their 2-bit pair (the block's 8 bytes of pairs
+//     broadcast, one variable shift per lane), converted to fp32 and
+//     multiplied with x; the -32 offset is applied once per block, d * 32 *
+//     the block's fp32 sum of x (the sums computed once per call). The
+//     lm_head of q4 models: measured against the q8 lm_head it replaced in
+//     docs/performance.md "Quantized weights" (Memory).
 // Rows are processed one at a time with a software prefetch. Results do not
 // depend on the thread split; they may differ in the last bits between
 // targets (summation order).
@@ -49,6 +59,8 @@ void MatVecQ8Rows(const weights::BlockQ8* w, int64_t cols, const float* x, float
                   int64_t row_begin, int64_t row_end);
 void MatVecQ4Rows(const weights::BlockQ4* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end);
+void MatVecQ6Rows(const weights::BlockQ6* w, int64_t cols, const float* x, float* y,
+                  int64_t row_begin, int64_t row_end);
 
 // The activation quantizer of MatVecQ4Rows (scalar, the same on every
 // target): for each block b of 32 columns of x [cols] (the last one padded
@@ -59,10 +71,12 @@ void QuantizeActivationsQ8(const float* x, int64_t cols, int8_t* xq, float* dx, 
 
 // out[(r - row_begin) * cols + c] = W[r, c] (fp32) for r in [row_begin,
 // row_end), c < cols: exactly the values of the scalar reference
-// (weights::DequantizeRowQ8 / Q4).
+// (weights::DequantizeRowQ8 / Q4 / Q6).
 void DequantizeQ8Rows(const weights::BlockQ8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
 void DequantizeQ4Rows(const weights::BlockQ4* w, int64_t cols, int64_t row_begin, int64_t row_end,
+                      float* out);
+void DequantizeQ6Rows(const weights::BlockQ6* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
 
 }  // namespace qkvshare::agents::kernels

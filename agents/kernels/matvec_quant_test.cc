@@ -18,6 +18,7 @@ namespace qkvshare::agents::kernels {
 namespace {
 
 using weights::BlockQ4;
+using weights::BlockQ6;
 using weights::BlockQ8;
 using weights::BlocksPerRow;
 
@@ -58,6 +59,15 @@ BlockTerms Terms(const BlockQ4& blk, const int8_t* xq) {
   for (int k = 0; k < weights::kBlockSize; ++k) t.dot += int64_t{weights::Q4Code(blk, k)} * xq[k];
   t.d = quant::HalfToFloat(blk.d);
   t.m = quant::HalfToFloat(blk.m);
+  return t;
+}
+
+BlockTerms Terms(const BlockQ6& blk, const int8_t* xq) {
+  BlockTerms t;
+  for (int k = 0; k < weights::kBlockSize; ++k) {
+    t.dot += int64_t{weights::Q6Code(blk, k) - 32} * xq[k];
+  }
+  t.d = quant::HalfToFloat(blk.d);
   return t;
 }
 
@@ -145,6 +155,11 @@ TEST_F(MatVecQuantTest, Q8MatchesReferenceOnEveryTarget) {
 TEST_F(MatVecQuantTest, Q4MatchesReferenceOnEveryTarget) {
   CheckFormat<BlockQ4>(weights::QuantizeRowQ4, weights::DequantizeRowQ4, MatVecQ4Rows,
                        DequantizeQ4Rows, /*int8_activations=*/true);
+}
+
+TEST_F(MatVecQuantTest, Q6MatchesReferenceOnEveryTarget) {
+  CheckFormat<BlockQ6>(weights::QuantizeRowQ6, weights::DequantizeRowQ6, MatVecQ6Rows,
+                       DequantizeQ6Rows, /*int8_activations=*/false);
 }
 
 TEST_F(MatVecQuantTest, RunsOnMoreThanOneTarget) {

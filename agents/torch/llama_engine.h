@@ -57,9 +57,9 @@ struct EngineOptions {
   bool copy_weights_to_huge_pages = true;
   // Quantize at load (agents/weights/block_formats.h): kQ8 = every projection
   // q8, embedding and lm_head as stored; kQ4 = every projection q4,
-  // embedding and lm_head q8. Norms and biases stay dense. Prefill
-  // dequantizes one tile of rows at a time for its GEMMs (in
-  // quantized_gemm_dtype).
+  // embedding and lm_head q6 (weights::EmbeddingFormat). Norms and biases
+  // stay dense. Prefill dequantizes one tile of rows at a time for its GEMMs
+  // (in quantized_gemm_dtype).
   std::optional<weights::BlockFormat> quantize;
   // The dtype of prefill's GEMMs over quantized matrices (tiles dequantized
   // into it, activations converted to it, products back to the compute

@@ -27,12 +27,19 @@ torch::Tensor InCompute(const torch::Tensor& w, torch::ScalarType cdt) {
 
 // Dequantizes rows [begin, end) of `q` into out ([end - begin, cols] fp32).
 void DequantizeRows(const weights::QuantizedMatrix& q, int64_t begin, int64_t end, float* out) {
-  if (q.format() == weights::BlockFormat::kQ8) {
-    kernels::DequantizeQ8Rows(static_cast<const weights::BlockQ8*>(q.blocks()), q.cols(), begin,
-                              end, out);
-  } else {
-    kernels::DequantizeQ4Rows(static_cast<const weights::BlockQ4*>(q.blocks()), q.cols(), begin,
-                              end, out);
+  switch (q.format()) {
+    case weights::BlockFormat::kQ8:
+      kernels::DequantizeQ8Rows(static_cast<const weights::BlockQ8*>(q.blocks()), q.cols(), begin,
+                                end, out);
+      return;
+    case weights::BlockFormat::kQ4:
+      kernels::DequantizeQ4Rows(static_cast<const weights::BlockQ4*>(q.blocks()), q.cols(), begin,
+                                end, out);
+      return;
+    case weights::BlockFormat::kQ6:
+      kernels::DequantizeQ6Rows(static_cast<const weights::BlockQ6*>(q.blocks()), q.cols(), begin,
+                                end, out);
+      return;
   }
 }
 

@@ -178,16 +178,18 @@ absl::Status LoadWeights(const WeightFiles& files, bool copy_all,
   const int64_t D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t QD = int64_t{c.num_heads} * c.head_dim, KVD = int64_t{c.num_kv_heads} * c.head_dim;
   WeightLoader w(files, impl, copy_all);
-  // q4 models keep the embedding and lm_head in q8 (docs/results.md).
-  const bool quantize_embed = quantize == weights::BlockFormat::kQ4;
+  // The embedding and lm_head of quantized models: as stored (q8) or in
+  // their own block format (q4: q6), weights::EmbeddingFormat.
+  const std::optional<weights::BlockFormat> embed_format =
+      quantize.has_value() ? weights::EmbeddingFormat(*quantize) : std::nullopt;
   auto matrix = [&](const std::string& name, std::vector<int64_t> shape, torch::Tensor* dense,
                     const weights::QuantizedMatrix** q, bool embedding) -> absl::Status {
-    if (!quantize.has_value() || (embedding && !quantize_embed)) {
+    const std::optional<weights::BlockFormat> format = embedding ? embed_format : quantize;
+    if (!format.has_value()) {
       w.Add(name, std::move(shape), wdt, dense);
       return absl::OkStatus();
     }
-    return Quantize(files, name, std::move(shape),
-                    embedding ? weights::BlockFormat::kQ8 : *quantize, impl, q);
+    return Quantize(files, name, std::move(shape), *format, impl, q);
   };
   QKV_RETURN_IF_ERROR(
       matrix("model.embed_tokens.weight", {V, D}, &impl.embed, &impl.embed_q, true));
@@ -240,8 +242,15 @@ void BuildDecodeWeights(LlamaEngine::Impl& impl) {
   d.rms_norm_eps = c.rms_norm_eps;
   auto encoding = [](const weights::QuantizedMatrix* q) {
     if (q == nullptr) return kernels::MatrixEncoding::kDense;
-    return q->format() == weights::BlockFormat::kQ8 ? kernels::MatrixEncoding::kQ8
-                                                    : kernels::MatrixEncoding::kQ4;
+    switch (q->format()) {
+      case weights::BlockFormat::kQ8:
+        return kernels::MatrixEncoding::kQ8;
+      case weights::BlockFormat::kQ4:
+        return kernels::MatrixEncoding::kQ4;
+      case weights::BlockFormat::kQ6:
+        return kernels::MatrixEncoding::kQ6;
+    }
+    return kernels::MatrixEncoding::kDense;
   };
   // A dense tensor's data, or a quantized matrix's blocks.
   auto data = [](const torch::Tensor& t, const weights::QuantizedMatrix* q) -> const void* {

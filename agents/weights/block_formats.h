@@ -23,6 +23,23 @@
 //      (max - min) / 15. 20 bytes per 32 weights (5 bits per weight).
 //      Why this one: docs/results.md "Quantized weights" (measured against
 //      Q4_0, Q4_1, Q4_0 with a scale search and a Q4_K-like layout).
+//   q6 (BlockQ6): 6-bit symmetric blocks for the embedding and lm_head of q4
+//      models (as llama.cpp keeps them at Q6_K under its Q4 mixes): fp16
+//      scale d, 16 bytes of low nibbles, 8 bytes of high 2-bit pairs;
+//      value = d * (q - 32), q in [0, 63]. Code q of element i is
+//      (low nibble) | (high pair << 4): the low nibble is in byte i of ql for
+//      i < 16 (low half of the byte) and in byte i - 16 for i >= 16 (high
+//      half), as in q4; the high pair is bits 2 * (i / 2) .. + 1 of the
+//      little-endian 32-bit word W[i % 2] of qh (W[0] = qh[0..3], W[1] =
+//      qh[4..7]), i.e. bits 2 * ((i / 2) % 4) .. + 1 of byte
+//      4 * (i % 2) + i / 8. (So a SIMD lane holding element i shifts its
+//      word right by 2 * (i / 2) and finds element i + 16's pair 16 bits up:
+//      one broadcast of qh and one variable shift serve 16 lanes.) The
+//      quantizer searches d (least squares over candidate code assignments
+//      within +-10% of d = max / -32, max = the value of largest magnitude),
+//      as q4 does for (d, m). 26 bytes per 32 weights (6.5 bits per weight).
+//      Why this one: docs/results.md "Choice of q6" (measured against plain
+//      d = max / -32, a 7-bit variant with a minimum and a Q6_K-like layout).
 //
 // Thread safety: pure functions.
 #ifndef QKVSHARE_AGENTS_WEIGHTS_BLOCK_FORMATS_H_
@@ -51,6 +68,13 @@ struct BlockQ4 {
 };
 static_assert(sizeof(BlockQ4) == 20, "GGUF Q4_1 block layout");
 
+struct BlockQ6 {
+  uint16_t d;                  // fp16 scale
+  uint8_t ql[kBlockSize / 2];  // low nibbles (elements j and j + 16)
+  uint8_t qh[kBlockSize / 4];  // high pairs (two 32-bit words, see above)
+};
+static_assert(sizeof(BlockQ6) == 26, "6.5 bits per weight, no padding");
+
 // Number of blocks of one row of `cols` columns: ceil(cols / 32).
 constexpr int64_t BlocksPerRow(int64_t cols) { return (cols + kBlockSize - 1) / kBlockSize; }
 
@@ -58,14 +82,24 @@ constexpr int64_t BlocksPerRow(int64_t cols) { return (cols + kBlockSize - 1) / 
 // the fp16 scales are finite), out has BlocksPerRow(cols) blocks.
 void QuantizeRowQ8(absl::Span<const float> x, BlockQ8* out);
 void QuantizeRowQ4(absl::Span<const float> x, BlockQ4* out);
+void QuantizeRowQ6(absl::Span<const float> x, BlockQ6* out);
 
 // Decodes one row of `cols` values (padding lanes are not written).
 void DequantizeRowQ8(const BlockQ8* blocks, int64_t cols, float* out);
 void DequantizeRowQ4(const BlockQ4* blocks, int64_t cols, float* out);
+void DequantizeRowQ6(const BlockQ6* blocks, int64_t cols, float* out);
 
 // The 4-bit code of element i (0..31) of a BlockQ4.
 inline int Q4Code(const BlockQ4& b, int i) {
   return i < kBlockSize / 2 ? (b.qs[i] & 0x0F) : (b.qs[i - kBlockSize / 2] >> 4);
+}
+
+// The 6-bit code (0..63; value d * (code - 32)) of element i (0..31) of a
+// BlockQ6.
+inline int Q6Code(const BlockQ6& b, int i) {
+  const int low = i < kBlockSize / 2 ? (b.ql[i] & 0x0F) : (b.ql[i - kBlockSize / 2] >> 4);
+  const int high = (b.qh[4 * (i % 2) + i / 8] >> (2 * ((i / 2) % 4))) & 3;
+  return low | (high << 4);
 }
 
 }  // namespace qkvshare::agents::weights

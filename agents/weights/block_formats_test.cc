@@ -1,5 +1,6 @@
 #include "agents/weights/block_formats.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -110,6 +111,88 @@ TEST(BlockQ4Test, SearchNeverWorseThanPlainMinMaxAndWithinRange) {
     plain += SquaredError(x, z);
   }
   EXPECT_LT(searched, 0.9 * plain);  // the search must pay for itself
+}
+
+TEST(BlockQ6Test, ExactlyRepresentableBlockIsExactAndBitsFollowTheLayout) {
+  // 32 distinct codes (37 is odd, so i -> 37 i + 5 mod 64 is one to one),
+  // code 0 (value -32 d, the largest magnitude) at i = 31, d = 0.5.
+  std::vector<float> x(32);
+  int code[32];
+  for (int i = 0; i < 32; ++i) {
+    code[i] = (37 * i + 5) % 64;
+    x[i] = 0.5f * (code[i] - 32);
+  }
+  ASSERT_EQ(code[31], 0);
+  BlockQ6 b;
+  QuantizeRowQ6(x, &b);
+  EXPECT_EQ(HalfToFloat(b.d), 0.5f);
+  // The bytes, from the layout's definition.
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(b.ql[j], (code[j] & 15) | ((code[j + 16] & 15) << 4)) << "ql " << j;
+  }
+  // qh as two little-endian words: element i's pair at bits 2 * (i / 2) of
+  // word i % 2.
+  uint32_t word[2] = {0, 0};
+  for (int i = 0; i < 32; ++i) word[i % 2] |= static_cast<uint32_t>(code[i] >> 4) << (2 * (i / 2));
+  for (int j = 0; j < 8; ++j) {
+    EXPECT_EQ(b.qh[j], (word[j / 4] >> (8 * (j % 4))) & 0xFF) << "qh " << j;
+  }
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(Q6Code(b, i), code[i]) << "element " << i;
+  std::vector<float> y(32);
+  DequantizeRowQ6(&b, 32, y.data());
+  EXPECT_EQ(y, x);
+}
+
+TEST(BlockQ6Test, RoundTripWithinHalfAStepAndSearchNeverWorseThanPlain) {
+  double searched = 0, plain = 0;
+  for (int64_t cols : {32, 64, 172, 200, 768}) {
+    const std::vector<float> x = RandomRow(cols, 13 + cols);
+    std::vector<BlockQ6> blocks(BlocksPerRow(cols));
+    QuantizeRowQ6(x, blocks.data());
+    std::vector<float> y(cols);
+    DequantizeRowQ6(blocks.data(), cols, y.data());
+    searched += SquaredError(x, y);
+    std::vector<float> z(cols);
+    for (int64_t c = 0; c < cols; ++c) {
+      const BlockQ6& blk = blocks[c / 32];
+      const float d = HalfToFloat(blk.d);
+      const int code = Q6Code(blk, static_cast<int>(c % 32));
+      EXPECT_EQ(y[c], d * static_cast<float>(code - 32)) << "col " << c;
+      // Half a step, except where the searched scale clips an outlier.
+      if (code != 0 && code != 63) {
+        EXPECT_LE(std::fabs(x[c] - y[c]), 0.5f * std::fabs(d) * 1.001f + 1e-7f) << "col " << c;
+      }
+    }
+    // Padding lanes of the partial last block hold code 32 (value 0).
+    for (int64_t c = cols; c < BlocksPerRow(cols) * 32; ++c) {
+      EXPECT_EQ(Q6Code(blocks.back(), static_cast<int>(c % 32)), 32);
+    }
+    // Plain symmetric 6-bit: d = max / -32, round to nearest.
+    for (int64_t b0 = 0; b0 < cols; b0 += 32) {
+      const int64_t e = std::min<int64_t>(cols, b0 + 32);
+      float max = 0;
+      for (int64_t c = b0; c < e; ++c) {
+        if (std::fabs(x[c]) > std::fabs(max)) max = x[c];
+      }
+      const float d = HalfToFloat(FloatToHalf(max / -32));
+      for (int64_t c = b0; c < e; ++c) {
+        z[c] = d * std::clamp(std::nearbyint(x[c] / d), -32.0f, 31.0f);
+      }
+    }
+    plain += SquaredError(x, z);
+  }
+  EXPECT_LT(searched, 0.9 * plain);  // the search must pay for itself
+}
+
+TEST(BlockQ6Test, ZeroBlock) {
+  std::vector<float> x(32, 0.0f);
+  BlockQ6 b;
+  QuantizeRowQ6(x, &b);
+  EXPECT_EQ(HalfToFloat(b.d), 0.0f);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(Q6Code(b, i), 32);
+  std::vector<float> y(32, 1.0f);
+  DequantizeRowQ6(&b, 32, y.data());
+  EXPECT_EQ(y, x);
 }
 
 }  // namespace

@@ -44,6 +44,31 @@ absl::StatusOr<WeightFormat> ParseWeightFormat(std::string_view name) {
                                                  "' (expected auto, f32, bf16, f16, q8 or q4)"));
 }
 
+std::string_view BlockFormatName(BlockFormat f) {
+  switch (f) {
+    case BlockFormat::kQ8:
+      return "q8";
+    case BlockFormat::kQ4:
+      return "q4";
+    case BlockFormat::kQ6:
+      return "q6";
+  }
+  return "q8";
+}
+
+std::optional<BlockFormat> EmbeddingFormat(BlockFormat layers) {
+  if (layers == BlockFormat::kQ4) return BlockFormat::kQ6;
+  return std::nullopt;
+}
+
+std::string WeightPolicyTag(BlockFormat layers) {
+  std::string tag(BlockFormatName(layers));
+  if (const std::optional<BlockFormat> e = EmbeddingFormat(layers); e.has_value()) {
+    absl::StrAppend(&tag, "+embed:", std::string(BlockFormatName(*e)));
+  }
+  return tag;
+}
+
 void QuantizedMatrix::Free::operator()(void* p) const { std::free(p); }
 
 QuantizedMatrix::QuantizedMatrix(BlockFormat format, int64_t rows, int64_t cols)
@@ -84,10 +109,16 @@ void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_beg
           break;
       }
     }
-    if (format_ == BlockFormat::kQ8) {
-      QuantizeRowQ8(row, static_cast<BlockQ8*>(data_.get()) + r * bpr);
-    } else {
-      QuantizeRowQ4(row, static_cast<BlockQ4*>(data_.get()) + r * bpr);
+    switch (format_) {
+      case BlockFormat::kQ8:
+        QuantizeRowQ8(row, static_cast<BlockQ8*>(data_.get()) + r * bpr);
+        break;
+      case BlockFormat::kQ4:
+        QuantizeRowQ4(row, static_cast<BlockQ4*>(data_.get()) + r * bpr);
+        break;
+      case BlockFormat::kQ6:
+        QuantizeRowQ6(row, static_cast<BlockQ6*>(data_.get()) + r * bpr);
+        break;
     }
   }
 }

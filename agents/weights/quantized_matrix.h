@@ -8,8 +8,9 @@
 // WeightFormat is the user-facing choice (daemon.yaml models.NAME.weights,
 // --weights): "auto" / "f32" / "bf16" / "f16" keep dense weights (the runtime's
 // dtype logic), "q8" / "q4" quantize the projections at load; the tensor
-// policy is in docs/results.md "Quantized weights" (q8: embedding and lm_head
-// as stored; q4: embedding and lm_head in q8; norms and biases always f32).
+// policy (EmbeddingFormat; docs/results.md "Quantized weights"): q8:
+// embedding and lm_head as stored; q4: embedding and lm_head in q6; norms and
+// biases always f32.
 //
 // Thread safety: immutable after Quantize(); QuantizeRows may be called on
 // disjoint row ranges of one matrix from several threads.
@@ -20,6 +21,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -37,13 +39,32 @@ std::string_view WeightFormatName(WeightFormat f);
 // the accepted names.
 absl::StatusOr<WeightFormat> ParseWeightFormat(std::string_view name);
 
-// The block format of a quantized matrix.
-enum class BlockFormat : uint8_t { kQ8, kQ4 };
+// The block format of a quantized matrix. kQ8 and kQ4 are also the
+// projections' format of a quantized model (ModelOptions::quantized_weights);
+// kQ6 is only used for the embedding and lm_head of q4 models.
+enum class BlockFormat : uint8_t { kQ8, kQ4, kQ6 };
 
-// Bytes of one block of `f` (34 or 20).
+// "q8", "q4", "q6".
+std::string_view BlockFormatName(BlockFormat f);
+
+// Bytes of one block of `f` (34, 20 or 26).
 constexpr size_t BlockBytes(BlockFormat f) {
-  return f == BlockFormat::kQ8 ? sizeof(BlockQ8) : sizeof(BlockQ4);
+  return f == BlockFormat::kQ8 ? sizeof(BlockQ8)
+                               : (f == BlockFormat::kQ4 ? sizeof(BlockQ4) : sizeof(BlockQ6));
 }
+
+// The tensor policy of a model whose projections are quantized to `layers`
+// (kQ8 or kQ4): the format of its token embedding and lm_head, nullopt when
+// they stay as stored (kQ8 -> nullopt, kQ4 -> kQ6; why: docs/results.md
+// "Quantized weights").
+std::optional<BlockFormat> EmbeddingFormat(BlockFormat layers);
+
+// What a quantized model's fingerprint covers beyond the checkpoint
+// (agents/model_fingerprint.h FingerprintWithWeightFormat): the projections'
+// format, plus "+embed:" and the embedding's format when EmbeddingFormat
+// quantizes it: "q8", "q4+embed:q6". Derived from EmbeddingFormat, so a
+// change of the policy changes the fingerprint of the models it affects.
+std::string WeightPolicyTag(BlockFormat layers);
 
 class QuantizedMatrix {
  public:

@@ -26,7 +26,7 @@ TEST(QuantizedMatrixTest, BlocksEqualRowQuantizerFromEveryDtype) {
   for (size_t i = 0; i < w.size(); ++i) w[i] = Bf16ToFloat(FloatToBf16(0.01f * (i % 17) - 0.07f));
   std::vector<uint16_t> bf16(w.size());
   for (size_t i = 0; i < w.size(); ++i) bf16[i] = FloatToBf16(w[i]);
-  for (BlockFormat f : {BlockFormat::kQ8, BlockFormat::kQ4}) {
+  for (BlockFormat f : {BlockFormat::kQ8, BlockFormat::kQ4, BlockFormat::kQ6}) {
     QuantizedMatrix from_f32(f, rows, cols), from_bf16(f, rows, cols);
     from_f32.QuantizeRows(w.data(), DType::kF32, 0, rows);
     from_bf16.QuantizeRows(bf16.data(), DType::kBF16, 0, 2);  // two ranges, as threads
@@ -38,13 +38,24 @@ TEST(QuantizedMatrixTest, BlocksEqualRowQuantizerFromEveryDtype) {
     const absl::Span<const float> row(w.data() + cols, cols);
     if (f == BlockFormat::kQ8) {
       QuantizeRowQ8(row, reinterpret_cast<BlockQ8*>(expect.data()));
-    } else {
+    } else if (f == BlockFormat::kQ4) {
       QuantizeRowQ4(row, reinterpret_cast<BlockQ4*>(expect.data()));
+    } else {
+      QuantizeRowQ6(row, reinterpret_cast<BlockQ6*>(expect.data()));
     }
     EXPECT_EQ(std::memcmp(static_cast<const char*>(from_f32.blocks()) + expect.size(),
                           expect.data(), expect.size()),
               0);
   }
+}
+
+TEST(WeightPolicyTest, Q4KeepsEmbeddingsInQ6AndTheTagSaysSo) {
+  EXPECT_EQ(BlockBytes(BlockFormat::kQ6), 26u);
+  EXPECT_EQ(EmbeddingFormat(BlockFormat::kQ8), std::nullopt);
+  EXPECT_EQ(EmbeddingFormat(BlockFormat::kQ4), BlockFormat::kQ6);
+  EXPECT_EQ(WeightPolicyTag(BlockFormat::kQ8), "q8");
+  EXPECT_EQ(WeightPolicyTag(BlockFormat::kQ4), "q4+embed:q6");
+  EXPECT_EQ(BlockFormatName(BlockFormat::kQ6), "q6");
 }
 
 }  // namespace
