@@ -110,11 +110,13 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   RuntimeDTypes dtypes =
       ResolveRuntimeDTypes(options.compute_dtype, *embed->dtype, CpuHasNativeBf16());
   // Quantized models compute in f32; what stays dense (the embedding and
-  // lm_head of q8) keeps a 16-bit checkpoint's dtype rather than an f32
-  // copy twice its size (the decode kernels widen it).
-  if (options.quantized_weights.has_value() && dtypes.compute == DType::kF32 &&
-      *embed->dtype != DType::kF32) {
-    dtypes.weights = *embed->dtype;
+  // lm_head of q8) is held 16-bit: a 16-bit checkpoint's dtype, bf16 for an
+  // f32 one (the decode kernels widen it). On llama-1b (tied 128256 x 2048)
+  // an f32 lm_head was half the bytes q8 decode streams per token (0.74x
+  // llama.cpp Q8_0); bf16 costs q8 KL 0.00024 -> 0.00026 on stories260K
+  // (docs/results.md "Quantized weights").
+  if (options.quantized_weights.has_value() && dtypes.compute == DType::kF32) {
+    dtypes.weights = *embed->dtype != DType::kF32 ? *embed->dtype : DType::kBF16;
   }
   model->compute_dtype_ = dtypes.compute;
   model->memory_weights_dtype_ = dtypes.weights;

@@ -70,8 +70,8 @@ struct ModelOptions {
   // such memory.
   bool copy_weights_to_huge_pages = true;
   // Quantize the projections at load from the checkpoint (no f32 copy kept):
-  // kQ8 (embedding and lm_head as stored) or kQ4 (embedding and lm_head q6,
-  // weights::EmbeddingFormat);
+  // kQ8 (embedding and lm_head dense 16-bit: as stored, bf16 from an f32
+  // checkpoint) or kQ4 (embedding and lm_head q6, weights::EmbeddingFormat);
   // norms and biases stay dense (docs/results.md "Quantized weights").
   // Decode reads the blocks directly; prefill dequantizes tile by tile. A
   // quantized model is a different model for cards: its fingerprint covers

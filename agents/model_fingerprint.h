@@ -54,11 +54,12 @@ absl::StatusOr<ModelFingerprint> ComputeModelFingerprint(const ModelConfig& conf
                                                          const WeightFiles& weights);
 
 // The fingerprint of a model whose weights were quantized at load with the
-// policy `format` (weights::WeightPolicyTag: "q8", "q4+embed:q6"): SHA-256 of
+// policy `format` (weights::WeightPolicyTag: "q8+embed:16bit", "q4+embed:q6"): SHA-256 of
 // `base`'s bytes, a tag and the format, so a q4 agent and an f32 agent of one
 // checkpoint are different models for cards (a card of one is refused by the
 // other; the daemon re-prefills, with the reason), and so are q4 agents under
-// two tensor policies (the q4 of before q6 embeddings tagged "q4").
+// two tensor policies (the q4 of before q6 embeddings tagged "q4", the q8
+// of before 16-bit embeddings "q8").
 // Errors: Internal if libcrypto fails.
 absl::StatusOr<ModelFingerprint> FingerprintWithWeightFormat(const ModelFingerprint& base,
                                                              std::string_view format);

@@ -181,24 +181,30 @@ TEST(QuantizedModelTest, FingerprintCoversFormatAndBytesAreBlocks) {
   EXPECT_NE(q8->fingerprint(), q4->fingerprint());
   EXPECT_EQ(LoadModel(weights::WeightFormat::kQ4)->fingerprint(), q4->fingerprint());
   // The tag covers the tensor policy: a q4 model with q6 embeddings is not
-  // the q4 model of before (q8 embeddings, tagged "q4"); q8's is unchanged.
+  // the q4 model of before (q8 embeddings, tagged "q4"), nor a q8 model with
+  // a 16-bit embedding the q8 of before (as stored: f32 here, tagged "q8").
   absl::StatusOr<ModelFingerprint> q4_policy =
       FingerprintWithWeightFormat(f32->fingerprint(), "q4+embed:q6");
   absl::StatusOr<ModelFingerprint> q4_before =
       FingerprintWithWeightFormat(f32->fingerprint(), "q4");
   absl::StatusOr<ModelFingerprint> q8_policy =
+      FingerprintWithWeightFormat(f32->fingerprint(), "q8+embed:16bit");
+  absl::StatusOr<ModelFingerprint> q8_before =
       FingerprintWithWeightFormat(f32->fingerprint(), "q8");
-  ASSERT_TRUE(q4_policy.ok() && q4_before.ok() && q8_policy.ok());
+  ASSERT_TRUE(q4_policy.ok() && q4_before.ok() && q8_policy.ok() && q8_before.ok());
   EXPECT_EQ(q4->fingerprint(), *q4_policy);
   EXPECT_NE(q4->fingerprint(), *q4_before);
   EXPECT_EQ(q8->fingerprint(), *q8_policy);
+  EXPECT_NE(q8->fingerprint(), *q8_before);
   EXPECT_NE(q4->runtime_summary().find("weights q4 (embedding q6)"), std::string::npos)
       << q4->runtime_summary();
   // stories260K: 5 layers of q,k,v,o [64|32, 64] and gate, up [172, 64], down
   // [64, 172] (6 blocks per row); tied embedding [512, 64] (2 blocks per row,
-  // q6 under q4: 26 bytes a block).
+  // q6 under q4: 26 bytes a block; bf16 under q8, converted from the f32
+  // checkpoint into copied memory).
   const int64_t per_layer_blocks = (64 + 32 + 32 + 64) * 2 + 172 * 2 * 2 + 64 * 6;
-  EXPECT_EQ(q8->copied_weight_bytes(), static_cast<size_t>(5 * per_layer_blocks * 34));
+  EXPECT_EQ(q8->copied_weight_bytes(),
+            static_cast<size_t>(5 * per_layer_blocks * 34 + 512 * 64 * 2));
   EXPECT_EQ(q4->copied_weight_bytes(),
             static_cast<size_t>(5 * per_layer_blocks * 20 + 512 * 2 * 26));
   ModelOptions options;

@@ -56,7 +56,7 @@ struct EngineOptions {
   // kernel's transparent huge pages are `never`).
   bool copy_weights_to_huge_pages = true;
   // Quantize at load (agents/weights/block_formats.h): kQ8 = every projection
-  // q8, embedding and lm_head as stored; kQ4 = every projection q4,
+  // q8, embedding and lm_head dense in weight_dtype; kQ4 = every projection q4,
   // embedding and lm_head q6 (weights::EmbeddingFormat). Norms and biases
   // stay dense. Prefill dequantizes one tile of rows at a time for its GEMMs
   // (in quantized_gemm_dtype).

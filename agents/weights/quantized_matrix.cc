@@ -63,9 +63,8 @@ std::optional<BlockFormat> EmbeddingFormat(BlockFormat layers) {
 
 std::string WeightPolicyTag(BlockFormat layers) {
   std::string tag(BlockFormatName(layers));
-  if (const std::optional<BlockFormat> e = EmbeddingFormat(layers); e.has_value()) {
-    absl::StrAppend(&tag, "+embed:", std::string(BlockFormatName(*e)));
-  }
+  const std::optional<BlockFormat> e = EmbeddingFormat(layers);
+  absl::StrAppend(&tag, "+embed:", e.has_value() ? std::string(BlockFormatName(*e)) : "16bit");
   return tag;
 }
 

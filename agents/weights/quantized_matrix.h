@@ -9,8 +9,8 @@
 // --weights): "auto" / "f32" / "bf16" / "f16" keep dense weights (the runtime's
 // dtype logic), "q8" / "q4" quantize the projections at load; the tensor
 // policy (EmbeddingFormat; docs/results.md "Quantized weights"): q8:
-// embedding and lm_head as stored; q4: embedding and lm_head in q6; norms and
-// biases always f32.
+// embedding and lm_head dense 16-bit (as stored, bf16 from an f32
+// checkpoint); q4: embedding and lm_head in q6; norms and biases always f32.
 //
 // Thread safety: immutable after Quantize(); QuantizeRows may be called on
 // disjoint row ranges of one matrix from several threads.
@@ -55,15 +55,16 @@ constexpr size_t BlockBytes(BlockFormat f) {
 
 // The tensor policy of a model whose projections are quantized to `layers`
 // (kQ8 or kQ4): the format of its token embedding and lm_head, nullopt when
-// they stay as stored (kQ8 -> nullopt, kQ4 -> kQ6; why: docs/results.md
-// "Quantized weights").
+// they stay dense 16-bit (kQ8 -> nullopt: as stored, bf16 from an f32
+// checkpoint; kQ4 -> kQ6; why: docs/results.md "Quantized weights").
 std::optional<BlockFormat> EmbeddingFormat(BlockFormat layers);
 
 // What a quantized model's fingerprint covers beyond the checkpoint
 // (agents/model_fingerprint.h FingerprintWithWeightFormat): the projections'
-// format, plus "+embed:" and the embedding's format when EmbeddingFormat
-// quantizes it: "q8", "q4+embed:q6". Derived from EmbeddingFormat, so a
-// change of the policy changes the fingerprint of the models it affects.
+// format, plus "+embed:" and the embedding's format ("16bit" when
+// EmbeddingFormat keeps it dense): "q8+embed:16bit", "q4+embed:q6". Derived
+// from EmbeddingFormat, so a change of the policy changes the fingerprint of
+// the models it affects.
 std::string WeightPolicyTag(BlockFormat layers);
 
 class QuantizedMatrix {

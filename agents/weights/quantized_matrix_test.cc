@@ -53,7 +53,7 @@ TEST(WeightPolicyTest, Q4KeepsEmbeddingsInQ6AndTheTagSaysSo) {
   EXPECT_EQ(BlockBytes(BlockFormat::kQ6), 26u);
   EXPECT_EQ(EmbeddingFormat(BlockFormat::kQ8), std::nullopt);
   EXPECT_EQ(EmbeddingFormat(BlockFormat::kQ4), BlockFormat::kQ6);
-  EXPECT_EQ(WeightPolicyTag(BlockFormat::kQ8), "q8");
+  EXPECT_EQ(WeightPolicyTag(BlockFormat::kQ8), "q8+embed:16bit");
   EXPECT_EQ(WeightPolicyTag(BlockFormat::kQ4), "q4+embed:q6");
   EXPECT_EQ(BlockFormatName(BlockFormat::kQ6), "q6");
 }
