@@ -220,30 +220,39 @@ void MatVecQ4Rows(const BlockQ4* w, int64_t cols, const float* x, float* y, int6
   const hn::Repartition<int32_t, decltype(d16)> d32;
   const hn::Rebind<float, decltype(d32)> df;
   const size_t N = hn::Lanes(d16);
+  // d * dx * dot(codes, xq) + m * sum(x) of block b, accumulated into
+  // acc / min_term.
+  auto block = [&](const BlockQ4& blk, int64_t b, hn::Vec<decltype(df)>& acc, float& min_term) {
+    const int16_t* xb = &in.x16[b * kBlockSize];
+    auto sum0 = hn::Zero(d32);
+    auto sum1 = hn::Zero(d32);
+    // Element k < 16 is the low nibble of byte k, k >= 16 the high nibble
+    // of byte k - 16 (N divides 16).
+    for (size_t k = 0; k < kHalf; k += N) {
+      const auto bytes = hn::LoadU(du8, blk.qs + k);
+      const auto lo = hn::BitCast(d16, hn::PromoteTo(du16, hn::And(bytes, hn::Set(du8, 0x0F))));
+      const auto hi = hn::BitCast(d16, hn::PromoteTo(du16, hn::ShiftRight<4>(bytes)));
+      sum0 = hn::ReorderWidenMulAccumulate(d32, lo, hn::LoadU(d16, xb + k), sum0, sum1);
+      sum0 = hn::ReorderWidenMulAccumulate(d32, hi, hn::LoadU(d16, xb + kHalf + k), sum0, sum1);
+    }
+    const auto dot = hn::ConvertTo(df, hn::RearrangeToOddPlusEven(sum0, sum1));
+    acc = hn::MulAdd(dot, hn::Set(df, HalfToF32(blk.d) * in.dx[b]), acc);
+    min_term += HalfToF32(blk.m) * in.sums[b];
+  };
   for (int64_t r = row_begin; r < row_end; ++r) {
     const BlockQ4* row = w + r * blocks;
-    auto acc = hn::Zero(df);
-    float min_term = 0.0f;
-    for (int64_t b = 0; b < blocks; ++b) {
+    // Two independent chains (even / odd blocks): with one, every block
+    // waited for the previous block's fused multiply-add.
+    auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
+    float min0 = 0.0f, min1 = 0.0f;
+    int64_t b = 0;
+    for (; b + 2 <= blocks; b += 2) {
       hwy::Prefetch(row + b + kPrefetchBlocks);
-      const BlockQ4& blk = row[b];
-      const int16_t* xb = &in.x16[b * kBlockSize];
-      auto sum0 = hn::Zero(d32);
-      auto sum1 = hn::Zero(d32);
-      // Element k < 16 is the low nibble of byte k, k >= 16 the high nibble
-      // of byte k - 16 (N divides 16).
-      for (size_t k = 0; k < kHalf; k += N) {
-        const auto bytes = hn::LoadU(du8, blk.qs + k);
-        const auto lo = hn::BitCast(d16, hn::PromoteTo(du16, hn::And(bytes, hn::Set(du8, 0x0F))));
-        const auto hi = hn::BitCast(d16, hn::PromoteTo(du16, hn::ShiftRight<4>(bytes)));
-        sum0 = hn::ReorderWidenMulAccumulate(d32, lo, hn::LoadU(d16, xb + k), sum0, sum1);
-        sum0 = hn::ReorderWidenMulAccumulate(d32, hi, hn::LoadU(d16, xb + kHalf + k), sum0, sum1);
-      }
-      const auto dot = hn::ConvertTo(df, hn::RearrangeToOddPlusEven(sum0, sum1));
-      acc = hn::MulAdd(dot, hn::Set(df, HalfToF32(blk.d) * in.dx[b]), acc);
-      min_term += HalfToF32(blk.m) * in.sums[b];
+      block(row[b], b, acc0, min0);
+      block(row[b + 1], b + 1, acc1, min1);
     }
-    y[r] = hn::GetLane(hn::SumOfLanes(df, acc)) + min_term;
+    if (b < blocks) block(row[b], b, acc0, min0);
+    y[r] = hn::GetLane(hn::SumOfLanes(df, hn::Add(acc0, acc1))) + (min0 + min1);
   }
 }
 
