@@ -10,8 +10,8 @@
 //   DotRows<R>(w, stride, x, cols, out)  R rows (1..4) against one x, two
 //     accumulators per row, x loaded once per column block for all R rows;
 //   StoreSums4(df, a, b, c, d, out)  four lane sums reduced together;
-//   DotTile4<T>(w, stride, xs, cols, ys)  4 rows x T (1..8) vectors, one
-//     accumulator each (a short chunk's compute-bound register tile).
+//   DotTile<R, T>(w, stride, xs, cols, ys)  R rows (1..4) x T (1..8)
+//     vectors, one accumulator each (a short chunk's register tile).
 #if defined(QKVSHARE_AGENTS_KERNELS_MATVEC_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef QKVSHARE_AGENTS_KERNELS_MATVEC_INL_H_
 #undef QKVSHARE_AGENTS_KERNELS_MATVEC_INL_H_
@@ -180,23 +180,27 @@ HWY_INLINE void StoreSums4(DF df, hn::Vec<DF> a, hn::Vec<DF> b, hn::Vec<DF> c, h
 }
 
 // Rows x tokens register tile of a short-chunk matrix product:
-//   ys[t][i] = dot(w + i * stride, xs[t]) over `cols`, i < 4, t < T,
-// for 4 weight rows and T (1..8) input vectors. R * T accumulators stay in
-// registers (named variables: scalable vectors cannot live in arrays), so
-// every widened weight vector feeds T FMAs and every x vector 4 (instead of
-// one load of each per FMA in DotRows), and the 4 sums of a token are
-// reduced together (StoreSums4). Each xs[t] and ys[t] is its own pointer.
-template <int T, typename TW>
-HWY_INLINE void DotTile4(const TW* HWY_RESTRICT w, size_t stride,
-                         const float* const* HWY_RESTRICT xs, size_t cols,
-                         float* const* HWY_RESTRICT ys) {
-  static_assert(T >= 1 && T <= 8, "1 to 8 tokens");
+//   ys[t][i] = dot(w + i * stride, xs[t]) over `cols`, i < R, t < T,
+// for R (1..4) weight rows and T (1..8) input vectors. R * T accumulators
+// stay in registers (named variables: scalable vectors cannot live in
+// arrays), so every widened weight vector feeds T FMAs and every x vector R
+// (instead of one load of each per FMA in DotRows), and the sums of a token
+// are reduced together (StoreSums4). Each xs[t] and ys[t] is its own
+// pointer. Every output is computed the same way (one accumulator over the
+// columns in order, then StoreSums4's order), whatever R, T and the other
+// rows and vectors of the tile: a row's result does not depend on how rows
+// and tokens were tiled. With R == 4 the next 4 rows are prefetched.
+template <int R, int T, typename TW>
+HWY_INLINE void DotTile(const TW* HWY_RESTRICT w, size_t stride,
+                        const float* const* HWY_RESTRICT xs, size_t cols,
+                        float* const* HWY_RESTRICT ys) {
+  static_assert(R >= 1 && R <= 4 && T >= 1 && T <= 8, "1 to 4 rows, 1 to 8 tokens");
   const hn::ScalableTag<float> df;
   const size_t N = hn::Lanes(df);
   const TW* HWY_RESTRICT w0 = w;
-  const TW* HWY_RESTRICT w1 = w + stride;
-  const TW* HWY_RESTRICT w2 = w + 2 * stride;
-  const TW* HWY_RESTRICT w3 = w + 3 * stride;
+  const TW* HWY_RESTRICT w1 = w + (R > 1 ? stride : 0);
+  const TW* HWY_RESTRICT w2 = w + (R > 2 ? 2 * stride : 0);
+  const TW* HWY_RESTRICT w3 = w + (R > 3 ? 3 * stride : 0);
 #define QKV_TILE_X(t) const float* HWY_RESTRICT x##t = xs[T > t ? t : 0]
   QKV_TILE_X(0);
   QKV_TILE_X(1);
@@ -219,33 +223,38 @@ HWY_INLINE void DotTile4(const TW* HWY_RESTRICT w, size_t stride,
   QKV_TILE_ACC(7);
 #undef QKV_TILE_ACC
   // One column block: v0..v3 the widened weights, LOADX(p) the x block.
-#define QKV_TILE_FMA(t, LOADX)         \
-  if constexpr (T > t) {               \
-    const auto xv = LOADX(x##t);       \
-    a0##t = hn::MulAdd(v0, xv, a0##t); \
-    a1##t = hn::MulAdd(v1, xv, a1##t); \
-    a2##t = hn::MulAdd(v2, xv, a2##t); \
-    a3##t = hn::MulAdd(v3, xv, a3##t); \
+#define QKV_TILE_FMA(t, LOADX)                              \
+  if constexpr (T > t) {                                    \
+    const auto xv = LOADX(x##t);                            \
+    a0##t = hn::MulAdd(v0, xv, a0##t);                      \
+    if constexpr (R > 1) a1##t = hn::MulAdd(v1, xv, a1##t); \
+    if constexpr (R > 2) a2##t = hn::MulAdd(v2, xv, a2##t); \
+    if constexpr (R > 3) a3##t = hn::MulAdd(v3, xv, a3##t); \
   }
-#define QKV_TILE_STEP(LOADW, LOADX)                                            \
-  do {                                                                         \
-    const auto v0 = LOADW(w0), v1 = LOADW(w1), v2 = LOADW(w2), v3 = LOADW(w3); \
-    QKV_TILE_FMA(0, LOADX);                                                    \
-    QKV_TILE_FMA(1, LOADX);                                                    \
-    QKV_TILE_FMA(2, LOADX);                                                    \
-    QKV_TILE_FMA(3, LOADX);                                                    \
-    QKV_TILE_FMA(4, LOADX);                                                    \
-    QKV_TILE_FMA(5, LOADX);                                                    \
-    QKV_TILE_FMA(6, LOADX);                                                    \
-    QKV_TILE_FMA(7, LOADX);                                                    \
+#define QKV_TILE_STEP(LOADW, LOADX)         \
+  do {                                      \
+    const auto v0 = LOADW(w0);              \
+    const auto v1 = R > 1 ? LOADW(w1) : v0; \
+    const auto v2 = R > 2 ? LOADW(w2) : v0; \
+    const auto v3 = R > 3 ? LOADW(w3) : v0; \
+    QKV_TILE_FMA(0, LOADX);                 \
+    QKV_TILE_FMA(1, LOADX);                 \
+    QKV_TILE_FMA(2, LOADX);                 \
+    QKV_TILE_FMA(3, LOADX);                 \
+    QKV_TILE_FMA(4, LOADX);                 \
+    QKV_TILE_FMA(5, LOADX);                 \
+    QKV_TILE_FMA(6, LOADX);                 \
+    QKV_TILE_FMA(7, LOADX);                 \
   } while (false)
   size_t c = 0;
   for (; c + N <= cols; c += N) {
-    // The next 4 rows (the next tile) are fetched while this one computes.
-    hwy::Prefetch(w0 + 4 * stride + c);
-    hwy::Prefetch(w1 + 4 * stride + c);
-    hwy::Prefetch(w2 + 4 * stride + c);
-    hwy::Prefetch(w3 + 4 * stride + c);
+    if constexpr (R == 4) {
+      // The next 4 rows (the next tile) are fetched while this one computes.
+      hwy::Prefetch(w0 + 4 * stride + c);
+      hwy::Prefetch(w1 + 4 * stride + c);
+      hwy::Prefetch(w2 + 4 * stride + c);
+      hwy::Prefetch(w3 + 4 * stride + c);
+    }
 #define QKV_LOADW(p) LoadWidened(df, p + c)
 #define QKV_LOADX(p) hn::LoadU(df, p + c)
     QKV_TILE_STEP(QKV_LOADW, QKV_LOADX);
@@ -262,8 +271,17 @@ HWY_INLINE void DotTile4(const TW* HWY_RESTRICT w, size_t stride,
   }
 #undef QKV_TILE_STEP
 #undef QKV_TILE_FMA
-#define QKV_TILE_SUMS(t) \
-  if constexpr (T > t) StoreSums4(df, a0##t, a1##t, a2##t, a3##t, ys[t])
+  // R < 4: the missing rows' sums are of zero vectors, dropped.
+#define QKV_TILE_SUMS(t)                                 \
+  if constexpr (T > t) {                                 \
+    if constexpr (R == 4) {                              \
+      StoreSums4(df, a0##t, a1##t, a2##t, a3##t, ys[t]); \
+    } else {                                             \
+      float sums[4];                                     \
+      StoreSums4(df, a0##t, a1##t, a2##t, a3##t, sums);  \
+      for (int i = 0; i < R; ++i) ys[t][i] = sums[i];    \
+    }                                                    \
+  }
   QKV_TILE_SUMS(0);
   QKV_TILE_SUMS(1);
   QKV_TILE_SUMS(2);

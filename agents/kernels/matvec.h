@@ -74,9 +74,7 @@ void SoftmaxInPlace(float* p, int64_t n);
 // the first `ctx` cache rows: for each query g, p_g[t] = softmax_t(dot(q_g,
 // k_t)) and out_g = sum_t p_g[t] * v_t, where k_t = k + t * head_dim and v_t
 // likewise (rows of one head of the KvCache, `dtype` kF32, kBF16 or kF16).
-// Each cache row is read once for up to 4 queries, one reduction per row and
-// query. Single-token decode (ctx = position + 1); AttendChunk computes the
-// same values up to fp32 rounding.
+// Single-token decode (ctx = position + 1): AttendChunk with n = 1.
 //   q: [group, head_dim] fp32, already scaled by 1/sqrt(head_dim);
 //   p: [group, ctx] fp32 (the probabilities on return);
 //   out: [group, head_dim] fp32 (overwritten).
@@ -88,9 +86,11 @@ void AttendQueryGroup(const float* q, int64_t group, const void* k, const void* 
 // instruction after a card inject): token t's `group` queries attend to the
 // first ctx0 + t cache rows. The cache is walked in tiles of rows; each tile
 // of K and of V is read from memory once for all n * group queries (one call
-// per token would stream the whole head n times). Compute-bound register
-// tiles: scores as 4 K rows x up to 6 queries (MatMulRows' tiles), values
-// as up to 6 queries x 4 vectors of head_dim.
+// per token would stream the whole head n times). Register tiles: scores
+// as 4 K rows x up to 6 queries (MatMulRows' tiles), values as up to 6
+// queries x 4 vectors of head_dim. Each query's result is bit-identical to
+// what a call with only its own token (e.g. AttendQueryGroup) returns, so a
+// chunk attends exactly as token-by-token decode.
 //   q: token t's queries at q + t * q_stride, [group, head_dim] fp32, scaled;
 //   p: row (t * group + g) at p + (t * group + g) * p_stride, p_stride >=
 //      ctx0 + n - 1 (the probabilities of query g of token t on return, in

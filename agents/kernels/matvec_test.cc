@@ -172,6 +172,23 @@ TEST_P(KernelsTest, MatMulRowsEveryChunkSizeMatchesFloat64Reference) {
   }
 }
 
+// A chunk's products do not depend on how its rows are split (threads):
+// every output is computed alike in full and partial row tiles.
+TEST_P(KernelsTest, MatMulRowsChunkBitsIndependentOfRowRanges) {
+  std::mt19937 rng(29);
+  for (DType t : kDTypes) {
+    const int64_t rows = 23, cols = 77, n = 9;
+    Matrix w = RandomMatrix(rows * cols, rng), x = RandomMatrix(n * cols, rng);
+    std::vector<float> whole(n * rows), split(n * rows);
+    MatMulRows(w.data(t), t, cols, x.f32.data(), cols, n, nullptr, whole.data(), rows, 0, rows);
+    for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 3}, {3, 10}, {10, 11}, {11, rows}}) {
+      MatMulRows(w.data(t), t, cols, x.f32.data(), cols, n, nullptr, split.data(), rows, r0, r1);
+    }
+    for (int64_t i = 0; i < n * rows; ++i)
+      ASSERT_EQ(whole[i], split[i]) << DTypeName(t) << " " << i;
+  }
+}
+
 TEST_P(KernelsTest, RmsNormMatchesFloat64Reference) {
   std::vector<float> x = {3, -4, 0, 0}, w = {1, 2, 1, 1}, y(4);
   RmsNorm(x.data(), w.data(), 0.0, 4, y.data());  // rms = sqrt(25 / 4) = 2.5
@@ -403,6 +420,48 @@ TEST_P(KernelsTest, AttendChunkEveryChunkSizeMatchesFloat64Reference) {
               }
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// A chunk attends exactly as token-by-token decode: each token's queries
+// give the same bits as AttendQueryGroup over that token's context (the
+// q4 decode path rounds activations to int8, which would amplify any
+// difference). Also across a chunk split into token ranges, as DecodeChunk
+// splits it across threads.
+TEST_P(KernelsTest, AttendChunkBitIdenticalToPerTokenDecode) {
+  std::mt19937 rng(23);
+  for (DType t : kDTypes) {
+    for (int64_t hd : {40, 64}) {
+      const int64_t group = 3, ctx0 = 70, n = 11, ctx_max = ctx0 + n - 1;
+      Matrix k = RandomMatrix(ctx_max * hd, rng), v = RandomMatrix(ctx_max * hd, rng);
+      Matrix q = RandomMatrix(n * group * hd, rng, 3.0f);
+      std::vector<float> p(n * group * ctx_max), out(n * group * hd);
+      AttendChunk(q.f32.data(), group * hd, n, group, k.data(t), v.data(t), t, ctx0, hd, p.data(),
+                  ctx_max, out.data(), group * hd);
+      // Two ranges: tokens [0, 4) and [4, n).
+      std::vector<float> p2(p.size()), out2(out.size());
+      for (auto [t0, t1] : {std::pair<int64_t, int64_t>{0, 4}, {4, n}}) {
+        AttendChunk(q.f32.data() + t0 * group * hd, group * hd, t1 - t0, group, k.data(t),
+                    v.data(t), t, ctx0 + t0, hd, p2.data() + t0 * group * ctx_max, ctx_max,
+                    out2.data() + t0 * group * hd, group * hd);
+      }
+      for (int64_t tok = 0; tok < n; ++tok) {
+        const int64_t ctx = ctx0 + tok;
+        std::vector<float> pd(group * ctx), od(group * hd);
+        AttendQueryGroup(q.f32.data() + tok * group * hd, group, k.data(t), v.data(t), t, ctx, hd,
+                         pd.data(), od.data());
+        for (int64_t g = 0; g < group; ++g) {
+          for (int64_t r = 0; r < ctx; ++r) {
+            ASSERT_EQ(p[(tok * group + g) * ctx_max + r], pd[g * ctx + r]) << DTypeName(t);
+            ASSERT_EQ(p2[(tok * group + g) * ctx_max + r], pd[g * ctx + r]) << DTypeName(t);
+          }
+        }
+        for (int64_t i = 0; i < group * hd; ++i) {
+          ASSERT_EQ(out[tok * group * hd + i], od[i]) << DTypeName(t) << " token " << tok;
+          ASSERT_EQ(out2[tok * group * hd + i], od[i]) << DTypeName(t) << " token " << tok;
         }
       }
     }
