@@ -31,20 +31,81 @@ using DF = hn::ScalableTag<float>;
 template <typename T>
 constexpr int64_t kRowsPerPass = sizeof(T) == 4 ? 4 : 1;
 
+// Tokens (or queries) per register tile of a short chunk (DotTile: 4 rows
+// x kTileTokens accumulators, plus 4 widened weight vectors and one x
+// vector): 4 x 6 + 5 = 29 of the 32 vector registers of AVX-512, NEON and
+// SVE; 4 x 2 + 5 = 13 of the 16 of AVX2 and SSE (3 or 4 tokens spill there:
+// measured 1.4x slower than 2 at 9 tokens with AVX2 forced on Zen 5).
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3 || \
+    HWY_TARGET == HWY_SCALAR || HWY_TARGET == HWY_EMU128
+constexpr int kTileTokens = 2;
+#else
+constexpr int kTileTokens = 6;
+#endif
+
+// Runs fn(std::integral_constant<int, T>()) for the runtime t == T, t in
+// 1 .. kTileTokens.
+template <int T = 1, class Fn>
+HWY_INLINE void ForTileTokens(int64_t t, const Fn& fn) {
+  if (t == T) return fn(std::integral_constant<int, T>());
+  if constexpr (T < kTileTokens) ForTileTokens<T + 1>(t, fn);
+}
+
+// DotTile<R, T> for runtime R in 1..4 and T in 1 .. kTileTokens.
+template <typename TW>
+HWY_INLINE void DotTileN(int64_t R, int64_t T, const TW* HWY_RESTRICT w, size_t stride,
+                         const float* const* xs, size_t cols, float* const* ys) {
+  ForTileTokens(T, [&](auto tt) {
+    constexpr int kT = decltype(tt)::value;
+    switch (R) {
+      case 4:
+        return DotTile<4, kT>(w, stride, xs, cols, ys);
+      case 3:
+        return DotTile<3, kT>(w, stride, xs, cols, ys);
+      case 2:
+        return DotTile<2, kT>(w, stride, xs, cols, ys);
+      default:
+        return DotTile<1, kT>(w, stride, xs, cols, ys);
+    }
+  });
+}
+
 template <typename T>
 void MatMulT(const T* HWY_RESTRICT w, int64_t cols, const float* HWY_RESTRICT x, int64_t x_stride,
              int64_t n, const float* HWY_RESTRICT bias, float* HWY_RESTRICT y, int64_t y_stride,
              int64_t r0, int64_t r1) {
   const size_t c = static_cast<size_t>(cols);
-  int64_t r = r0;
-  for (; r + kRowsPerPass<T> <= r1; r += kRowsPerPass<T>) {
-    for (int64_t t = 0; t < n; ++t) {
-      DotRows<kRowsPerPass<T>>(w + r * cols, c, x + t * x_stride, c, y + t * y_stride + r);
+  if (n == 1) {
+    // Single-token decode: memory-bound, rows streamed (kRowsPerPass).
+    int64_t r = r0;
+    for (; r + kRowsPerPass<T> <= r1; r += kRowsPerPass<T>) {
+      DotRows<kRowsPerPass<T>>(w + r * cols, c, x, c, y + r);
     }
-  }
-  for (; r < r1; ++r) {
-    for (int64_t t = 0; t < n; ++t)
-      DotRows<1>(w + r * cols, c, x + t * x_stride, c, y + t * y_stride + r);
+    for (; r < r1; ++r) DotRows<1>(w + r * cols, c, x, c, y + r);
+  } else {
+    // A short chunk: compute-bound. Tiles of 4 rows (the last 1..3) x up to
+    // kTileTokens tokens; the tokens split into near-equal groups (9 -> 5 +
+    // 4 with 6-token tiles, 16 -> 6 + 5 + 5) so no group runs a mostly idle
+    // tile. The rows stay in L1 for all groups; DotTile prefetches the next
+    // 4. Each output is computed alike in every tile (DotTile), so results
+    // do not depend on how the rows were split across threads.
+    const int64_t groups = (n + kTileTokens - 1) / kTileTokens;
+    const int64_t base = n / groups, extra = n % groups;
+    const float* xs[kTileTokens];
+    float* ys[kTileTokens];
+    for (int64_t r = r0; r < r1; r += 4) {
+      const int64_t rows = std::min<int64_t>(4, r1 - r);
+      int64_t t0 = 0;
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t tn = base + (g < extra ? 1 : 0);
+        for (int64_t i = 0; i < tn; ++i) {
+          xs[i] = x + (t0 + i) * x_stride;
+          ys[i] = y + (t0 + i) * y_stride + r;
+        }
+        DotTileN(rows, tn, w + r * cols, c, xs, c, ys);
+        t0 += tn;
+      }
+    }
   }
   if (bias != nullptr) {
     for (int64_t t = 0; t < n; ++t) {
@@ -189,147 +250,194 @@ void SoftmaxInPlaceImpl(float* HWY_RESTRICT p, int64_t n) {
 // fp32 rows at head_dim 64).
 constexpr int64_t kAttnTile = 64;
 
-// Scores of NG (1..4) queries against `rows` cache rows k[0 .. rows):
-// p_g[r] = dot(q_g, k_r). Each K row is loaded once for all NG queries;
-// accumulators stay in registers (explicit variables, since scalable vectors
-// cannot live in arrays). q_g = q + g * hd; p_g = p + g * p_stride.
-template <int NG, typename T>
-void ScoresTile(const float* HWY_RESTRICT q, const T* HWY_RESTRICT k, int64_t rows, int64_t hd,
-                float* HWY_RESTRICT p, int64_t p_stride) {
+// outs[t][0 .. width) (+)= sum_{r < rows} ps[t][r] * v_r[0 .. width) for the
+// T (1..8) queries of a block, where width = (C - 1) * N + last (C: 1..4
+// vectors, the last one `last` lanes) and v_r = v + r * hd. T * C
+// accumulators in registers: each V vector loaded once feeds T FMAs, each
+// broadcast probability C. `first`: outs overwritten, else accumulated into.
+template <int T, int C, typename TV>
+HWY_INLINE void ValuesTileTC(const float* const* HWY_RESTRICT ps, const TV* HWY_RESTRICT v,
+                             int64_t rows, int64_t hd, size_t last, bool first,
+                             float* const* HWY_RESTRICT outs) {
+  static_assert(T >= 1 && T <= 8 && C >= 1 && C <= 4, "1..8 queries, 1..4 vectors");
   const DF df;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const float* HWY_RESTRICT q0 = q;
-  const float* HWY_RESTRICT q1 = q + (NG > 1 ? hd : 0);
-  const float* HWY_RESTRICT q2 = q + (NG > 2 ? 2 * hd : 0);
-  const float* HWY_RESTRICT q3 = q + (NG > 3 ? 3 * hd : 0);
-  float* HWY_RESTRICT p0 = p;
-  float* HWY_RESTRICT p1 = p + (NG > 1 ? p_stride : 0);
-  float* HWY_RESTRICT p2 = p + (NG > 2 ? 2 * p_stride : 0);
-  float* HWY_RESTRICT p3 = p + (NG > 3 ? 3 * p_stride : 0);
-  const int64_t full = hd / N * N;
-  const size_t rest = static_cast<size_t>(hd - full);
+  const size_t N = hn::Lanes(df);
+  const bool whole = last == N;
+  // Vector c (< C) of the row at `src`: the last one may be partial.
+  auto load_v = [&](const TV* HWY_RESTRICT src, size_t c) {
+    return (c + 1 < C || whole) ? LoadWidened(df, src + c * N)
+                                : LoadWidenedN(df, src + c * N, last);
+  };
+  auto load_out = [&](size_t t, size_t c) {
+    const float* HWY_RESTRICT o = outs[t] + c * N;
+    if (first) return hn::Zero(df);
+    return (c + 1 < C || whole) ? hn::LoadU(df, o) : LoadWidenedN(df, o, last);
+  };
+  auto store_out = [&](hn::Vec<DF> a, size_t t, size_t c) {
+    float* HWY_RESTRICT o = outs[t] + c * N;
+    if (c + 1 < C || whole) {
+      hn::StoreU(a, df, o);
+    } else {
+      HWY_ALIGN float buf[HWY_MAX_BYTES / sizeof(float)];
+      hn::Store(a, df, buf);
+      std::memcpy(o, buf, last * sizeof(float));
+    }
+  };
+#define QKV_VT_P(t) const float* HWY_RESTRICT p##t = ps[T > t ? t : 0]
+  QKV_VT_P(0);
+  QKV_VT_P(1);
+  QKV_VT_P(2);
+  QKV_VT_P(3);
+  QKV_VT_P(4);
+  QKV_VT_P(5);
+  QKV_VT_P(6);
+  QKV_VT_P(7);
+#undef QKV_VT_P
+#define QKV_VT_ACC(t)                                          \
+  auto a0##t = T > t ? load_out(t, 0) : hn::Zero(df);          \
+  auto a1##t = T > t && C > 1 ? load_out(t, 1) : hn::Zero(df); \
+  auto a2##t = T > t && C > 2 ? load_out(t, 2) : hn::Zero(df); \
+  auto a3##t = T > t && C > 3 ? load_out(t, 3) : hn::Zero(df)
+  QKV_VT_ACC(0);
+  QKV_VT_ACC(1);
+  QKV_VT_ACC(2);
+  QKV_VT_ACC(3);
+  QKV_VT_ACC(4);
+  QKV_VT_ACC(5);
+  QKV_VT_ACC(6);
+  QKV_VT_ACC(7);
+#undef QKV_VT_ACC
   for (int64_t r = 0; r < rows; ++r) {
-    const T* HWY_RESTRICT kr = k + r * hd;
-    auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
-    for (int64_t i = 0; i < hd; i += N) {
-      const bool whole = i < full;
-      const auto kv = whole ? LoadWidened(df, kr + i) : LoadWidenedN(df, kr + i, rest);
-      auto qv = [&](const float* HWY_RESTRICT qg) {
-        return whole ? hn::LoadU(df, qg + i) : LoadWidenedN(df, qg + i, rest);
-      };
-      a0 = hn::MulAdd(kv, qv(q0), a0);
-      if constexpr (NG > 1) a1 = hn::MulAdd(kv, qv(q1), a1);
-      if constexpr (NG > 2) a2 = hn::MulAdd(kv, qv(q2), a2);
-      if constexpr (NG > 3) a3 = hn::MulAdd(kv, qv(q3), a3);
-    }
-    p0[r] = ReduceSum(df, a0);
-    if constexpr (NG > 1) p1[r] = ReduceSum(df, a1);
-    if constexpr (NG > 2) p2[r] = ReduceSum(df, a2);
-    if constexpr (NG > 3) p3[r] = ReduceSum(df, a3);
+    const TV* HWY_RESTRICT vr = v + r * hd;
+    const auto v0 = load_v(vr, 0);
+    const auto v1 = C > 1 ? load_v(vr, 1) : v0;
+    const auto v2 = C > 2 ? load_v(vr, 2) : v0;
+    const auto v3 = C > 3 ? load_v(vr, 3) : v0;
+#define QKV_VT_FMA(t)                                       \
+  if constexpr (T > t) {                                    \
+    const auto pb = hn::Set(df, p##t[r]);                   \
+    a0##t = hn::MulAdd(pb, v0, a0##t);                      \
+    if constexpr (C > 1) a1##t = hn::MulAdd(pb, v1, a1##t); \
+    if constexpr (C > 2) a2##t = hn::MulAdd(pb, v2, a2##t); \
+    if constexpr (C > 3) a3##t = hn::MulAdd(pb, v3, a3##t); \
   }
+    QKV_VT_FMA(0);
+    QKV_VT_FMA(1);
+    QKV_VT_FMA(2);
+    QKV_VT_FMA(3);
+    QKV_VT_FMA(4);
+    QKV_VT_FMA(5);
+    QKV_VT_FMA(6);
+    QKV_VT_FMA(7);
+#undef QKV_VT_FMA
+  }
+#define QKV_VT_STORE(t)                          \
+  if constexpr (T > t) {                         \
+    store_out(a0##t, t, 0);                      \
+    if constexpr (C > 1) store_out(a1##t, t, 1); \
+    if constexpr (C > 2) store_out(a2##t, t, 2); \
+    if constexpr (C > 3) store_out(a3##t, t, 3); \
+  }
+  QKV_VT_STORE(0);
+  QKV_VT_STORE(1);
+  QKV_VT_STORE(2);
+  QKV_VT_STORE(3);
+  QKV_VT_STORE(4);
+  QKV_VT_STORE(5);
+  QKV_VT_STORE(6);
+  QKV_VT_STORE(7);
+#undef QKV_VT_STORE
 }
 
-// out_g (+)= sum_r p_g[r] v_r over `rows` cache rows v[0 .. rows) for NG
-// (1..4) queries, one column block at a time (the tile stays in L1 across
-// blocks); `first`: out_g is overwritten, else accumulated into.
-// p_g = p + g * p_stride; out_g = out + g * hd.
-template <int NG, typename T>
-void ValuesTile(const float* HWY_RESTRICT p, int64_t p_stride, const T* HWY_RESTRICT v,
-                int64_t rows, int64_t hd, bool first, float* HWY_RESTRICT out) {
+// ValuesTileTC<T, C> for runtime T (1 .. kTileTokens) and C (1..4).
+template <int C, typename TV>
+HWY_INLINE void ValuesTileC(int64_t T, const float* const* ps, const TV* v, int64_t rows,
+                            int64_t hd, size_t last, bool first, float* const* outs) {
+  ForTileTokens(T, [&](auto tt) {
+    ValuesTileTC<decltype(tt)::value, C>(ps, v, rows, hd, last, first, outs);
+  });
+}
+
+// The causal attention of n >= 1 tokens (n * group queries of one kv head;
+// AttendChunk, and AttendQueryGroup with n = 1): queries in blocks of up to
+// kTileTokens, the cache walked in kAttnTile rows. Scores: DotTile tiles of
+// 4 K rows x a block of queries (the 4 rows' sums reduced together).
+// Values: ValuesTileTC, a block of queries x 4 column vectors. A block
+// computes scores up to the context of its last query; the rows past each
+// query's own context get probability 0 after its softmax. Every score is
+// one accumulator over head_dim reduced in StoreSums4's order, and every
+// output lane one ordered sum over the rows, whatever the block: a query's
+// result is bit-identical whether its token runs alone (decode) or in a
+// chunk, so a chunk matches token-by-token decode exactly here (which
+// matters where later steps round activations, as q4 decode does to int8).
+template <typename T>
+void AttendChunkTiled(const float* q, int64_t q_stride, int64_t n, int64_t group, const T* k,
+                      const T* v, int64_t ctx0, int64_t hd, float* p, int64_t p_stride, float* out,
+                      int64_t out_stride) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const float* HWY_RESTRICT p0 = p;
-  const float* HWY_RESTRICT p1 = p + (NG > 1 ? p_stride : 0);
-  const float* HWY_RESTRICT p2 = p + (NG > 2 ? 2 * p_stride : 0);
-  const float* HWY_RESTRICT p3 = p + (NG > 3 ? 3 * p_stride : 0);
-  const int64_t full = hd / N * N;
-  const size_t rest = static_cast<size_t>(hd - full);
-  for (int64_t i = 0; i < hd; i += N) {
-    const bool whole = i < full;
-    auto load_out = [&](int g) {
-      const float* HWY_RESTRICT o = out + g * hd + i;
-      if (first) return hn::Zero(df);
-      return whole ? hn::LoadU(df, o) : LoadWidenedN(df, o, rest);
-    };
-    auto a0 = load_out(0);
-    auto a1 = NG > 1 ? load_out(1) : hn::Zero(df);
-    auto a2 = NG > 2 ? load_out(2) : hn::Zero(df);
-    auto a3 = NG > 3 ? load_out(3) : hn::Zero(df);
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* HWY_RESTRICT vr = v + r * hd + i;
-      const auto vv = whole ? LoadWidened(df, vr) : LoadWidenedN(df, vr, rest);
-      a0 = hn::MulAdd(hn::Set(df, p0[r]), vv, a0);
-      if constexpr (NG > 1) a1 = hn::MulAdd(hn::Set(df, p1[r]), vv, a1);
-      if constexpr (NG > 2) a2 = hn::MulAdd(hn::Set(df, p2[r]), vv, a2);
-      if constexpr (NG > 3) a3 = hn::MulAdd(hn::Set(df, p3[r]), vv, a3);
-    }
-    auto store = [&](decltype(a0) a, int g) {
-      float* HWY_RESTRICT o = out + g * hd + i;
-      if (whole) {
-        hn::StoreU(a, df, o);
-      } else {
-        HWY_ALIGN float buf[HWY_MAX_BYTES / sizeof(float)];
-        hn::Store(a, df, buf);
-        std::memcpy(o, buf, rest * sizeof(float));
-      }
-    };
-    store(a0, 0);
-    if constexpr (NG > 1) store(a1, 1);
-    if constexpr (NG > 2) store(a2, 2);
-    if constexpr (NG > 3) store(a3, 3);
-  }
-}
-
-// Runs fn(std::integral_constant<int, NG>, g) over the group in blocks of up
-// to 4 queries (NG = block size, g = first query of the block).
-template <class Fn>
-HWY_INLINE void ForQueryBlocks(int64_t group, const Fn& fn) {
-  for (int64_t g = 0; g < group; g += 4) {
-    switch (std::min<int64_t>(4, group - g)) {
-      case 4:
-        fn(std::integral_constant<int, 4>(), g);
-        break;
-      case 3:
-        fn(std::integral_constant<int, 3>(), g);
-        break;
-      case 2:
-        fn(std::integral_constant<int, 2>(), g);
-        break;
-      default:
-        fn(std::integral_constant<int, 1>(), g);
-        break;
-    }
-  }
-}
-
-template <typename T>
-void AttendChunkT(const float* q, int64_t q_stride, int64_t n, int64_t group, const T* k,
-                  const T* v, int64_t ctx0, int64_t hd, float* p, int64_t p_stride, float* out,
-                  int64_t out_stride) {
+  const int64_t nq = n * group;
+  // Query j = t * group + g (token t, head g of the group).
+  auto qrow = [&](int64_t j) { return q + (j / group) * q_stride + (j % group) * hd; };
+  auto prow = [&](int64_t j) { return p + j * p_stride; };
+  auto orow = [&](int64_t j) { return out + (j / group) * out_stride + (j % group) * hd; };
+  auto ctx_of = [&](int64_t j) { return ctx0 + j / group; };
+  const int64_t blocks = (nq + kTileTokens - 1) / kTileTokens;
+  const int64_t base = nq / blocks, extra = nq % blocks;
+  auto block_begin = [&](int64_t b) { return b * base + std::min(b, extra); };
   const int64_t ctx_last = ctx0 + n - 1;
-  // Probabilities of query g of token t: row t * group + g of p.
-  auto prow = [&](int64_t t, int64_t g) { return p + (t * group + g) * p_stride; };
+  const float* xs[kTileTokens];
+  float* ys[kTileTokens];
   for (int64_t c0 = 0; c0 < ctx_last; c0 += kAttnTile) {
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t rows = std::min(c0 + kAttnTile, ctx0 + t) - c0;
-      if (rows <= 0) continue;
-      ForQueryBlocks(group, [&](auto ng, int64_t g) {
-        ScoresTile<decltype(ng)::value>(q + t * q_stride + g * hd, k + c0 * hd, rows, hd,
-                                        prow(t, g) + c0, p_stride);
-      });
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t j0 = block_begin(b), tn = block_begin(b + 1) - j0;
+      const int64_t rows = std::min(c0 + kAttnTile, ctx_of(j0 + tn - 1)) - c0;
+      for (int64_t i = 0; i < tn; ++i) xs[i] = qrow(j0 + i);
+      for (int64_t r = 0; r < rows; r += 4) {
+        for (int64_t i = 0; i < tn; ++i) ys[i] = prow(j0 + i) + c0 + r;
+        DotTileN(std::min<int64_t>(4, rows - r), tn, k + (c0 + r) * hd, static_cast<size_t>(hd), xs,
+                 static_cast<size_t>(hd), ys);
+      }
     }
   }
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t g = 0; g < group; ++g) SoftmaxInPlaceImpl(prow(t, g), ctx0 + t);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t j0 = block_begin(b), j1 = block_begin(b + 1);
+    const int64_t block_ctx = ctx_of(j1 - 1);
+    for (int64_t j = j0; j < j1; ++j) {
+      SoftmaxInPlaceImpl(prow(j), ctx_of(j));
+      std::fill(prow(j) + ctx_of(j), prow(j) + block_ctx, 0.0f);
+    }
   }
+  const float* ps[kTileTokens];
+  float* outs[kTileTokens];
   for (int64_t c0 = 0; c0 < ctx_last; c0 += kAttnTile) {
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t rows = std::min(c0 + kAttnTile, ctx0 + t) - c0;
-      if (rows <= 0) continue;
-      ForQueryBlocks(group, [&](auto ng, int64_t g) {
-        ValuesTile<decltype(ng)::value>(prow(t, g) + c0, p_stride, v + c0 * hd, rows, hd,
-                                        /*first=*/c0 == 0, out + t * out_stride + g * hd);
-      });
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t j0 = block_begin(b), tn = block_begin(b + 1) - j0;
+      const int64_t rows = std::min(c0 + kAttnTile, ctx_of(j0 + tn - 1)) - c0;
+      for (int64_t i0 = 0; i0 < hd; i0 += 4 * N) {
+        const int64_t vecs = std::min<int64_t>(4, (hd - i0 + N - 1) / N);
+        const size_t last = static_cast<size_t>(std::min(N, hd - i0 - (vecs - 1) * N));
+        for (int64_t i = 0; i < tn; ++i) {
+          ps[i] = prow(j0 + i) + c0;
+          outs[i] = orow(j0 + i) + i0;
+        }
+        const T* vt = v + c0 * hd + i0;
+        const bool first = c0 == 0;
+        switch (vecs) {
+          case 4:
+            ValuesTileC<4>(tn, ps, vt, rows, hd, last, first, outs);
+            break;
+          case 3:
+            ValuesTileC<3>(tn, ps, vt, rows, hd, last, first, outs);
+            break;
+          case 2:
+            ValuesTileC<2>(tn, ps, vt, rows, hd, last, first, outs);
+            break;
+          default:
+            ValuesTileC<1>(tn, ps, vt, rows, hd, last, first, outs);
+            break;
+        }
+      }
     }
   }
 }
@@ -339,16 +447,16 @@ void AttendChunkImpl(const float* q, int64_t q_stride, int64_t n, int64_t group,
                      int64_t p_stride, float* out, int64_t out_stride) {
   switch (dtype) {
     case DType::kF32:
-      return AttendChunkT(q, q_stride, n, group, static_cast<const float*>(k),
-                          static_cast<const float*>(v), ctx0, hd, p, p_stride, out, out_stride);
+      return AttendChunkTiled(q, q_stride, n, group, static_cast<const float*>(k),
+                              static_cast<const float*>(v), ctx0, hd, p, p_stride, out, out_stride);
     case DType::kBF16:
-      return AttendChunkT(q, q_stride, n, group, static_cast<const hwy::bfloat16_t*>(k),
-                          static_cast<const hwy::bfloat16_t*>(v), ctx0, hd, p, p_stride, out,
-                          out_stride);
+      return AttendChunkTiled(q, q_stride, n, group, static_cast<const hwy::bfloat16_t*>(k),
+                              static_cast<const hwy::bfloat16_t*>(v), ctx0, hd, p, p_stride, out,
+                              out_stride);
     case DType::kF16:
-      return AttendChunkT(q, q_stride, n, group, static_cast<const hwy::float16_t*>(k),
-                          static_cast<const hwy::float16_t*>(v), ctx0, hd, p, p_stride, out,
-                          out_stride);
+      return AttendChunkTiled(q, q_stride, n, group, static_cast<const hwy::float16_t*>(k),
+                              static_cast<const hwy::float16_t*>(v), ctx0, hd, p, p_stride, out,
+                              out_stride);
   }
 }
 

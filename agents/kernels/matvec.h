@@ -39,7 +39,12 @@ void MatVecRows(const void* w, DType w_dtype, int64_t cols, const float* x, cons
 
 // The same for `n` input vectors at once (a short prefill chunk): for t < n,
 // y[t * y_stride + r] = sum_c w[r, c] * x[t * x_stride + c] (+ bias[r]).
-// Each weight row is read from memory once for all n vectors (then from L1).
+// n == 1 is MatVecRows (memory-bound decode: rows streamed). n >= 2 is
+// compute-bound: register tiles of 4 rows x up to 6 tokens (2 on 16-register
+// targets: AVX2, SSE) whose accumulators are reduced together, each weight
+// row read from memory once for all n vectors (prefetched, then from L1). The
+// sums of a tile are ordered differently from MatVecRows', so a chunk's
+// results may differ from n single calls in the last bits (fp32 rounding).
 void MatMulRows(const void* w, DType w_dtype, int64_t cols, const float* x, int64_t x_stride,
                 int64_t n, const float* bias, float* y, int64_t y_stride, int64_t row_begin,
                 int64_t row_end);
@@ -69,8 +74,7 @@ void SoftmaxInPlace(float* p, int64_t n);
 // the first `ctx` cache rows: for each query g, p_g[t] = softmax_t(dot(q_g,
 // k_t)) and out_g = sum_t p_g[t] * v_t, where k_t = k + t * head_dim and v_t
 // likewise (rows of one head of the KvCache, `dtype` kF32, kBF16 or kF16).
-// Each cache row is read once for up to 4 queries. Single-token decode (ctx =
-// position + 1); AttendChunk with n = 1.
+// Single-token decode (ctx = position + 1): AttendChunk with n = 1.
 //   q: [group, head_dim] fp32, already scaled by 1/sqrt(head_dim);
 //   p: [group, ctx] fp32 (the probabilities on return);
 //   out: [group, head_dim] fp32 (overwritten).
@@ -82,10 +86,16 @@ void AttendQueryGroup(const float* q, int64_t group, const void* k, const void* 
 // instruction after a card inject): token t's `group` queries attend to the
 // first ctx0 + t cache rows. The cache is walked in tiles of rows; each tile
 // of K and of V is read from memory once for all n * group queries (one call
-// per token would stream the whole head n times).
+// per token would stream the whole head n times). Register tiles: scores
+// as 4 K rows x up to 6 queries (MatMulRows' tiles), values as up to 6
+// queries x 4 vectors of head_dim. Each query's result is bit-identical to
+// what a call with only its own token (e.g. AttendQueryGroup) returns, so a
+// chunk attends exactly as token-by-token decode.
 //   q: token t's queries at q + t * q_stride, [group, head_dim] fp32, scaled;
 //   p: row (t * group + g) at p + (t * group + g) * p_stride, p_stride >=
-//      ctx0 + n - 1 (the probabilities of query g of token t on return);
+//      ctx0 + n - 1 (the probabilities of query g of token t on return, in
+//      its first ctx0 + t entries; entries up to ctx0 + n - 1 may be
+//      overwritten, with 0; the rest is untouched);
 //   out: token t's [group, head_dim] at out + t * out_stride (overwritten).
 // REQUIRES: n >= 1, ctx0 >= 1, group >= 1.
 void AttendChunk(const float* q, int64_t q_stride, int64_t n, int64_t group, const void* k,

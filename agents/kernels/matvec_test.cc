@@ -133,6 +133,62 @@ TEST_P(KernelsTest, MatMulRowsMatchesFloat64Reference) {
   }
 }
 
+// Every chunk size of the short-chunk kernel (register tiles of 4 rows x up
+// to 6 tokens, tokens split into near-equal groups), ragged column counts
+// (vector tails), row counts and thread ranges that are not multiples of 4.
+TEST_P(KernelsTest, MatMulRowsEveryChunkSizeMatchesFloat64Reference) {
+  std::mt19937 rng(19);
+  for (DType t : kDTypes) {
+    for (int64_t cols : {1, 7, 16, 33, 70, 100}) {
+      const int64_t rows = 13, x_stride = cols + 3, y_stride = rows + 2;
+      Matrix w = RandomMatrix(rows * cols, rng), b = RandomMatrix(rows, rng);
+      for (int64_t n = 1; n <= 16; ++n) {
+        Matrix x = RandomMatrix(n * x_stride, rng);
+        for (bool with_bias : {false, true}) {
+          const float* bias = with_bias ? b.f32.data() : nullptr;
+          std::vector<float> y(n * y_stride, -7.0f);
+          // Ranges as threads would get them: 5 + 6 + 2 rows.
+          for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 5}, {5, 11}, {11, rows}}) {
+            MatMulRows(w.data(t), t, cols, x.f32.data(), x_stride, n, bias, y.data(), y_stride, r0,
+                       r1);
+          }
+          for (int64_t i = 0; i < n; ++i) {
+            for (int64_t r = 0; r < y_stride; ++r) {
+              if (r >= rows) {
+                ASSERT_EQ(y[i * y_stride + r], -7.0f);  // outside the rows: untouched
+                continue;
+              }
+              double want = with_bias ? b.f32[r] : 0.0;
+              for (int64_t c = 0; c < cols; ++c)
+                want += w.at(t, r * cols + c) * x.f32[i * x_stride + c];
+              ASSERT_NEAR(y[i * y_stride + r], want, 1e-5 * (1 + std::sqrt(double(cols))))
+                  << DTypeName(t) << " cols " << cols << " n " << n << " token " << i << " row "
+                  << r;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// A chunk's products do not depend on how its rows are split (threads):
+// every output is computed alike in full and partial row tiles.
+TEST_P(KernelsTest, MatMulRowsChunkBitsIndependentOfRowRanges) {
+  std::mt19937 rng(29);
+  for (DType t : kDTypes) {
+    const int64_t rows = 23, cols = 77, n = 9;
+    Matrix w = RandomMatrix(rows * cols, rng), x = RandomMatrix(n * cols, rng);
+    std::vector<float> whole(n * rows), split(n * rows);
+    MatMulRows(w.data(t), t, cols, x.f32.data(), cols, n, nullptr, whole.data(), rows, 0, rows);
+    for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 3}, {3, 10}, {10, 11}, {11, rows}}) {
+      MatMulRows(w.data(t), t, cols, x.f32.data(), cols, n, nullptr, split.data(), rows, r0, r1);
+    }
+    for (int64_t i = 0; i < n * rows; ++i)
+      ASSERT_EQ(whole[i], split[i]) << DTypeName(t) << " " << i;
+  }
+}
+
 TEST_P(KernelsTest, RmsNormMatchesFloat64Reference) {
   std::vector<float> x = {3, -4, 0, 0}, w = {1, 2, 1, 1}, y(4);
   RmsNorm(x.data(), w.data(), 0.0, 4, y.data());  // rms = sqrt(25 / 4) = 2.5
@@ -313,6 +369,99 @@ TEST_P(KernelsTest, AttendChunkMatchesFloat64ReferencePerToken) {
               ASSERT_EQ(out[tok * out_stride + i], 99.0f);
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// Every chunk size (query blocks of up to 6 tiled against 4 cache rows,
+// token ranges crossing the 64-row tiles) and head sizes with vector tails;
+// probabilities past the chunk's last context are left alone.
+TEST_P(KernelsTest, AttendChunkEveryChunkSizeMatchesFloat64Reference) {
+  std::mt19937 rng(21);
+  for (DType t : kDTypes) {
+    for (int64_t hd : {24, 40, 64}) {
+      for (int64_t group : {1, 3}) {
+        for (int64_t ctx0 : {1, 67}) {
+          for (int64_t n = 1; n <= 16; ++n) {
+            const int64_t ctx_max = ctx0 + n - 1;
+            Matrix k = RandomMatrix(ctx_max * hd, rng), v = RandomMatrix(ctx_max * hd, rng);
+            const int64_t q_stride = group * hd + 5, out_stride = group * hd + 3;
+            Matrix q = RandomMatrix(n * q_stride, rng, 3.0f);
+            const int64_t p_stride = ctx_max + 2;
+            std::vector<float> p(n * group * p_stride, -7.0f), out(n * out_stride, 99.0f);
+            AttendChunk(q.f32.data(), q_stride, n, group, k.data(t), v.data(t), t, ctx0, hd,
+                        p.data(), p_stride, out.data(), out_stride);
+            for (int64_t tok = 0; tok < n; ++tok) {
+              const int64_t ctx = ctx0 + tok;
+              for (int64_t g = 0; g < group; ++g) {
+                const float* qg = q.f32.data() + tok * q_stride + g * hd;
+                const float* pg = p.data() + (tok * group + g) * p_stride;
+                std::vector<double> s(ctx);
+                double mx = -1e300, sum = 0;
+                for (int64_t r = 0; r < ctx; ++r) {
+                  for (int64_t i = 0; i < hd; ++i) s[r] += qg[i] * k.at(t, r * hd + i);
+                  mx = std::max(mx, s[r]);
+                }
+                for (double& e : s) sum += (e = std::exp(e - mx));
+                for (int64_t r = 0; r < ctx; ++r) ASSERT_NEAR(pg[r], s[r] / sum, 1e-5);
+                for (int64_t r = ctx_max; r < p_stride; ++r) ASSERT_EQ(pg[r], -7.0f);
+                for (int64_t i = 0; i < hd; ++i) {
+                  double want = 0;
+                  for (int64_t r = 0; r < ctx; ++r) want += s[r] / sum * v.at(t, r * hd + i);
+                  ASSERT_NEAR(out[tok * out_stride + g * hd + i], want, 1e-5)
+                      << DTypeName(t) << " hd " << hd << " group " << group << " ctx0 " << ctx0
+                      << " n " << n << " token " << tok;
+                }
+              }
+              for (int64_t i = group * hd; i < out_stride; ++i) {
+                ASSERT_EQ(out[tok * out_stride + i], 99.0f);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// A chunk attends exactly as token-by-token decode: each token's queries
+// give the same bits as AttendQueryGroup over that token's context (the
+// q4 decode path rounds activations to int8, which would amplify any
+// difference). Also across a chunk split into token ranges, as DecodeChunk
+// splits it across threads.
+TEST_P(KernelsTest, AttendChunkBitIdenticalToPerTokenDecode) {
+  std::mt19937 rng(23);
+  for (DType t : kDTypes) {
+    for (int64_t hd : {40, 64}) {
+      const int64_t group = 3, ctx0 = 70, n = 11, ctx_max = ctx0 + n - 1;
+      Matrix k = RandomMatrix(ctx_max * hd, rng), v = RandomMatrix(ctx_max * hd, rng);
+      Matrix q = RandomMatrix(n * group * hd, rng, 3.0f);
+      std::vector<float> p(n * group * ctx_max), out(n * group * hd);
+      AttendChunk(q.f32.data(), group * hd, n, group, k.data(t), v.data(t), t, ctx0, hd, p.data(),
+                  ctx_max, out.data(), group * hd);
+      // Two ranges: tokens [0, 4) and [4, n).
+      std::vector<float> p2(p.size()), out2(out.size());
+      for (auto [t0, t1] : {std::pair<int64_t, int64_t>{0, 4}, {4, n}}) {
+        AttendChunk(q.f32.data() + t0 * group * hd, group * hd, t1 - t0, group, k.data(t),
+                    v.data(t), t, ctx0 + t0, hd, p2.data() + t0 * group * ctx_max, ctx_max,
+                    out2.data() + t0 * group * hd, group * hd);
+      }
+      for (int64_t tok = 0; tok < n; ++tok) {
+        const int64_t ctx = ctx0 + tok;
+        std::vector<float> pd(group * ctx), od(group * hd);
+        AttendQueryGroup(q.f32.data() + tok * group * hd, group, k.data(t), v.data(t), t, ctx, hd,
+                         pd.data(), od.data());
+        for (int64_t g = 0; g < group; ++g) {
+          for (int64_t r = 0; r < ctx; ++r) {
+            ASSERT_EQ(p[(tok * group + g) * ctx_max + r], pd[g * ctx + r]) << DTypeName(t);
+            ASSERT_EQ(p2[(tok * group + g) * ctx_max + r], pd[g * ctx + r]) << DTypeName(t);
+          }
+        }
+        for (int64_t i = 0; i < group * hd; ++i) {
+          ASSERT_EQ(out[tok * group * hd + i], od[i]) << DTypeName(t) << " token " << tok;
+          ASSERT_EQ(out2[tok * group * hd + i], od[i]) << DTypeName(t) << " token " << tok;
         }
       }
     }
