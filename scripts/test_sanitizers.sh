@@ -8,9 +8,17 @@
 #               the server core's building blocks.
 #
 # Usage: scripts/test_sanitizers.sh [--fast] [extra bazel test flags]
-#   --fast  the part scripts/test.sh runs: ASan+UBSan on quant, cachecard,
-#           the card store and the config, TSan on the task manager, the card
-#           store (its expiry timer) and concurrent card imports.
+#   --fast  the part scripts/test.sh (and so CI) runs, in the smallest build
+#           that covers what hostile input and threads reach:
+#           ASan+UBSan  quant, the card format and decoder (cachecard: parse,
+#                       inject, hostile cards), the card store and the daemon's
+#                       card import and listing;
+#           TSan        the task manager, the card store (its expiry timer),
+#                       concurrent card imports and card listings during
+#                       expiry.
+#           No gRPC service code, no config loader (full set and
+#           `scripts/fuzz.sh config`), nothing that links libtorch.
+#           Cold (no disk cache): ~250 s of CPU, docs/building.md.
 # The full set (no --fast) is documented in docs/operations.md "Security";
 # it builds the gRPC/proto code twice more (one build per sanitizer).
 # Exit status: non-zero when any test failed or did not build.
@@ -23,15 +31,18 @@ if [[ ${1:-} == --fast ]]; then fast=1; shift; fi
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp"
 
 if ((fast)); then
-  asan_targets=(//quant:all //cachecard:all //cachecard/shm:all //daemon/config:all)
+  # :all builds the packages' tests only (test:sanitizer_common --build_tests_only).
+  asan_targets=(//quant:all //cachecard:all //cachecard/shm:all
+                //daemon:card_import_test //daemon:card_listing_test)
   tsan_targets=(//daemon:task_manager_test //cachecard/shm:card_store_test
-                //daemon:card_import_test)
+                //daemon:card_import_test //daemon:card_listing_test)
 else
   scope='//quant/... + //cachecard/... + //base/... + //agents/tokenizer/... + //daemon/... + //qkvctl/...'
   mapfile -t asan_targets < <(bazel query --noshow_progress \
     "kind(cc_test, ${scope}) except rdeps(${scope}, @system//:torch)" 2>/dev/null)
   tsan_targets=(//daemon:task_manager_test //cachecard/shm:card_store_test
-                //daemon:card_import_test //cachecard:parallel_test //daemon:stats_test //daemon:metrics_test)
+                //daemon:card_import_test //daemon:card_listing_test //cachecard:parallel_test
+                //daemon:stats_test //daemon:metrics_test)
   if ((${#asan_targets[@]} == 0)); then
     echo "test_sanitizers: bazel query found no targets" >&2
     exit 1
