@@ -36,6 +36,19 @@ if ((fast)); then
                 //daemon:card_import_test //daemon:card_listing_test)
   tsan_targets=(//daemon:task_manager_test //cachecard/shm:card_store_test
                 //daemon:card_import_test //daemon:card_listing_test)
+  # Nothing here may link libtorch (its headers make each instrumented TU
+  # take minutes): a dependency that drags it in fails at once.
+  if ! torch=$(bazel query --noshow_progress \
+      "somepath(set(${asan_targets[*]} ${tsan_targets[*]}), @system//:torch)" 2>&1); then
+    echo "test_sanitizers: bazel query failed:" >&2
+    echo "$torch" >&2
+    exit 1
+  fi
+  if grep -q '^//' <<<"$torch"; then
+    echo "test_sanitizers: the fast set depends on libtorch:" >&2
+    grep -E '^(//|@)' <<<"$torch" >&2
+    exit 1
+  fi
 else
   scope='//quant/... + //cachecard/... + //base/... + //agents/tokenizer/... + //daemon/... + //qkvctl/...'
   mapfile -t asan_targets < <(bazel query --noshow_progress \
