@@ -16,9 +16,9 @@
 #           TSan        the task manager, the card store (its expiry timer),
 #                       concurrent card imports and card listings during
 #                       expiry.
-#           No gRPC service code, no config loader (full set and
-#           `scripts/fuzz.sh config`), nothing that links libtorch.
-#           Cold (no disk cache): ~250 s of CPU, docs/building.md.
+#           No gRPC service code, no config loader tests (full set and
+#           `scripts/fuzz.sh config`), nothing that links libtorch (checked).
+#           Cold (no disk cache): ~255 s of CPU, docs/building.md "Sanitizers".
 # The full set (no --fast) is documented in docs/operations.md "Security";
 # it builds the gRPC/proto code twice more (one build per sanitizer).
 # Exit status: non-zero when any test failed or did not build.
