@@ -479,7 +479,9 @@ absl::StatusOr<std::vector<std::string>> ServerCore::ReloadWorkflows() {
   return names;
 }
 
-v1::CardInfo ServerCore::CardInfoOf(const cachecard::shm::StoredCardInfo& s) const {
+v1::CardInfo ServerCore::CardInfoOf(const CardListing& c) const {
+  const cachecard::shm::StoredCardInfo& s = c.stored;
+  const cachecard::CardSummary& sum = c.summary;
   v1::CardInfo info;
   info.set_id(s.id.ToHex());
   if (!s.parent_id.IsZero()) info.set_parent_id(s.parent_id.ToHex());
@@ -498,44 +500,26 @@ v1::CardInfo ServerCore::CardInfoOf(const cachecard::shm::StoredCardInfo& s) con
   if (s.pinned_until > absl::Now() && s.pinned_until != absl::InfiniteFuture()) {
     info.set_pinned_until_unix_ms(absl::ToUnixMillis(s.pinned_until));
   }
-  const cachecard::Card* card = store_->Find(s.id);
-  if (card == nullptr) return info;  // evicted meanwhile
-  const cachecard::CardMetadata& m = card->metadata();
-  int64_t chain = 0;
-  for (const cachecard::Card* c = card; c != nullptr;) {
-    chain += static_cast<int64_t>(c->metadata().card_bytes);
-    c = c->metadata().parent_id.IsZero() ? nullptr : store_->Find(c->metadata().parent_id);
-  }
-  info.set_chain_bytes(chain);
-  cachecard::CardSummary sum = cachecard::Summarize(m);
+  info.set_chain_bytes(c.chain_bytes);
   bool quantized = false;
   for (const cachecard::SegmentSummary& seg : sum.segments) {
     quantized |= seg.mode == cachecard::CardMode::kQuantized;
   }
   info.set_mode(quantized ? "quantized" : "full");
-  info.set_policy(m.provenance.quant_policy);
-  info.set_budget_bits(m.provenance.budget_bits);
-  info.set_source_agent(m.provenance.source_agent);
-  info.set_hop(static_cast<int>(m.provenance.hop_index));
+  info.set_policy(sum.provenance.quant_policy);
+  info.set_budget_bits(sum.provenance.budget_bits);
+  info.set_source_agent(sum.provenance.source_agent);
+  info.set_hop(static_cast<int>(sum.provenance.hop_index));
   info.set_fingerprint(sum.fingerprint);
   info.set_foreign_model(!HostsModel(sum.fingerprint));
-  info.set_created_unix_ms(m.provenance.created_unix_ms);
-  info.set_format_version(static_cast<int>(m.format_version));
-  info.set_num_layers(m.shape.num_layers);
-  info.set_num_kv_heads(m.shape.num_kv_heads);
-  info.set_head_dim(m.shape.head_dim);
-  info.set_source_dtype(std::string(DTypeName(m.source_dtype)));
-  // Per-layer bytes: the summary gives K + V together; split K/V from the
-  // sections of every segment.
-  for (uint32_t l = 0; l < static_cast<uint32_t>(m.shape.num_layers); ++l) {
-    int64_t kb = 0, vb = 0;
-    for (const cachecard::SegmentInfo& seg : m.segments) {
-      kb += static_cast<int64_t>(cachecard::ExpectedSectionBytes(m.shape, seg, true));
-      vb += static_cast<int64_t>(cachecard::ExpectedSectionBytes(m.shape, seg, false));
-    }
-    info.add_layer_k_bytes(kb);
-    info.add_layer_v_bytes(vb);
-  }
+  info.set_created_unix_ms(sum.provenance.created_unix_ms);
+  info.set_format_version(static_cast<int>(c.format_version));
+  info.set_num_layers(sum.shape.num_layers);
+  info.set_num_kv_heads(sum.shape.num_kv_heads);
+  info.set_head_dim(sum.shape.head_dim);
+  info.set_source_dtype(std::string(DTypeName(sum.source_dtype)));
+  for (int64_t b : c.layer_k_bytes) info.add_layer_k_bytes(b);
+  for (int64_t b : c.layer_v_bytes) info.add_layer_v_bytes(b);
   for (int b = 0; b <= 16; ++b) {
     auto k = sum.k_bits_histogram.find(b);
     auto v = sum.v_bits_histogram.find(b);
@@ -557,7 +541,9 @@ std::vector<v1::AgentInfo> ServerCore::ListAgents() const {
 
 v1::ListCardsResponse ServerCore::ListCards() const {
   v1::ListCardsResponse out;
-  for (const cachecard::shm::StoredCardInfo& s : store_->List()) *out.add_cards() = CardInfoOf(s);
+  // Each card is held while read (CardStore::Peek): the expiry timer and
+  // other RPCs drop cards concurrently.
+  for (const CardListing& c : ListStoredCards(*store_)) *out.add_cards() = CardInfoOf(c);
   out.set_store_bytes(static_cast<int64_t>(store_->used_bytes()));
   out.set_quota_bytes(static_cast<int64_t>(store_->quota_bytes()));
   return out;
@@ -565,10 +551,9 @@ v1::ListCardsResponse ServerCore::ListCards() const {
 
 absl::StatusOr<v1::CardInfo> ServerCore::GetCard(const std::string& id) const {
   QKV_ASSIGN_OR_RETURN(cachecard::CardId cid, cachecard::CardId::FromHex(id));
-  for (const cachecard::shm::StoredCardInfo& s : store_->List()) {
-    if (s.id == cid) return CardInfoOf(s);
-  }
-  return absl::NotFoundError(absl::StrCat("no card '", id, "'"));
+  absl::StatusOr<CardListing> c = DescribeStoredCard(*store_, cid);
+  if (!c.ok()) return absl::NotFoundError(absl::StrCat("no card '", id, "'"));
+  return CardInfoOf(*c);
 }
 
 absl::Status ServerCore::ExportCard(

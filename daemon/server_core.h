@@ -25,6 +25,7 @@
 #include "cachecard/shm/card_store.h"
 #include "daemon/agent_pool.h"
 #include "daemon/card_import.h"
+#include "daemon/card_listing.h"
 #include "daemon/config/config.h"
 #include "daemon/handoff/handoff.h"
 #include "daemon/stats.h"
@@ -114,7 +115,7 @@ class ServerCore {
   absl::Status ResolveContextCard(const v1::SubmitTaskRequest& request,
                                   const ResolvedHop& first_hop, const Agent& first,
                                   TaskSpec* spec) const;
-  v1::CardInfo CardInfoOf(const cachecard::shm::StoredCardInfo& info) const;
+  v1::CardInfo CardInfoOf(const CardListing& card) const;
   // Whether an agent here runs the model with this fingerprint (64 hex).
   bool HostsModel(const std::string& fingerprint_hex) const;
 

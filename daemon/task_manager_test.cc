@@ -101,9 +101,16 @@ TEST(TaskManagerTest, WatcherCapsAreResourceExhausted) {
   const std::string a = m.Submit(Spec("block")).value();
   const std::string b = m.Submit(Spec("block")).value();
   std::atomic<bool> stop{false};
+  // The probes below are watchers too, for a moment: a watcher refused
+  // because of one tries again (without that, a slow thread start, e.g.
+  // under TSan, left the cap unreachable and the test failed after 20 s).
   auto watch = [&](const std::string& id) {
-    return m.Watch(
-        id, 0, [](const v1::TaskEvent&) { return true; }, [&] { return !stop.load(); });
+    while (true) {
+      absl::Status s = m.Watch(
+          id, 0, [](const v1::TaskEvent&) { return true; }, [&] { return !stop.load(); });
+      if (s.code() != absl::StatusCode::kResourceExhausted || stop.load()) return s;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
   };
   std::vector<std::thread> watchers;
   for (int i = 0; i < 2; ++i) watchers.emplace_back([&] { watch(a); });

@@ -44,13 +44,16 @@ class CardStore::StoreSink final : public CardSink {
 };
 
 CardHandle::CardHandle(CardHandle&& other) noexcept
-    : store_(std::exchange(other.store_, nullptr)), card_(std::exchange(other.card_, nullptr)) {}
+    : store_(std::exchange(other.store_, nullptr)),
+      card_(std::exchange(other.card_, nullptr)),
+      use_(other.use_) {}
 
 CardHandle& CardHandle::operator=(CardHandle&& other) noexcept {
   if (this != &other) {
     Reset();
     store_ = std::exchange(other.store_, nullptr);
     card_ = std::exchange(other.card_, nullptr);
+    use_ = other.use_;
   }
   return *this;
 }
@@ -58,7 +61,7 @@ CardHandle& CardHandle::operator=(CardHandle&& other) noexcept {
 CardHandle::~CardHandle() { Reset(); }
 
 void CardHandle::Reset() {
-  if (store_ != nullptr && card_ != nullptr) store_->Release(card_);
+  if (store_ != nullptr && card_ != nullptr) store_->Release(card_, use_);
   store_ = nullptr;
   card_ = nullptr;
 }
@@ -386,6 +389,16 @@ absl::StatusOr<CardHandle> CardStore::Get(const CardId& id, const CardExpectatio
   return CardHandle(this, it->second->card.get());
 }
 
+absl::StatusOr<CardHandle> CardStore::Peek(const CardId& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) {
+    return absl::NotFoundError(absl::StrCat("card ", id.ToHex(), " is not stored"));
+  }
+  ++it->second->handles;
+  return CardHandle(this, it->second->card.get(), /*use=*/false);
+}
+
 absl::StatusOr<CardNeed> CardStore::Need(const CardId& id) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(id);
@@ -418,12 +431,12 @@ const Card* CardStore::Find(const CardId& id) const {
   return it == entries_.end() ? nullptr : it->second->card.get();
 }
 
-void CardStore::Release(const Card* card) {
+void CardStore::Release(const Card* card, bool use) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(card->id());
   if (it == entries_.end()) return;  // can't happen: a handle pins its entry
   --it->second->handles;
-  Touch(it->second.get());
+  if (use) Touch(it->second.get());
 }
 
 void CardStore::Drop(const CardId& id) {

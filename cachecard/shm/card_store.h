@@ -114,7 +114,8 @@ class CardStore;
 
 // A reference to a stored card: keeps it (and, through rule 2, its parent
 // chain) in the store while alive. Movable, not copyable. Hold it for the
-// duration of an injection or a task, not longer.
+// duration of an injection or a task, not longer. Releasing it counts as a
+// use of the card (rule 4's order) unless it came from CardStore::Peek().
 class CardHandle {
  public:
   CardHandle() = default;
@@ -132,11 +133,13 @@ class CardHandle {
 
  private:
   friend class CardStore;
-  CardHandle(CardStore* store, const Card* card) : store_(store), card_(card) {}
+  CardHandle(CardStore* store, const Card* card, bool use = true)
+      : store_(store), card_(card), use_(use) {}
   void Reset();
 
   CardStore* store_ = nullptr;
   const Card* card_ = nullptr;
+  bool use_ = true;  // release counts as a use (false: from Peek())
 };
 
 // A soft reference: a card a queued, running or paused task will need later
@@ -266,6 +269,16 @@ class CardStore final : public CardResolver {
   // the card is for another model or holds another context than expected.
   absl::StatusOr<CardHandle> Get(const CardId& id, const CardExpectation& expect = {});
 
+  // A handle to stored card `id` for reading it without using it: listings
+  // and inspection (the daemon's ListCards). Like Get() it keeps the card,
+  // and its parent chain, stored while held, so another thread (the expiry
+  // timer, a quota eviction, Remove()) cannot drop it under the reader; unlike
+  // Get() neither taking nor releasing it counts as a use (LRU order and
+  // StoredCardInfo::idle unchanged) and no expiry pass runs. A card pointer
+  // from Find() or List() without such a handle may be dropped at any time.
+  // Errors: NotFound.
+  absl::StatusOr<CardHandle> Peek(const CardId& id);
+
   // Marks stored card `id` as needed by a task (rule 4) while the returned
   // object lives. Errors: NotFound.
   absl::StatusOr<CardNeed> Need(const CardId& id);
@@ -325,7 +338,8 @@ class CardStore final : public CardResolver {
   // reserves them. Errors: ResourceExhausted.
   absl::Status Reserve(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
   void Unreserve(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
-  void Release(const Card* card) ABSL_LOCKS_EXCLUDED(mu_);
+  // Drops a handle's reference; `use`: it counts as a use (Touch).
+  void Release(const Card* card, bool use) ABSL_LOCKS_EXCLUDED(mu_);
   void ReleaseNeed(const CardId& id) ABSL_LOCKS_EXCLUDED(mu_);
   // Whether rule 4 may evict `entry` now (unreferenced, no children, not pinned).
   bool Evictable(const Entry& entry, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

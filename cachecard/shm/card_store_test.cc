@@ -250,6 +250,43 @@ TEST_F(CardStoreTest, EvictionOrderUnneededThenNeededLruAndPinsStay) {
   EXPECT_TRUE(store->Remove(IdOf(5)).ok());
 }
 
+TEST_F(CardStoreTest, PeekIsNotAUse) {
+  const uint64_t bytes = CardBytes();
+  auto store = MakeStore(3 * bytes);
+  for (uint8_t i = 1; i <= 3; ++i) ASSERT_TRUE(Build(store.get(), i).ok());  // LRU: 1 2 3
+  now_ += absl::Seconds(5);
+  {
+    CardHandle peeked = *store->Peek(IdOf(1));
+    EXPECT_EQ(peeked->id(), IdOf(1));
+    EXPECT_EQ(store->List()[0].handles, 1);
+  }
+  std::vector<StoredCardInfo> rows = store->List();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].id, IdOf(1));  // still the least recently used
+  EXPECT_EQ(rows[0].handles, 0);
+  EXPECT_EQ(rows[0].idle, absl::Seconds(5));  // not reset
+  ASSERT_TRUE(Build(store.get(), 4).ok());
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(1)));  // a Get() would have made it 2
+  EXPECT_EQ(store->Peek(IdOf(1)).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(CardStoreTest, APeekedCardAndItsChainStayUntilReleased) {
+  auto store = MakeStore(uint64_t{1} << 30, absl::Minutes(10));
+  {
+    CardHandle parent = *Build(store.get(), 1);
+    ASSERT_TRUE(Build(store.get(), 2, 30, parent.get()).ok());
+  }
+  CardHandle peeked = *store->Peek(IdOf(2));
+  now_ += absl::Minutes(11);
+  store->EvictExpired();  // both expired, but the child is held and pins its parent
+  EXPECT_TRUE(evicted_.empty());
+  ASSERT_NE(store->Find(IdOf(1)), nullptr);
+  EXPECT_EQ(store->Remove(IdOf(2)).code(), absl::StatusCode::kFailedPrecondition);
+  peeked = CardHandle();
+  store->EvictExpired();
+  EXPECT_THAT(evicted_, ElementsAre(IdOf(2), IdOf(1)));
+}
+
 TEST_F(CardStoreTest, TtlSkipsPinnedAndNeededCards) {
   auto store = MakeStore(uint64_t{1} << 30, absl::Minutes(10));
   for (uint8_t i = 1; i <= 3; ++i) ASSERT_TRUE(Build(store.get(), i).ok());
