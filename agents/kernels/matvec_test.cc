@@ -325,6 +325,50 @@ TEST_P(KernelsTest, AttendQueryGroupMatchesFloat64Reference) {
   }
 }
 
+// Runs AttendChunk for `n` tokens after `ctx0` - 1 cached rows (group query
+// heads of head_dim `hd`, cache dtype `t`) and checks every token's
+// probabilities and output against an f64 reference over its causal context;
+// probabilities past the chunk's last context and the gap between tokens'
+// outputs are left alone.
+void ExpectAttendChunkMatchesReference(DType t, int64_t hd, int64_t group, int64_t ctx0, int64_t n,
+                                       std::mt19937& rng) {
+  const int64_t ctx_max = ctx0 + n - 1;
+  Matrix k = RandomMatrix(ctx_max * hd, rng), v = RandomMatrix(ctx_max * hd, rng);
+  // Token stride wider than group * hd, as in the decode's qkv rows.
+  const int64_t q_stride = group * hd + 5, out_stride = group * hd + 3;
+  Matrix q = RandomMatrix(n * q_stride, rng, 3.0f);
+  const int64_t p_stride = ctx_max + 2;
+  std::vector<float> p(n * group * p_stride, -7.0f), out(n * out_stride, 99.0f);
+  AttendChunk(q.f32.data(), q_stride, n, group, k.data(t), v.data(t), t, ctx0, hd, p.data(),
+              p_stride, out.data(), out_stride);
+  for (int64_t tok = 0; tok < n; ++tok) {
+    const int64_t ctx = ctx0 + tok;
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = q.f32.data() + tok * q_stride + g * hd;
+      const float* pg = p.data() + (tok * group + g) * p_stride;
+      std::vector<double> s(ctx);
+      double mx = -1e300, sum = 0;
+      for (int64_t r = 0; r < ctx; ++r) {
+        for (int64_t i = 0; i < hd; ++i) s[r] += qg[i] * k.at(t, r * hd + i);
+        mx = std::max(mx, s[r]);
+      }
+      for (double& e : s) sum += (e = std::exp(e - mx));
+      for (int64_t r = 0; r < ctx; ++r) ASSERT_NEAR(pg[r], s[r] / sum, 1e-5);
+      for (int64_t r = ctx_max; r < p_stride; ++r) ASSERT_EQ(pg[r], -7.0f);
+      for (int64_t i = 0; i < hd; ++i) {
+        double want = 0;
+        for (int64_t r = 0; r < ctx; ++r) want += s[r] / sum * v.at(t, r * hd + i);
+        ASSERT_NEAR(out[tok * out_stride + g * hd + i], want, 1e-5)
+            << DTypeName(t) << " hd " << hd << " group " << group << " ctx0 " << ctx0 << " n " << n
+            << " token " << tok;
+      }
+    }
+    for (int64_t i = group * hd; i < out_stride; ++i) {
+      ASSERT_EQ(out[tok * out_stride + i], 99.0f);
+    }
+  }
+}
+
 TEST_P(KernelsTest, AttendChunkMatchesFloat64ReferencePerToken) {
   std::mt19937 rng(12);
   for (DType t : kDTypes) {
@@ -334,41 +378,8 @@ TEST_P(KernelsTest, AttendChunkMatchesFloat64ReferencePerToken) {
         // kernel's 64-row tiles.
         for (auto [ctx0, n] : std::vector<std::pair<int64_t, int64_t>>{
                  {1, 1}, {1, 9}, {60, 9}, {64, 1}, {130, 16}, {300, 3}}) {
-          const int64_t ctx_max = ctx0 + n - 1;
-          Matrix k = RandomMatrix(ctx_max * hd, rng), v = RandomMatrix(ctx_max * hd, rng);
-          // Token stride wider than group * hd, as in the decode's qkv rows.
-          const int64_t q_stride = group * hd + 5, out_stride = group * hd + 3;
-          Matrix q = RandomMatrix(n * q_stride, rng, 3.0f);
-          const int64_t p_stride = ctx_max + 2;
-          std::vector<float> p(n * group * p_stride, -7.0f), out(n * out_stride, 99.0f);
-          AttendChunk(q.f32.data(), q_stride, n, group, k.data(t), v.data(t), t, ctx0, hd, p.data(),
-                      p_stride, out.data(), out_stride);
-          for (int64_t tok = 0; tok < n; ++tok) {
-            const int64_t ctx = ctx0 + tok;
-            for (int64_t g = 0; g < group; ++g) {
-              const float* qg = q.f32.data() + tok * q_stride + g * hd;
-              const float* pg = p.data() + (tok * group + g) * p_stride;
-              std::vector<double> s(ctx);
-              double mx = -1e300, sum = 0;
-              for (int64_t r = 0; r < ctx; ++r) {
-                for (int64_t i = 0; i < hd; ++i) s[r] += qg[i] * k.at(t, r * hd + i);
-                mx = std::max(mx, s[r]);
-              }
-              for (double& e : s) sum += (e = std::exp(e - mx));
-              for (int64_t r = 0; r < ctx; ++r) ASSERT_NEAR(pg[r], s[r] / sum, 1e-5);
-              for (int64_t i = 0; i < hd; ++i) {
-                double want = 0;
-                for (int64_t r = 0; r < ctx; ++r) want += s[r] / sum * v.at(t, r * hd + i);
-                ASSERT_NEAR(out[tok * out_stride + g * hd + i], want, 1e-5)
-                    << DTypeName(t) << " hd " << hd << " group " << group << " ctx0 " << ctx0
-                    << " token " << tok;
-              }
-            }
-            // The gap between tokens' outputs is left alone.
-            for (int64_t i = group * hd; i < out_stride; ++i) {
-              ASSERT_EQ(out[tok * out_stride + i], 99.0f);
-            }
-          }
+          ExpectAttendChunkMatchesReference(t, hd, group, ctx0, n, rng);
+          if (HasFatalFailure()) return;
         }
       }
     }
@@ -376,8 +387,7 @@ TEST_P(KernelsTest, AttendChunkMatchesFloat64ReferencePerToken) {
 }
 
 // Every chunk size (query blocks of up to 6 tiled against 4 cache rows,
-// token ranges crossing the 64-row tiles) and head sizes with vector tails;
-// probabilities past the chunk's last context are left alone.
+// token ranges crossing the 64-row tiles) and head sizes with vector tails.
 TEST_P(KernelsTest, AttendChunkEveryChunkSizeMatchesFloat64Reference) {
   std::mt19937 rng(21);
   for (DType t : kDTypes) {
@@ -385,40 +395,8 @@ TEST_P(KernelsTest, AttendChunkEveryChunkSizeMatchesFloat64Reference) {
       for (int64_t group : {1, 3}) {
         for (int64_t ctx0 : {1, 67}) {
           for (int64_t n = 1; n <= 16; ++n) {
-            const int64_t ctx_max = ctx0 + n - 1;
-            Matrix k = RandomMatrix(ctx_max * hd, rng), v = RandomMatrix(ctx_max * hd, rng);
-            const int64_t q_stride = group * hd + 5, out_stride = group * hd + 3;
-            Matrix q = RandomMatrix(n * q_stride, rng, 3.0f);
-            const int64_t p_stride = ctx_max + 2;
-            std::vector<float> p(n * group * p_stride, -7.0f), out(n * out_stride, 99.0f);
-            AttendChunk(q.f32.data(), q_stride, n, group, k.data(t), v.data(t), t, ctx0, hd,
-                        p.data(), p_stride, out.data(), out_stride);
-            for (int64_t tok = 0; tok < n; ++tok) {
-              const int64_t ctx = ctx0 + tok;
-              for (int64_t g = 0; g < group; ++g) {
-                const float* qg = q.f32.data() + tok * q_stride + g * hd;
-                const float* pg = p.data() + (tok * group + g) * p_stride;
-                std::vector<double> s(ctx);
-                double mx = -1e300, sum = 0;
-                for (int64_t r = 0; r < ctx; ++r) {
-                  for (int64_t i = 0; i < hd; ++i) s[r] += qg[i] * k.at(t, r * hd + i);
-                  mx = std::max(mx, s[r]);
-                }
-                for (double& e : s) sum += (e = std::exp(e - mx));
-                for (int64_t r = 0; r < ctx; ++r) ASSERT_NEAR(pg[r], s[r] / sum, 1e-5);
-                for (int64_t r = ctx_max; r < p_stride; ++r) ASSERT_EQ(pg[r], -7.0f);
-                for (int64_t i = 0; i < hd; ++i) {
-                  double want = 0;
-                  for (int64_t r = 0; r < ctx; ++r) want += s[r] / sum * v.at(t, r * hd + i);
-                  ASSERT_NEAR(out[tok * out_stride + g * hd + i], want, 1e-5)
-                      << DTypeName(t) << " hd " << hd << " group " << group << " ctx0 " << ctx0
-                      << " n " << n << " token " << tok;
-                }
-              }
-              for (int64_t i = group * hd; i < out_stride; ++i) {
-                ASSERT_EQ(out[tok * out_stride + i], 99.0f);
-              }
-            }
+            ExpectAttendChunkMatchesReference(t, hd, group, ctx0, n, rng);
+            if (HasFatalFailure()) return;
           }
         }
       }
