@@ -891,6 +891,7 @@ TEST_F(CardStoreTest, ConcurrentBuildsGetsAndReleasesRespectTheQuota) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 10; ++i) {
         absl::StatusOr<CardHandle> h = Build(store.get(), static_cast<uint8_t>(1 + t * 10 + i));
+        EXPECT_TRUE(h.ok()) << "thread " << t << " card " << i << ": " << h.status();
         if (h.ok()) {
           ++built;
           EXPECT_TRUE(store->Get((*h)->id()).ok());
