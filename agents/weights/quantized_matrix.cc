@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -120,6 +121,16 @@ void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_beg
         break;
     }
   }
+}
+
+void QuantizedMatrix::SetRowBlocks(int64_t row, const void* blocks) {
+  const size_t row_bytes = static_cast<size_t>(blocks_per_row()) * BlockBytes(format_);
+  std::memcpy(static_cast<char*>(data_.get()) + row * row_bytes, blocks, row_bytes);
+}
+
+void QuantizedMatrix::GetRowBlocks(int64_t row, void* out) const {
+  const size_t row_bytes = static_cast<size_t>(blocks_per_row()) * BlockBytes(format_);
+  std::memcpy(out, static_cast<const char*>(data_.get()) + row * row_bytes, row_bytes);
 }
 
 }  // namespace qkvshare::agents::weights

@@ -78,6 +78,16 @@ class QuantizedMatrix {
   // |x| <= 65504.
   void QuantizeRows(const void* src, DType dtype, int64_t row_begin, int64_t row_end);
 
+  // Copies row `row`'s blocks_per_row() blocks of format() (BlockQ8 /
+  // BlockQ4 / BlockQ6, the layouts of block_formats.h; e.g. read from a GGUF
+  // file) into the matrix, in whatever layout the kernels read.
+  // REQUIRES: 0 <= row < rows().
+  void SetRowBlocks(int64_t row, const void* blocks);
+
+  // The inverse of SetRowBlocks: row `row`'s blocks_per_row() blocks of
+  // format() into `out`. REQUIRES: 0 <= row < rows().
+  void GetRowBlocks(int64_t row, void* out) const;
+
   BlockFormat format() const { return format_; }
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
