@@ -201,12 +201,14 @@ TEST(QuantizedModelTest, FingerprintCoversFormatAndBytesAreBlocks) {
   // stories260K: 5 layers of q,k,v,o [64|32, 64] and gate, up [172, 64], down
   // [64, 172] (6 blocks per row); tied embedding [512, 64] (2 blocks per row,
   // q6 under q4: 26 bytes a block; bf16 under q8, converted from the f32
-  // checkpoint into copied memory).
+  // checkpoint into copied memory). q4 stores rows in groups of 8: gate and
+  // up are padded to 176 rows.
   const int64_t per_layer_blocks = (64 + 32 + 32 + 64) * 2 + 172 * 2 * 2 + 64 * 6;
+  const int64_t per_layer_blocks_q4 = (64 + 32 + 32 + 64) * 2 + 176 * 2 * 2 + 64 * 6;
   EXPECT_EQ(q8->copied_weight_bytes(),
             static_cast<size_t>(5 * per_layer_blocks * 34 + 512 * 64 * 2));
   EXPECT_EQ(q4->copied_weight_bytes(),
-            static_cast<size_t>(5 * per_layer_blocks * 20 + 512 * 2 * 26));
+            static_cast<size_t>(5 * per_layer_blocks_q4 * 20 + 512 * 2 * 26));
   ModelOptions options;
   EXPECT_FALSE(ApplyWeightFormat(weights::WeightFormat::kF16, &options).ok());
 }

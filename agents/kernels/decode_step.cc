@@ -52,7 +52,7 @@ void EmbeddingRow(const DecodeWeights& w, int32_t token, float* out) {
       DequantizeQ8Rows(static_cast<const weights::BlockQ8*>(w.embed), D, token, token + 1, out);
       return;
     case MatrixEncoding::kQ4:
-      DequantizeQ4Rows(static_cast<const weights::BlockQ4*>(w.embed), D, token, token + 1, out);
+      DequantizeQ4Rows(static_cast<const weights::BlockQ4x8*>(w.embed), D, token, token + 1, out);
       return;
     case MatrixEncoding::kQ6:
       DequantizeQ6Rows(static_cast<const weights::BlockQ6*>(w.embed), D, token, token + 1, out);
@@ -75,7 +75,7 @@ void MatMulEncodedRows(const void* w, DType dtype, MatrixEncoding encoding, int6
     if (encoding == MatrixEncoding::kQ8) {
       MatVecQ8Rows(static_cast<const weights::BlockQ8*>(w), cols, xt, yt, begin, end);
     } else if (encoding == MatrixEncoding::kQ4) {
-      MatVecQ4Rows(static_cast<const weights::BlockQ4*>(w), cols, xt, yt, begin, end);
+      MatVecQ4Rows(static_cast<const weights::BlockQ4x8*>(w), cols, xt, yt, begin, end);
     } else {
       MatVecQ6Rows(static_cast<const weights::BlockQ6*>(w), cols, xt, yt, begin, end);
     }

@@ -26,9 +26,11 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 using weights::BlockQ4;
+using weights::BlockQ4x8;
 using weights::BlockQ6;
 using weights::BlockQ8;
 using weights::kBlockSize;
+using weights::kQ4GroupRows;
 
 // At most 16 fp32 lanes (so 32 is a multiple of the lane count everywhere).
 using DF = hn::CappedTag<float, 16>;
@@ -38,6 +40,8 @@ using DF = hn::CappedTag<float, 16>;
 // pass sharing the activation loads (4 interleaved weight streams defeat the
 // hardware prefetcher); the prefetch itself added ~15%.
 constexpr int64_t kPrefetchBlocks = 32;
+// q4 groups are 160 bytes per block column: ~1.3 KiB ahead.
+constexpr int64_t kQ4PrefetchBlocks = 8;
 
 // ------------------------------ q8: float widening
 // x padded with zeros to whole blocks (the padding lanes of the last block of
@@ -184,14 +188,15 @@ void MatVecQ6Rows(const BlockQ6* w, int64_t cols, const float* x, float* y, int6
   }
 }
 
-// ------------------------------ q4: integer dot products
+// ------------------------------ q4: integer dot products, 8 rows at once
 // The activations of one call, quantized (QuantizeActivationsQ8) once and
 // reused by every row. Per thread: callers split rows across threads.
-// The int8 codes are kept widened to int16, the width the dot products
-// multiply in, so no row widens them again.
+// pairs[p] holds codes 2p and 2p + 1 as two int16 (little-endian) in one
+// 32-bit word: broadcast, it is the activation operand of every row's
+// pairwise multiply-add.
 struct QuantizedInput {
   std::vector<int8_t> xq;
-  std::vector<int16_t> x16;
+  std::vector<int32_t> pairs;
   std::vector<float> dx, sums;
 };
 
@@ -199,61 +204,135 @@ const QuantizedInput& Quantized(const float* x, int64_t cols) {
   thread_local QuantizedInput in;
   const int64_t blocks = weights::BlocksPerRow(cols);
   in.xq.resize(blocks * kBlockSize);
-  in.x16.resize(blocks * kBlockSize);
+  in.pairs.resize(blocks * kBlockSize / 2);
   in.dx.resize(blocks);
   in.sums.resize(blocks);
   QuantizeActivationsQ8(x, cols, in.xq.data(), in.dx.data(), in.sums.data());
-  std::copy(in.xq.begin(), in.xq.end(), in.x16.begin());
+  for (size_t p = 0; p < in.pairs.size(); ++p) {
+    const uint32_t lo = static_cast<uint16_t>(int16_t{in.xq[2 * p]});
+    const uint32_t hi = static_cast<uint16_t>(int16_t{in.xq[2 * p + 1]});
+    in.pairs[p] = static_cast<int32_t>(lo | (hi << 16));
+  }
   return in;
 }
 
-void MatVecQ4Rows(const BlockQ4* w, int64_t cols, const float* x, float* y, int64_t row_begin,
+// Calls fn(r, value) for the rows r = r0 + i (i < lanes) of `v` that are in
+// [row_begin, row_end): a group's rows outside a caller's range are computed
+// (the whole group is one vector) but not stored.
+template <class D, class Fn>
+HWY_INLINE void ForRowsInRange(D d, hn::Vec<D> v, int64_t r0, int64_t row_begin, int64_t row_end,
+                               const Fn& fn) {
+  HWY_ALIGN float lanes[16];
+  hn::Store(v, d, lanes);
+  for (size_t i = 0; i < hn::Lanes(d); ++i) {
+    const int64_t r = r0 + static_cast<int64_t>(i);
+    if (r >= row_begin && r < row_end) fn(r, lanes[i]);
+  }
+}
+
+// The fp16 scales (or minima) of rows v .. v + lanes of a group, as fp32.
+template <class DF32>
+HWY_INLINE hn::Vec<DF32> GroupHalves(DF32 df, const uint16_t* halves) {
+  const hn::Rebind<hwy::float16_t, DF32> dh;
+  return hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(halves)));
+}
+
+void MatVecQ4Rows(const BlockQ4x8* w, int64_t cols, const float* x, float* y, int64_t row_begin,
                   int64_t row_end) {
+  if (row_begin >= row_end) return;
   const QuantizedInput& in = Quantized(x, cols);
   const int64_t blocks = weights::BlocksPerRow(cols);
-  constexpr size_t kHalf = kBlockSize / 2;
-  // int16 products summed pairwise into int32 (ReorderWidenMulAccumulate:
-  // pmaddwd / smlal / ...); at most 16 int16 lanes (SCALAR: 1).
+  const int64_t g_begin = row_begin / kQ4GroupRows;
+  const int64_t g_end = (row_end + kQ4GroupRows - 1) / kQ4GroupRows;
+#if HWY_TARGET == HWY_SCALAR
+  // One lane: no pairs of int16 lanes. Row by row, the same terms.
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const BlockQ4x8* group = w + r / kQ4GroupRows * blocks;
+    const int j = static_cast<int>(r % kQ4GroupRows);
+    float acc = 0.0f, min_term = 0.0f;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const BlockQ4x8& blk = group[b];
+      int32_t dot = 0;
+      for (int i = 0; i < kBlockSize; ++i) {
+        const int u = i / 8, shift = weights::Q4x8Shift(i % 8);
+        uint32_t word;
+        std::memcpy(&word, blk.qs + 32 * u + 4 * j, sizeof word);
+        dot += static_cast<int32_t>((word >> shift) & 0x0F) * in.xq[b * kBlockSize + i];
+      }
+      acc += static_cast<float>(dot) * (HalfToF32(blk.d[j]) * in.dx[b]);
+      min_term += HalfToF32(blk.m[j]) * in.sums[b];
+    }
+    y[r] = acc + min_term;
+  }
+#else
+  // Lane j of a 32-bit vector is row v + j of the group (8 lanes on 256-bit
+  // and wider targets, capped there; 4 on 128-bit ones: two passes v = 0, 4
+  // over the group, its blocks still in cache). Its two 16-bit lanes hold
+  // one element pair of that row (block_formats.h BlockQ4x8), multiplied
+  // with the broadcast activation pair and summed pairwise into int32
+  // (ReorderWidenMulAccumulate: pmaddwd / smlal ...): the block's exact
+  // integer dot product per row, then scaled by d * dx, plus m * sum(x).
   const hn::CappedTag<int16_t, 16> d16;
-  const hn::Rebind<uint16_t, decltype(d16)> du16;
-  const hn::Rebind<uint8_t, decltype(d16)> du8;
+  const hn::RebindToUnsigned<decltype(d16)> du16;
   const hn::Repartition<int32_t, decltype(d16)> d32;
   const hn::Rebind<float, decltype(d32)> df;
-  const size_t N = hn::Lanes(d16);
-  // d * dx * dot(codes, xq) + m * sum(x) of block b, accumulated into
-  // acc / min_term.
-  auto block = [&](const BlockQ4& blk, int64_t b, hn::Vec<decltype(df)>& acc, float& min_term) {
-    const int16_t* xb = &in.x16[b * kBlockSize];
-    auto sum0 = hn::Zero(d32);
-    auto sum1 = hn::Zero(d32);
-    // Element k < 16 is the low nibble of byte k, k >= 16 the high nibble
-    // of byte k - 16 (N divides 16).
-    for (size_t k = 0; k < kHalf; k += N) {
-      const auto bytes = hn::LoadU(du8, blk.qs + k);
-      const auto lo = hn::BitCast(d16, hn::PromoteTo(du16, hn::And(bytes, hn::Set(du8, 0x0F))));
-      const auto hi = hn::BitCast(d16, hn::PromoteTo(du16, hn::ShiftRight<4>(bytes)));
-      sum0 = hn::ReorderWidenMulAccumulate(d32, lo, hn::LoadU(d16, xb + k), sum0, sum1);
-      sum0 = hn::ReorderWidenMulAccumulate(d32, hi, hn::LoadU(d16, xb + kHalf + k), sum0, sum1);
+  const size_t lanes = hn::Lanes(d32);
+  const auto nibble = hn::Set(du16, 0x000F);
+  for (int64_t g = g_begin; g < g_end; ++g) {
+    const BlockQ4x8* group = w + g * blocks;
+    for (size_t v = 0; v < static_cast<size_t>(kQ4GroupRows); v += lanes) {
+      // d * dx * dot + m * sum(x) of block b into acc / min_term.
+      auto block = [&](int64_t b, hn::Vec<decltype(df)>& acc, hn::Vec<decltype(df)>& min_term) {
+        const BlockQ4x8& blk = group[b];
+        const int32_t* xp = in.pairs.data() + b * (kBlockSize / 2);
+        auto sum0 = hn::Zero(d32), sum1 = hn::Zero(d32);
+        auto x_pair = [&](size_t p) { return hn::BitCast(d16, hn::Set(d32, xp[p])); };
+        HWY_UNROLL(4)
+        for (size_t u = 0; u < 4; ++u) {
+          const auto words =
+              hn::LoadU(du16, reinterpret_cast<const uint16_t*>(blk.qs + 32 * u + 4 * v));
+          // Element pairs (8u, 8u + 1), (8u + 4, + 5), (8u + 2, + 3), (8u + 6, + 7):
+          // activation pairs 4u, 4u + 2, 4u + 1, 4u + 3.
+          sum0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, hn::And(words, nibble)),
+                                               x_pair(4 * u), sum0, sum1);
+          sum0 = hn::ReorderWidenMulAccumulate(
+              d32, hn::BitCast(d16, hn::And(hn::ShiftRight<4>(words), nibble)), x_pair(4 * u + 2),
+              sum0, sum1);
+          sum0 = hn::ReorderWidenMulAccumulate(
+              d32, hn::BitCast(d16, hn::And(hn::ShiftRight<8>(words), nibble)), x_pair(4 * u + 1),
+              sum0, sum1);
+          sum0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, hn::ShiftRight<12>(words)),
+                                               x_pair(4 * u + 3), sum0, sum1);
+        }
+        const auto dot = hn::ConvertTo(df, hn::RearrangeToOddPlusEven(sum0, sum1));
+        const auto scale = hn::Mul(GroupHalves(df, blk.d + v), hn::Set(df, in.dx[b]));
+        acc = hn::MulAdd(dot, scale, acc);
+        min_term = hn::MulAdd(GroupHalves(df, blk.m + v), hn::Set(df, in.sums[b]), min_term);
+      };
+      // Two independent chains (even / odd blocks).
+      auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
+      auto min0 = hn::Zero(df), min1 = hn::Zero(df);
+      int64_t b = 0;
+      for (; b + 2 <= blocks; b += 2) {
+        const char* ahead = reinterpret_cast<const char*>(group + b + kQ4PrefetchBlocks);
+        for (size_t line = 0; line < 2 * sizeof(BlockQ4x8); line += 64) {
+          hwy::Prefetch(ahead + line);
+        }
+        block(b, acc0, min0);
+        block(b + 1, acc1, min1);
+      }
+      if (b < blocks) block(b, acc0, min0);
+      const auto result = hn::Add(hn::Add(acc0, acc1), hn::Add(min0, min1));
+      const int64_t r0 = g * kQ4GroupRows + static_cast<int64_t>(v);
+      if (r0 >= row_begin && r0 + static_cast<int64_t>(lanes) <= row_end) {
+        hn::StoreU(result, df, y + r0);
+      } else {
+        ForRowsInRange(df, result, r0, row_begin, row_end,
+                       [&](int64_t r, float value) { y[r] = value; });
+      }
     }
-    const auto dot = hn::ConvertTo(df, hn::RearrangeToOddPlusEven(sum0, sum1));
-    acc = hn::MulAdd(dot, hn::Set(df, HalfToF32(blk.d) * in.dx[b]), acc);
-    min_term += HalfToF32(blk.m) * in.sums[b];
-  };
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const BlockQ4* row = w + r * blocks;
-    // Two independent chains (even / odd blocks): with one, every block
-    // waited for the previous block's fused multiply-add.
-    auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
-    float min0 = 0.0f, min1 = 0.0f;
-    int64_t b = 0;
-    for (; b + 2 <= blocks; b += 2) {
-      hwy::Prefetch(row + b + kPrefetchBlocks);
-      block(row[b], b, acc0, min0);
-      block(row[b + 1], b + 1, acc1, min1);
-    }
-    if (b < blocks) block(row[b], b, acc0, min0);
-    y[r] = hn::GetLane(hn::SumOfLanes(df, hn::Add(acc0, acc1))) + (min0 + min1);
   }
+#endif
 }
 
 // Dequantizes one block into 32 floats: d * q (q8) or d * q + m (q4),
@@ -322,9 +401,92 @@ void DequantizeQ8Rows(const BlockQ8* w, int64_t cols, int64_t row_begin, int64_t
   DequantizeRowsT(w, cols, row_begin, row_end, out);
 }
 
-void DequantizeQ4Rows(const BlockQ4* w, int64_t cols, int64_t row_begin, int64_t row_end,
+// Row by row: each row's blocks taken out of its groups (GetQ4x8Row, scalar
+// nibble moves) and dequantized as BlockQ4s. For single rows (an embedding
+// row); prefill's tiles use DequantizeQ4RowsTransposed.
+void DequantizeQ4Rows(const BlockQ4x8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out) {
-  DequantizeRowsT(w, cols, row_begin, row_end, out);
+  const int64_t blocks = weights::BlocksPerRow(cols);
+  const int64_t full = cols / kBlockSize;
+  HWY_ALIGN float tail[kBlockSize];
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const BlockQ4x8* group = w + r / kQ4GroupRows * blocks;
+    const int j = static_cast<int>(r % kQ4GroupRows);
+    float* o = out + (r - row_begin) * cols;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const BlockQ4 blk = weights::GetQ4x8Row(group[b], j);
+      if (b < full) {
+        DequantizeBlock(blk, o + b * kBlockSize);
+      } else {
+        DequantizeBlock(blk, tail);
+        std::memcpy(o + b * kBlockSize, tail, (cols - b * kBlockSize) * sizeof(float));
+      }
+    }
+  }
+}
+
+// Lane j of a vector is row v + j of a group: each element's value for 4 or
+// 8 rows comes out of the rows' 32-bit words with one shift and one mask,
+// and is stored as it is, one contiguous run of the transposed output.
+void DequantizeQ4RowsTransposed(const BlockQ4x8* w, int64_t cols, int64_t row_begin,
+                                int64_t row_end, float* out, int64_t ld) {
+  if (row_begin >= row_end) return;
+  const int64_t blocks = weights::BlocksPerRow(cols);
+  const int64_t g_begin = row_begin / kQ4GroupRows;
+  const int64_t g_end = (row_end + kQ4GroupRows - 1) / kQ4GroupRows;
+#if HWY_TARGET == HWY_SCALAR
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const BlockQ4x8* group = w + r / kQ4GroupRows * blocks;
+    const int j = static_cast<int>(r % kQ4GroupRows);
+    for (int64_t b = 0; b < blocks; ++b) {
+      HWY_ALIGN float vals[kBlockSize];
+      DequantizeBlock(weights::GetQ4x8Row(group[b], j), vals);
+      for (int64_t c = b * kBlockSize; c < std::min(cols, (b + 1) * kBlockSize); ++c) {
+        out[c * ld + (r - row_begin)] = vals[c - b * kBlockSize];
+      }
+    }
+  }
+#else
+  const hn::CappedTag<uint32_t, 8> du;
+  const hn::Rebind<int32_t, decltype(du)> di;
+  const hn::Rebind<float, decltype(du)> df;
+  const size_t lanes = hn::Lanes(du);
+  const auto nibble = hn::Set(du, 0x0Fu);
+  for (int64_t g = g_begin; g < g_end; ++g) {
+    const BlockQ4x8* group = w + g * blocks;
+    for (size_t v = 0; v < static_cast<size_t>(kQ4GroupRows); v += lanes) {
+      const int64_t r0 = g * kQ4GroupRows + static_cast<int64_t>(v);
+      if (r0 >= row_end || r0 + static_cast<int64_t>(lanes) <= row_begin) continue;
+      const bool whole = r0 >= row_begin && r0 + static_cast<int64_t>(lanes) <= row_end;
+      float* o = out + (r0 - row_begin);
+      for (int64_t b = 0; b < blocks; ++b) {
+        const BlockQ4x8& blk = group[b];
+        const auto d = GroupHalves(df, blk.d + v);
+        const auto m = GroupHalves(df, blk.m + v);
+        for (int u = 0; u < 4; ++u) {
+          const auto words =
+              hn::LoadU(du, reinterpret_cast<const uint32_t*>(blk.qs + 32 * u + 4 * v));
+          HWY_UNROLL(8)
+          for (int k = 0; k < 8; ++k) {
+            const int64_t c = b * kBlockSize + 8 * u + k;
+            if (c >= cols) break;
+            const auto q = hn::ConvertTo(
+                df,
+                hn::BitCast(di, hn::And(hn::ShiftRightSame(words, weights::Q4x8Shift(k)), nibble)));
+            // d * q + m, two roundings as the scalar reference.
+            const auto value = hn::Add(hn::Mul(d, q), m);
+            if (whole) {
+              hn::StoreU(value, df, o + c * ld);
+            } else {
+              ForRowsInRange(df, value, r0, row_begin, row_end,
+                             [&](int64_t r, float x) { out[c * ld + (r - row_begin)] = x; });
+            }
+          }
+        }
+      }
+    }
+  }
+#endif
 }
 
 void DequantizeQ6Rows(const BlockQ6* w, int64_t cols, int64_t row_begin, int64_t row_end,
@@ -363,6 +525,7 @@ HWY_EXPORT(MatVecQ8Rows);
 HWY_EXPORT(MatVecQ4Rows);
 HWY_EXPORT(DequantizeQ8Rows);
 HWY_EXPORT(DequantizeQ4Rows);
+HWY_EXPORT(DequantizeQ4RowsTransposed);
 HWY_EXPORT(MatVecQ6Rows);
 HWY_EXPORT(DequantizeQ6Rows);
 
@@ -371,7 +534,7 @@ void MatVecQ8Rows(const weights::BlockQ8* w, int64_t cols, const float* x, float
   HWY_DYNAMIC_DISPATCH(MatVecQ8Rows)(w, cols, x, y, row_begin, row_end);
 }
 
-void MatVecQ4Rows(const weights::BlockQ4* w, int64_t cols, const float* x, float* y,
+void MatVecQ4Rows(const weights::BlockQ4x8* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end) {
   HWY_DYNAMIC_DISPATCH(MatVecQ4Rows)(w, cols, x, y, row_begin, row_end);
 }
@@ -381,9 +544,14 @@ void DequantizeQ8Rows(const weights::BlockQ8* w, int64_t cols, int64_t row_begin
   HWY_DYNAMIC_DISPATCH(DequantizeQ8Rows)(w, cols, row_begin, row_end, out);
 }
 
-void DequantizeQ4Rows(const weights::BlockQ4* w, int64_t cols, int64_t row_begin, int64_t row_end,
+void DequantizeQ4Rows(const weights::BlockQ4x8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out) {
   HWY_DYNAMIC_DISPATCH(DequantizeQ4Rows)(w, cols, row_begin, row_end, out);
+}
+
+void DequantizeQ4RowsTransposed(const weights::BlockQ4x8* w, int64_t cols, int64_t row_begin,
+                                int64_t row_end, float* out, int64_t ld) {
+  HWY_DYNAMIC_DISPATCH(DequantizeQ4RowsTransposed)(w, cols, row_begin, row_end, out, ld);
 }
 
 void MatVecQ6Rows(const weights::BlockQ6* w, int64_t cols, const float* x, float* y,

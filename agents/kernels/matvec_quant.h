@@ -18,18 +18,21 @@
 //     the dequantized weights |y - ref| <= 1e-5 * sum_c |w[r,c] * x[c]|.
 //     (Integer dot products measured no faster here: q8 decode is bound by
 //     the bytes streamed.)
-//   q4, integer dot products (as llama.cpp's Q4_1 x Q8_1): x is quantized
-//     once per call to int8 per block of 32 (QuantizeActivationsQ8: dx =
-//     amax / 127, codes round(x / dx)); each block's codes times the
-//     activation codes are summed exactly in int32 and scaled by d * dx, plus
-//     m * the block's exact fp32 sum of x. Every target: codes and
-//     activations as int16, ReorderWidenMulAccumulate (pmaddwd, smlal, ...);
-//     no hand-written intrinsics. Against the
-//     float64 value of the same integer terms the error is fp32 rounding
-//     (1e-5 relative to the sum of the terms' magnitudes); against the exact
-//     product of the dequantized weights and x add the activation rounding,
-//     at most sum_b dx_b / 2 * sum_{c in b} |w[r,c] - m_b| (<= 1/254 of the
-//     block's amax per element).
+//   q4, integer dot products (as llama.cpp's Q4_1 x Q8_1), 8 rows at once:
+//     x is quantized once per call to int8 per block of 32
+//     (QuantizeActivationsQ8: dx = amax / 127, codes round(x / dx)); the
+//     weights are in groups of 8 rows (weights::BlockQ4x8, repacked at load),
+//     one row per 32-bit lane, an element pair per row in its two 16-bit
+//     lanes, so each block's codes times the activation codes are summed
+//     exactly in int32 for 4 or 8 rows by one pairwise-adding multiply per
+//     pair (ReorderWidenMulAccumulate: pmaddwd, smlal ...; no hand-written
+//     intrinsics), with no horizontal sums, then scaled by d * dx, plus m *
+//     the block's exact fp32 sum of x. Against the float64 value of the same
+//     integer terms the error is fp32 rounding (1e-5 relative to the sum of
+//     the terms' magnitudes); against the exact product of the dequantized
+//     weights and x add the activation rounding, at most
+//     sum_b dx_b / 2 * sum_{c in b} |w[r,c] - m_b| (<= 1/254 of the block's
+//     amax per element).
 //   q6, float widening as q8 (fp32 activations; the same bound as q8, which
 //     the test checks): the codes q (0..63) are assembled in 32-bit lanes
 //     from their nibble and their 2-bit pair (the block's 8 bytes of pairs
@@ -38,7 +41,8 @@
 //     the block's fp32 sum of x (the sums computed once per call). The
 //     lm_head of q4 models: measured against the q8 lm_head it replaced in
 //     docs/performance.md "Quantized weights" (Memory).
-// Rows are processed one at a time with a software prefetch. Results do not
+// q8 and q6 rows are processed one at a time with a software prefetch (q4:
+// one group of 8 at a time). Results do not
 // depend on the thread split; they may differ in the last bits between
 // targets (summation order).
 //
@@ -52,12 +56,14 @@
 
 namespace qkvshare::agents::kernels {
 
-// y[r] = sum_c W[r, c] * x[c] for r in [row_begin, row_end). w: rows *
-// BlocksPerRow(cols) blocks, row-major; x: [cols] fp32; y indexed by
-// absolute row.
+// y[r] = sum_c W[r, c] * x[c] for r in [row_begin, row_end). w: q8 / q6:
+// rows * BlocksPerRow(cols) blocks, row-major; q4: the groups of 8 rows of
+// weights::QuantizedMatrix (group g's block column b at g * BlocksPerRow(cols)
+// + b; any row range, aligned to 8 rows or not); x: [cols] fp32; y indexed
+// by absolute row.
 void MatVecQ8Rows(const weights::BlockQ8* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end);
-void MatVecQ4Rows(const weights::BlockQ4* w, int64_t cols, const float* x, float* y,
+void MatVecQ4Rows(const weights::BlockQ4x8* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end);
 void MatVecQ6Rows(const weights::BlockQ6* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end);
@@ -71,11 +77,20 @@ void QuantizeActivationsQ8(const float* x, int64_t cols, int8_t* xq, float* dx, 
 
 // out[(r - row_begin) * cols + c] = W[r, c] (fp32) for r in [row_begin,
 // row_end), c < cols: exactly the values of the scalar reference
-// (weights::DequantizeRowQ8 / Q4 / Q6).
+// (weights::DequantizeRowQ8 / Q4 / Q6). (q4 row by row takes each row out of
+// its groups with scalar moves: for single rows; tiles of many rows use
+// DequantizeQ4RowsTransposed.)
 void DequantizeQ8Rows(const weights::BlockQ8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
-void DequantizeQ4Rows(const weights::BlockQ4* w, int64_t cols, int64_t row_begin, int64_t row_end,
+void DequantizeQ4Rows(const weights::BlockQ4x8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
+// The transposed tile of a q4 matrix: out[c * ld + (r - row_begin)] = W[r, c]
+// (fp32, the scalar reference's values) for r in [row_begin, row_end), c <
+// cols; ld >= row_end - row_begin. What prefill multiplies (W^T, k-major):
+// the groups' lanes are rows, so every element of 4 or 8 rows is one shift,
+// mask, convert, multiply-add and contiguous store.
+void DequantizeQ4RowsTransposed(const weights::BlockQ4x8* w, int64_t cols, int64_t row_begin,
+                                int64_t row_end, float* out, int64_t ld);
 void DequantizeQ6Rows(const weights::BlockQ6* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -71,11 +72,35 @@ BlockTerms Terms(const BlockQ6& blk, const int8_t* xq) {
   return t;
 }
 
+// What the kernels read: q8 / q6 the row-major blocks themselves; q4 the
+// blocks repacked in groups of 8 rows (padded with zero blocks), as
+// weights::QuantizedMatrix stores them.
+template <class Block>
+std::vector<char> Storage(const std::vector<Block>& blocks, int64_t rows, int64_t bpr) {
+  std::vector<char> out(blocks.size() * sizeof(Block));
+  std::memcpy(out.data(), blocks.data(), out.size());
+  return out;
+}
+template <>
+std::vector<char> Storage(const std::vector<BlockQ4>& blocks, int64_t rows, int64_t bpr) {
+  std::vector<weights::BlockQ4x8> groups(weights::Q4Groups(rows) * bpr);
+  std::memset(groups.data(), 0, groups.size() * sizeof(weights::BlockQ4x8));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < bpr; ++b) {
+      weights::SetQ4x8Row(blocks[r * bpr + b], static_cast<int>(r % weights::kQ4GroupRows),
+                          groups[r / weights::kQ4GroupRows * bpr + b]);
+    }
+  }
+  std::vector<char> out(groups.size() * sizeof(weights::BlockQ4x8));
+  std::memcpy(out.data(), groups.data(), out.size());
+  return out;
+}
+
 template <class Block, class Quantize, class Dequantize, class MatVec, class DequantRows>
 void CheckFormat(Quantize quantize, Dequantize dequantize, MatVec matvec, DequantRows rows_fn,
                  bool int8_activations) {
-  for (const auto& [rows, cols] :
-       std::vector<std::pair<int64_t, int64_t>>{{1, 32}, {7, 64}, {9, 172}, {13, 200}, {64, 768}}) {
+  for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 32}, {7, 64}, {9, 172}, {13, 200}, {21, 96}, {64, 768}}) {
     const std::vector<float> w = Random(rows * cols, static_cast<uint32_t>(rows * 131 + cols));
     const std::vector<float> x = Random(cols, static_cast<uint32_t>(cols));
     const int64_t bpr = BlocksPerRow(cols);
@@ -85,6 +110,7 @@ void CheckFormat(Quantize quantize, Dequantize dequantize, MatVec matvec, Dequan
       quantize(absl::MakeConstSpan(w.data() + r * cols, cols), blocks.data() + r * bpr);
       dequantize(blocks.data() + r * bpr, cols, ref_w.data() + r * cols);
     }
+    const std::vector<char> storage = Storage(blocks, rows, bpr);
     // The activation quantizer: codes within [-127, 127], the block's
     // maximum magnitude on +-127, each value within dx / 2.
     std::vector<int8_t> xq(bpr * weights::kBlockSize);
@@ -111,16 +137,19 @@ void CheckFormat(Quantize quantize, Dequantize dequantize, MatVec matvec, Dequan
       SCOPED_TRACE(target + " rows " + std::to_string(rows) + " cols " + std::to_string(cols));
       // Dequantization: bit-identical to the scalar reference.
       std::vector<float> deq(rows * cols, -1.0f);
-      rows_fn(blocks.data(), cols, 0, rows, deq.data());
+      rows_fn(storage.data(), cols, 0, rows, deq.data());
       EXPECT_EQ(deq, ref_w);
-      // Matrix-vector, split in two row ranges as threads would. Float
+      // Matrix-vector, split in three row ranges as threads would (not on
+      // q4's group boundaries, which the kernel must handle). Float
       // widening (q8): within fp32 summation error of the float64 product of
       // the dequantized weights and x. Integer (q4): (1) within fp32
       // summation error of the float64 value of the same integer terms; (2)
       // within the activation rounding of the exact product.
-      std::vector<float> y(rows, NAN);
-      matvec(blocks.data(), cols, x.data(), y.data(), 0, rows / 2);
-      matvec(blocks.data(), cols, x.data(), y.data(), rows / 2, rows);
+      std::vector<float> y(rows + 1, NAN);
+      matvec(storage.data(), cols, x.data(), y.data(), 0, rows / 3);
+      matvec(storage.data(), cols, x.data(), y.data(), rows / 3, rows / 2);
+      matvec(storage.data(), cols, x.data(), y.data(), rows / 2, rows);
+      EXPECT_TRUE(std::isnan(y[rows])) << "wrote past row_end";
       for (int64_t r = 0; r < rows; ++r) {
         double ref = 0, mag = 0, rounding = 0, exact = 0;
         for (int64_t b = 0; b < bpr; ++b) {
@@ -147,19 +176,63 @@ void CheckFormat(Quantize quantize, Dequantize dequantize, MatVec matvec, Dequan
   }
 }
 
+// The kernels on the storage bytes of CheckFormat.
+template <class Stored, class Fn>
+auto OnStorage(Fn fn) {
+  return [fn](const char* storage, auto... args) {
+    return fn(reinterpret_cast<const Stored*>(storage), args...);
+  };
+}
+
 TEST_F(MatVecQuantTest, Q8MatchesReferenceOnEveryTarget) {
-  CheckFormat<BlockQ8>(weights::QuantizeRowQ8, weights::DequantizeRowQ8, MatVecQ8Rows,
-                       DequantizeQ8Rows, /*int8_activations=*/false);
+  CheckFormat<BlockQ8>(weights::QuantizeRowQ8, weights::DequantizeRowQ8,
+                       OnStorage<BlockQ8>(MatVecQ8Rows), OnStorage<BlockQ8>(DequantizeQ8Rows),
+                       /*int8_activations=*/false);
 }
 
 TEST_F(MatVecQuantTest, Q4MatchesReferenceOnEveryTarget) {
-  CheckFormat<BlockQ4>(weights::QuantizeRowQ4, weights::DequantizeRowQ4, MatVecQ4Rows,
-                       DequantizeQ4Rows, /*int8_activations=*/true);
+  CheckFormat<BlockQ4>(weights::QuantizeRowQ4, weights::DequantizeRowQ4,
+                       OnStorage<weights::BlockQ4x8>(MatVecQ4Rows),
+                       OnStorage<weights::BlockQ4x8>(DequantizeQ4Rows),
+                       /*int8_activations=*/true);
 }
 
 TEST_F(MatVecQuantTest, Q6MatchesReferenceOnEveryTarget) {
-  CheckFormat<BlockQ6>(weights::QuantizeRowQ6, weights::DequantizeRowQ6, MatVecQ6Rows,
-                       DequantizeQ6Rows, /*int8_activations=*/false);
+  CheckFormat<BlockQ6>(weights::QuantizeRowQ6, weights::DequantizeRowQ6,
+                       OnStorage<BlockQ6>(MatVecQ6Rows), OnStorage<BlockQ6>(DequantizeQ6Rows),
+                       /*int8_activations=*/false);
+}
+
+// Prefill's q4 tiles: W^T of any row range (group-aligned or not), with a
+// leading dimension wider than the range, bit-identical to the scalar
+// reference on every target; nothing outside the range is written.
+TEST_F(MatVecQuantTest, Q4TransposedTilesMatchReferenceOnEveryTarget) {
+  const int64_t rows = 29, cols = 200, bpr = BlocksPerRow(cols);
+  const std::vector<float> w = Random(rows * cols, 7);
+  std::vector<BlockQ4> blocks(rows * bpr);
+  std::vector<float> ref(rows * cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    weights::QuantizeRowQ4(absl::MakeConstSpan(w.data() + r * cols, cols), blocks.data() + r * bpr);
+    weights::DequantizeRowQ4(blocks.data() + r * bpr, cols, ref.data() + r * cols);
+  }
+  const std::vector<char> storage = Storage(blocks, rows, bpr);
+  const auto* groups = reinterpret_cast<const weights::BlockQ4x8*>(storage.data());
+  for (const std::string& target : TargetNames()) {
+    ASSERT_TRUE(ForceSimdTarget(target).ok()) << target;
+    for (const auto& [begin, end] :
+         std::vector<std::pair<int64_t, int64_t>>{{0, rows}, {8, 24}, {3, 13}, {27, 29}}) {
+      SCOPED_TRACE(target + " rows " + std::to_string(begin) + ".." + std::to_string(end));
+      const int64_t ld = end - begin + 3;
+      std::vector<float> out(cols * ld, -7.0f);
+      DequantizeQ4RowsTransposed(groups, cols, begin, end, out.data(), ld);
+      for (int64_t c = 0; c < cols; ++c) {
+        for (int64_t i = 0; i < ld; ++i) {
+          const float expect = i < end - begin ? ref[(begin + i) * cols + c] : -7.0f;
+          ASSERT_EQ(out[c * ld + i], expect) << "column " << c << " lane " << i;
+        }
+      }
+    }
+  }
 }
 
 TEST_F(MatVecQuantTest, RunsOnMoreThanOneTarget) {

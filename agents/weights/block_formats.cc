@@ -218,4 +218,27 @@ void DequantizeRowQ6(const BlockQ6* blocks, int64_t cols, float* out) {
   }
 }
 
+BlockQ4 GetQ4x8Row(const BlockQ4x8& g, int j) {
+  BlockQ4 b;
+  b.d = g.d[j];
+  b.m = g.m[j];
+  std::memset(b.qs, 0, sizeof b.qs);
+  for (int i = 0; i < kBlockSize; ++i) {
+    const int u = i / 8, k = i % 8, shift = Q4x8Shift(k);
+    const int code = (g.qs[32 * u + 4 * j + shift / 8] >> (shift % 8)) & 0x0F;
+    b.qs[i % (kBlockSize / 2)] |= static_cast<uint8_t>(i < kBlockSize / 2 ? code : code << 4);
+  }
+  return b;
+}
+
+void SetQ4x8Row(const BlockQ4& b, int j, BlockQ4x8& g) {
+  g.d[j] = b.d;
+  g.m[j] = b.m;
+  for (int u = 0; u < 4; ++u) std::memset(g.qs + 32 * u + 4 * j, 0, 4);
+  for (int i = 0; i < kBlockSize; ++i) {
+    const int u = i / 8, k = i % 8, shift = Q4x8Shift(k);
+    g.qs[32 * u + 4 * j + shift / 8] |= static_cast<uint8_t>(Q4Code(b, i) << (shift % 8));
+  }
+}
+
 }  // namespace qkvshare::agents::weights

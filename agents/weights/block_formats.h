@@ -41,6 +41,13 @@
 //      Why this one: docs/results.md "Choice of q6" (measured against plain
 //      d = max / -32, a 7-bit variant with a minimum and a Q6_K-like layout).
 //
+// In memory (weights::QuantizedMatrix, what the decode kernels read) q8 and
+// q6 matrices are these blocks row by row; q4 matrices are repacked at load
+// into groups of 8 rows (BlockQ4x8, below): the decode kernel then computes
+// 8 rows at once in 8 SIMD lanes from one weight stream, with no horizontal
+// sums and one fp16 conversion per 8 scales (docs/performance.md "q4 decode
+// in row groups").
+//
 // Thread safety: pure functions.
 #ifndef QKVSHARE_AGENTS_WEIGHTS_BLOCK_FORMATS_H_
 #define QKVSHARE_AGENTS_WEIGHTS_BLOCK_FORMATS_H_
@@ -74,6 +81,38 @@ struct BlockQ6 {
   uint8_t qh[kBlockSize / 4];  // high pairs (two 32-bit words, see above)
 };
 static_assert(sizeof(BlockQ6) == 26, "6.5 bits per weight, no padding");
+
+// Block column b of a group of 8 consecutive rows (8g .. 8g + 7) of a q4
+// matrix: the rows' BlockQ4s b, interleaved. d[j] / m[j]: row 8g + j's scale
+// and minimum. qs: 4 chunks of 32 bytes; chunk u holds elements 8u .. 8u + 7
+// of every row: bytes 32u + 4j .. 32u + 4j + 3 are row j's, and read as
+// row j's little-endian 32-bit word W, element 8u + k is the nibble at bit
+// Q4x8Shift(k) = {0, 16, 8, 24, 4, 20, 12, 28}[k]. So read as 16-bit lanes,
+// (W & 0xF), (W >> 4 & 0xF), (W >> 8 & 0xF), (W >> 12) give element pairs
+// (8u, 8u + 1), (8u + 4, 8u + 5), (8u + 2, 8u + 3), (8u + 6, 8u + 7) in the
+// two 16-bit lanes of row j: the pairs a pairwise-adding int16 multiply
+// (pmaddwd, smlal + addp) sums, with the activation pair broadcast.
+// 160 bytes = 8 BlockQ4s: the same 5 bits per weight.
+inline constexpr int64_t kQ4GroupRows = 8;
+struct BlockQ4x8 {
+  uint16_t d[kQ4GroupRows];
+  uint16_t m[kQ4GroupRows];
+  uint8_t qs[kQ4GroupRows * kBlockSize / 2];
+};
+static_assert(sizeof(BlockQ4x8) == kQ4GroupRows * sizeof(BlockQ4), "no padding");
+
+// Bit position of element 8u + k (k = 0..7) in a row's 32-bit word of chunk
+// u of a BlockQ4x8.
+constexpr int Q4x8Shift(int k) { return (k % 2) * 16 + ((k / 2) % 2) * 8 + (k / 4) * 4; }
+
+// Groups of 8 rows of a q4 matrix of `rows` rows: ceil(rows / 8) (the last
+// one padded with zero blocks).
+constexpr int64_t Q4Groups(int64_t rows) { return (rows + kQ4GroupRows - 1) / kQ4GroupRows; }
+
+// Row j (0..7) of a group as a BlockQ4, and the inverse (writes only row
+// j's bytes of g, so threads may fill different rows of one group).
+BlockQ4 GetQ4x8Row(const BlockQ4x8& g, int j);
+void SetQ4x8Row(const BlockQ4& b, int j, BlockQ4x8& g);
 
 // Number of blocks of one row of `cols` columns: ceil(cols / 32).
 constexpr int64_t BlocksPerRow(int64_t cols) { return (cols + kBlockSize - 1) / kBlockSize; }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -193,6 +194,38 @@ TEST(BlockQ6Test, ZeroBlock) {
   std::vector<float> y(32, 1.0f);
   DequantizeRowQ6(&b, 32, y.data());
   EXPECT_EQ(y, x);
+}
+
+TEST(BlockQ4x8Test, RowsRoundTripAndCodesSitWhereTheLayoutSays) {
+  // Eight rows with distinct codes: row j, element i has code (i + 3 j) % 16.
+  BlockQ4 rows[kQ4GroupRows];
+  for (int j = 0; j < kQ4GroupRows; ++j) {
+    rows[j].d = FloatToHalf(0.5f + j);
+    rows[j].m = FloatToHalf(-1.0f - j);
+    for (int i = 0; i < kBlockSize / 2; ++i) {
+      rows[j].qs[i] = static_cast<uint8_t>(((i + 3 * j) % 16) | (((i + 16 + 3 * j) % 16) << 4));
+    }
+  }
+  BlockQ4x8 g;
+  std::memset(&g, 0xAB, sizeof g);  // every byte is written
+  for (int j = kQ4GroupRows - 1; j >= 0; --j) SetQ4x8Row(rows[j], j, g);
+  for (int j = 0; j < kQ4GroupRows; ++j) {
+    const BlockQ4 back = GetQ4x8Row(g, j);
+    EXPECT_EQ(std::memcmp(&back, &rows[j], sizeof back), 0) << j;
+    EXPECT_EQ(g.d[j], rows[j].d);
+    EXPECT_EQ(g.m[j], rows[j].m);
+    for (int u = 0; u < 4; ++u) {
+      uint32_t word;
+      std::memcpy(&word, g.qs + 32 * u + 4 * j, sizeof word);
+      // The 16-bit lane pairs of the header comment.
+      const int pairs[4][2] = {{0, 1}, {4, 5}, {2, 3}, {6, 7}};
+      for (int p = 0; p < 4; ++p) {
+        const uint32_t lo = (word & 0xFFFF) >> (4 * p) & 0xF, hi = (word >> 16) >> (4 * p) & 0xF;
+        EXPECT_EQ(static_cast<int>(lo), Q4Code(rows[j], 8 * u + pairs[p][0])) << j << " " << u;
+        EXPECT_EQ(static_cast<int>(hi), Q4Code(rows[j], 8 * u + pairs[p][1])) << j << " " << u;
+      }
+    }
+  }
 }
 
 }  // namespace

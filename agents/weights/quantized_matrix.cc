@@ -75,7 +75,11 @@ QuantizedMatrix::QuantizedMatrix(BlockFormat format, int64_t rows, int64_t cols)
     : format_(format),
       rows_(rows),
       cols_(cols),
-      bytes_(static_cast<size_t>(rows * BlocksPerRow(cols)) * BlockBytes(format)) {
+      // q4: groups of 8 rows (BlockQ4x8), the last padded.
+      bytes_(
+          static_cast<size_t>((format == BlockFormat::kQ4 ? Q4Groups(rows) * kQ4GroupRows : rows) *
+                              BlocksPerRow(cols)) *
+          BlockBytes(format)) {
   // Matrices of 2 MiB or more go to 2 MiB-aligned memory advised for
   // transparent huge pages: decode streams every block once per token, and
   // 4 KiB pages cost a TLB miss per 4 KiB (as for dense weights,
@@ -85,14 +89,18 @@ QuantizedMatrix::QuantizedMatrix(BlockFormat format, int64_t rows, int64_t cols)
     const size_t size = (bytes_ + 64 + kHuge - 1) / kHuge * kHuge;
     data_.reset(std::aligned_alloc(kHuge, size));
     if (data_ != nullptr) madvise(data_.get(), size, MADV_HUGEPAGE);
-    return;
+  } else {
+    data_.reset(std::aligned_alloc(64, (bytes_ + 63) / 64 * 64 + 64));
   }
-  data_.reset(std::aligned_alloc(64, (bytes_ + 63) / 64 * 64 + 64));
+  // Zeros: a q4 group's padding rows (zero blocks: value 0), and bytes that
+  // are equal whichever rows were filled first.
+  if (data_ != nullptr) std::memset(data_.get(), 0, bytes_);
 }
 
 void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_begin,
                                    int64_t row_end) {
   std::vector<float> row(cols_);
+  std::vector<BlockQ4> q4_row;
   const int64_t bpr = blocks_per_row();
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t base = r * cols_;
@@ -114,7 +122,9 @@ void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_beg
         QuantizeRowQ8(row, static_cast<BlockQ8*>(data_.get()) + r * bpr);
         break;
       case BlockFormat::kQ4:
-        QuantizeRowQ4(row, static_cast<BlockQ4*>(data_.get()) + r * bpr);
+        q4_row.resize(bpr);
+        QuantizeRowQ4(row, q4_row.data());
+        SetRowBlocks(r, q4_row.data());
         break;
       case BlockFormat::kQ6:
         QuantizeRowQ6(row, static_cast<BlockQ6*>(data_.get()) + r * bpr);
@@ -124,12 +134,30 @@ void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_beg
 }
 
 void QuantizedMatrix::SetRowBlocks(int64_t row, const void* blocks) {
-  const size_t row_bytes = static_cast<size_t>(blocks_per_row()) * BlockBytes(format_);
+  const int64_t bpr = blocks_per_row();
+  if (format_ == BlockFormat::kQ4) {
+    BlockQ4x8* group = static_cast<BlockQ4x8*>(data_.get()) + row / kQ4GroupRows * bpr;
+    const auto* src = static_cast<const BlockQ4*>(blocks);
+    for (int64_t b = 0; b < bpr; ++b) {
+      SetQ4x8Row(src[b], static_cast<int>(row % kQ4GroupRows), group[b]);
+    }
+    return;
+  }
+  const size_t row_bytes = static_cast<size_t>(bpr) * BlockBytes(format_);
   std::memcpy(static_cast<char*>(data_.get()) + row * row_bytes, blocks, row_bytes);
 }
 
 void QuantizedMatrix::GetRowBlocks(int64_t row, void* out) const {
-  const size_t row_bytes = static_cast<size_t>(blocks_per_row()) * BlockBytes(format_);
+  const int64_t bpr = blocks_per_row();
+  if (format_ == BlockFormat::kQ4) {
+    const BlockQ4x8* group = static_cast<const BlockQ4x8*>(data_.get()) + row / kQ4GroupRows * bpr;
+    auto* dst = static_cast<BlockQ4*>(out);
+    for (int64_t b = 0; b < bpr; ++b) {
+      dst[b] = GetQ4x8Row(group[b], static_cast<int>(row % kQ4GroupRows));
+    }
+    return;
+  }
+  const size_t row_bytes = static_cast<size_t>(bpr) * BlockBytes(format_);
   std::memcpy(out, static_cast<const char*>(data_.get()) + row * row_bytes, row_bytes);
 }
 
