@@ -328,36 +328,56 @@ absl::Status WriteRoundTrippedCheckpoint(const std::string& src_dir, const std::
                                     agents::testing::EncodeSafetensors(out));
 }
 
+std::string ForwardPathName(ForwardPath path) {
+  switch (path) {
+    case ForwardPath::kPrefill:
+      return "prefill";
+    case ForwardPath::kDecodeSteps:
+      return "decode steps";
+    case ForwardPath::kKernelChunks:
+      return absl::StrCat("kernel chunks of ", kKernelChunkTokens);
+  }
+  return "?";
+}
+
 absl::StatusOr<WeightQuality> CompareTeacherForced(const agents::ModelHandle& reference,
                                                    const agents::ModelHandle& candidate,
-                                                   absl::Span<const GoldenCase> cases) {
+                                                   absl::Span<const GoldenCase> cases,
+                                                   ForwardPath path) {
   if (reference->config().vocab_size != candidate->config().vocab_size) {
     return absl::InvalidArgumentError("the two models have different vocabularies");
   }
   WeightQuality q;
   double kl_sum = 0;
   int64_t agree = 0;
+  auto add = [&](absl::Span<const float> ref_row, absl::Span<const float> got_row) {
+    const double kl = KlDivergence(ref_row, got_row);
+    kl_sum += kl;
+    q.max_kl = std::max(q.max_kl, kl);
+    agree += ArgMax(ref_row) == ArgMax(got_row);
+    ++q.positions;
+  };
+  agents::SequenceOptions cand_options;
+  if (path == ForwardPath::kKernelChunks) cand_options.prefill_chunk_tokens = kKernelChunkTokens;
   for (const GoldenCase& c : cases) {
     const int64_t n = static_cast<int64_t>(c.ids.size());
     if (c.prompt_tokens < 1 || n <= c.prompt_tokens) {
       return absl::InvalidArgumentError(
           absl::StrCat("golden case ", c.index, " has no continuation to teacher-force"));
     }
+    const absl::Span<const int32_t> fed = absl::MakeConstSpan(c.ids).first(n - 1);
     QKV_ASSIGN_OR_RETURN(auto ref_seq, agents::Sequence::Create(reference));
-    QKV_ASSIGN_OR_RETURN(auto cand_seq, agents::Sequence::Create(candidate));
-    QKV_ASSIGN_OR_RETURN(
-        agents::LogitsView ref,
-        ref_seq->Append(absl::MakeConstSpan(c.ids).first(n - 1), agents::LogitsMode::kAll));
-    QKV_ASSIGN_OR_RETURN(
-        agents::LogitsView got,
-        cand_seq->Append(absl::MakeConstSpan(c.ids).first(n - 1), agents::LogitsMode::kAll));
+    QKV_ASSIGN_OR_RETURN(auto cand_seq, agents::Sequence::Create(candidate, cand_options));
+    QKV_ASSIGN_OR_RETURN(agents::LogitsView ref, ref_seq->Append(fed, agents::LogitsMode::kAll));
     // Row r predicts ids[r + 1]: the continuation starts at r = prompt - 1.
-    for (int64_t r = c.prompt_tokens - 1; r < n - 1; ++r) {
-      const double kl = KlDivergence(ref.row(r), got.row(r));
-      kl_sum += kl;
-      q.max_kl = std::max(q.max_kl, kl);
-      agree += ArgMax(ref.row(r)) == ArgMax(got.row(r));
-      ++q.positions;
+    if (path == ForwardPath::kDecodeSteps) {
+      for (int64_t r = 0; r < n - 1; ++r) {
+        QKV_ASSIGN_OR_RETURN(absl::Span<const float> got, cand_seq->Decode(fed[r]));
+        if (r >= c.prompt_tokens - 1) add(ref.row(r), got);
+      }
+    } else {
+      QKV_ASSIGN_OR_RETURN(agents::LogitsView got, cand_seq->Append(fed, agents::LogitsMode::kAll));
+      for (int64_t r = c.prompt_tokens - 1; r < n - 1; ++r) add(ref.row(r), got.row(r));
     }
   }
   q.mean_kl = kl_sum / q.positions;

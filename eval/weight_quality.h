@@ -10,8 +10,15 @@
 // (the production formats "q8" and "q4" of agents/weights/block_formats.h,
 // and the candidates they were chosen against) and written as an f32
 // checkpoint copy, so the measured loss is exactly the weight format's: the
-// runtime's kernels compute with the same dequantized values (up to fp32
-// summation order; agents/kernels/matvec_quant.h).
+// runtime computes with the same dequantized values (up to fp32 summation
+// order; agents/kernels/matvec_quant.h), except that its q4 decode kernel
+// also rounds the activations to int8 (measured with ForwardPath below).
+//
+// CompareTeacherForced also measures the runtime's own quantized models (the
+// checkpoint loaded with ModelOptions::quantized_weights) along the path a
+// sequence runs: prefill (GEMMs over dequantized tiles), single-token decode
+// steps or short chunks (the Highway kernels reading the blocks, e.g. q4's
+// integer dot products over int8 activations): ForwardPath.
 //
 // Tensor policy (WeightPolicy): the projections q/k/v/o and gate/up/down of
 // every layer are quantized; the token embedding, the lm_head and the norms
@@ -74,6 +81,33 @@ bool QuantizedByPolicy(const std::string& tensor_name, const WeightPolicy& polic
 absl::Status WriteRoundTrippedCheckpoint(const std::string& src_dir, const std::string& dst_dir,
                                          const WeightScheme& scheme, const WeightPolicy& policy);
 
+// How the candidate model runs the teacher-forced ids. The reference always
+// runs kPrefill.
+enum class ForwardPath {
+  // One Sequence::Append of the whole case (logits of every position), in
+  // Sequence's prefill chunks of 512 tokens: the runtime's prefill path
+  // (libtorch GEMMs; quantized matrices dequantized tile by tile into
+  // ModelOptions::quantized_gemm_dtype).
+  kPrefill,
+  // Every position one Sequence::Decode step, as generation decodes: the
+  // decode kernels (agents/kernels DecodeChunk with one token: float
+  // widening for dense / q8 / q6 rows, integer dot products over activations
+  // quantized to int8 per block of 32 for q4 rows).
+  kDecodeSteps,
+  // Appends of kKernelChunkTokens tokens (logits of every position): the
+  // kernels' short-chunk path (DecodeChunk with 16 tokens), which runs a
+  // short prompt or a receiver's instruction after a card inject.
+  kKernelChunks,
+};
+
+// Chunk length of ForwardPath::kKernelChunks: the longest chunk the engine
+// runs through the kernels (kKernelChunkTokens in
+// agents/torch/llama_forward.cc; longer chunks go to the GEMMs).
+inline constexpr int kKernelChunkTokens = 16;
+
+// "prefill", "decode steps", "kernel chunks of 16".
+std::string ForwardPathName(ForwardPath path);
+
 struct WeightQuality {
   double mean_kl = 0;  // nats, mean over positions
   double max_kl = 0;
@@ -81,13 +115,15 @@ struct WeightQuality {
   int64_t positions = 0;  // teacher-forced positions (golden continuation tokens)
 };
 
-// Teacher-forces every case's ids through both models (one prefill each,
-// logits of every position) and compares the positions that predict the
-// golden continuation. Errors: InvalidArgument when the vocabularies differ
-// or a case has no continuation; Sequence errors.
+// Teacher-forces every case's ids through both models (the reference by one
+// prefill, logits of every position; the candidate along `path`) and
+// compares the positions that predict the golden continuation. Errors:
+// InvalidArgument when the vocabularies differ or a case has no
+// continuation; Sequence errors.
 absl::StatusOr<WeightQuality> CompareTeacherForced(const agents::ModelHandle& reference,
                                                    const agents::ModelHandle& candidate,
-                                                   absl::Span<const GoldenCase> cases);
+                                                   absl::Span<const GoldenCase> cases,
+                                                   ForwardPath path = ForwardPath::kPrefill);
 
 }  // namespace qkvshare::eval
 
