@@ -401,92 +401,92 @@ void DequantizeQ8Rows(const BlockQ8* w, int64_t cols, int64_t row_begin, int64_t
   DequantizeRowsT(w, cols, row_begin, row_end, out);
 }
 
-// Row by row: each row's blocks taken out of its groups (GetQ4x8Row, scalar
-// nibble moves) and dequantized as BlockQ4s. For single rows (an embedding
-// row); prefill's tiles use DequantizeQ4RowsTransposed.
-void DequantizeQ4Rows(const BlockQ4x8* w, int64_t cols, int64_t row_begin, int64_t row_end,
-                      float* out) {
-  const int64_t blocks = weights::BlocksPerRow(cols);
-  const int64_t full = cols / kBlockSize;
-  HWY_ALIGN float tail[kBlockSize];
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const BlockQ4x8* group = w + r / kQ4GroupRows * blocks;
-    const int j = static_cast<int>(r % kQ4GroupRows);
-    float* o = out + (r - row_begin) * cols;
-    for (int64_t b = 0; b < blocks; ++b) {
-      const BlockQ4 blk = weights::GetQ4x8Row(group[b], j);
-      if (b < full) {
-        DequantizeBlock(blk, o + b * kBlockSize);
-      } else {
-        DequantizeBlock(blk, tail);
-        std::memcpy(o + b * kBlockSize, tail, (cols - b * kBlockSize) * sizeof(float));
+// Group block `blk` dequantized into tile[j * 32 + k] = W[row j of the
+// group, element k] (fp32, d * q + m rounded twice as the scalar
+// reference). The SIMD lanes are rows: 8 elements of 4 or 8 rows come out
+// of the rows' 32-bit words with one shift and mask each; on x86's 8-lane
+// targets each 8 x 8 square is transposed in registers (3 rounds of
+// interleaves) into 8 row pieces, elsewhere the lanes are stored and
+// transposed through memory.
+HWY_INLINE void DequantizeGroupBlock(const BlockQ4x8& blk, float* HWY_RESTRICT tile) {
+  const hn::CappedTag<uint32_t, 8> du;
+  const hn::Rebind<int32_t, decltype(du)> di;
+  const hn::Rebind<float, decltype(du)> df;
+  const auto nibble = hn::Set(du, 0x0Fu);
+  const size_t lanes = hn::Lanes(df);
+  for (size_t v = 0; v < static_cast<size_t>(kQ4GroupRows); v += lanes) {
+    const auto d = GroupHalves(df, blk.d + v);
+    const auto m = GroupHalves(df, blk.m + v);
+    for (int u = 0; u < 4; ++u) {
+      const auto words = hn::LoadU(du, reinterpret_cast<const uint32_t*>(blk.qs + 32 * u + 4 * v));
+      // Element 8u + k of rows v .. v + lanes.
+      auto element = [&](int k) {
+        const auto q = hn::ConvertTo(
+            df, hn::BitCast(di, hn::And(hn::ShiftRightSame(words, weights::Q4x8Shift(k)), nibble)));
+        return hn::Add(hn::Mul(d, q), m);
+      };
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+      // 8 lanes (CappedTag on AVX3 too). e_k[j] = W[j, k] -> r_j[k].
+      const hn::Repartition<double, decltype(df)> dd;
+      auto pair64 = [&](auto a, auto b, bool upper) {
+        const auto a64 = hn::BitCast(dd, a), b64 = hn::BitCast(dd, b);
+        return hn::BitCast(
+            df, upper ? hn::InterleaveUpper(dd, a64, b64) : hn::InterleaveLower(dd, a64, b64));
+      };
+      const auto e0 = element(0), e1 = element(1), e2 = element(2), e3 = element(3);
+      const auto e4 = element(4), e5 = element(5), e6 = element(6), e7 = element(7);
+      // [W(0,k) W(0,k+1) W(1,k) W(1,k+1) | rows 4, 5] and [rows 2, 3 | 6, 7].
+      const auto t01l = hn::InterleaveLower(df, e0, e1), t01u = hn::InterleaveUpper(df, e0, e1);
+      const auto t23l = hn::InterleaveLower(df, e2, e3), t23u = hn::InterleaveUpper(df, e2, e3);
+      const auto t45l = hn::InterleaveLower(df, e4, e5), t45u = hn::InterleaveUpper(df, e4, e5);
+      const auto t67l = hn::InterleaveLower(df, e6, e7), t67u = hn::InterleaveUpper(df, e6, e7);
+      // [W(j, 0..3) | W(j + 4, 0..3)] for j = 0..3, and elements 4..7.
+      const auto lo0 = pair64(t01l, t23l, false), lo1 = pair64(t01l, t23l, true);
+      const auto lo2 = pair64(t01u, t23u, false), lo3 = pair64(t01u, t23u, true);
+      const auto hi0 = pair64(t45l, t67l, false), hi1 = pair64(t45l, t67l, true);
+      const auto hi2 = pair64(t45u, t67u, false), hi3 = pair64(t45u, t67u, true);
+      float* o = tile + 8 * u;
+      hn::StoreU(hn::ConcatLowerLower(df, hi0, lo0), df, o + 0 * kBlockSize);
+      hn::StoreU(hn::ConcatLowerLower(df, hi1, lo1), df, o + 1 * kBlockSize);
+      hn::StoreU(hn::ConcatLowerLower(df, hi2, lo2), df, o + 2 * kBlockSize);
+      hn::StoreU(hn::ConcatLowerLower(df, hi3, lo3), df, o + 3 * kBlockSize);
+      hn::StoreU(hn::ConcatUpperUpper(df, hi0, lo0), df, o + 4 * kBlockSize);
+      hn::StoreU(hn::ConcatUpperUpper(df, hi1, lo1), df, o + 5 * kBlockSize);
+      hn::StoreU(hn::ConcatUpperUpper(df, hi2, lo2), df, o + 6 * kBlockSize);
+      hn::StoreU(hn::ConcatUpperUpper(df, hi3, lo3), df, o + 7 * kBlockSize);
+#else
+      HWY_ALIGN float e[8][8];
+      for (int k = 0; k < 8; ++k) hn::Store(element(k), df, e[k]);
+      for (size_t j = 0; j < lanes; ++j) {
+        for (int k = 0; k < 8; ++k) tile[(v + j) * kBlockSize + 8 * u + k] = e[k][j];
       }
+#endif
     }
   }
 }
 
-// Lane j of a vector is row v + j of a group: each element's value for 4 or
-// 8 rows comes out of the rows' 32-bit words with one shift and one mask,
-// and is stored as it is, one contiguous run of the transposed output.
-void DequantizeQ4RowsTransposed(const BlockQ4x8* w, int64_t cols, int64_t row_begin,
-                                int64_t row_end, float* out, int64_t ld) {
-  if (row_begin >= row_end) return;
+// A group block at a time into an L1 tile (8 rows x 32), its rows in the
+// range copied out: the output rows are written sequentially, as prefill's
+// row-major tiles want them.
+void DequantizeQ4Rows(const BlockQ4x8* w, int64_t cols, int64_t row_begin, int64_t row_end,
+                      float* out) {
   const int64_t blocks = weights::BlocksPerRow(cols);
-  const int64_t g_begin = row_begin / kQ4GroupRows;
-  const int64_t g_end = (row_end + kQ4GroupRows - 1) / kQ4GroupRows;
-#if HWY_TARGET == HWY_SCALAR
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const BlockQ4x8* group = w + r / kQ4GroupRows * blocks;
-    const int j = static_cast<int>(r % kQ4GroupRows);
+  HWY_ALIGN float tile[kQ4GroupRows * kBlockSize];
+  for (int64_t g = row_begin / kQ4GroupRows; g * kQ4GroupRows < row_end; ++g) {
+    const int64_t j0 = std::max<int64_t>(0, row_begin - g * kQ4GroupRows);
+    const int64_t j1 = std::min<int64_t>(kQ4GroupRows, row_end - g * kQ4GroupRows);
     for (int64_t b = 0; b < blocks; ++b) {
-      HWY_ALIGN float vals[kBlockSize];
-      DequantizeBlock(weights::GetQ4x8Row(group[b], j), vals);
-      for (int64_t c = b * kBlockSize; c < std::min(cols, (b + 1) * kBlockSize); ++c) {
-        out[c * ld + (r - row_begin)] = vals[c - b * kBlockSize];
+      const BlockQ4x8& blk = w[g * blocks + b];
+      const char* ahead = reinterpret_cast<const char*>(&blk + kQ4PrefetchBlocks);
+      for (size_t line = 0; line < sizeof(BlockQ4x8); line += 64) hwy::Prefetch(ahead + line);
+      DequantizeGroupBlock(blk, tile);
+      const int64_t n = std::min<int64_t>(kBlockSize, cols - b * kBlockSize);
+      for (int64_t j = j0; j < j1; ++j) {
+        std::memcpy(out + (g * kQ4GroupRows + j - row_begin) * cols + b * kBlockSize,
+                    tile + j * kBlockSize, n * sizeof(float));
       }
     }
   }
-#else
-  const hn::CappedTag<uint32_t, 8> du;
-  const hn::Rebind<int32_t, decltype(du)> di;
-  const hn::Rebind<float, decltype(du)> df;
-  const size_t lanes = hn::Lanes(du);
-  const auto nibble = hn::Set(du, 0x0Fu);
-  for (int64_t g = g_begin; g < g_end; ++g) {
-    const BlockQ4x8* group = w + g * blocks;
-    for (size_t v = 0; v < static_cast<size_t>(kQ4GroupRows); v += lanes) {
-      const int64_t r0 = g * kQ4GroupRows + static_cast<int64_t>(v);
-      if (r0 >= row_end || r0 + static_cast<int64_t>(lanes) <= row_begin) continue;
-      const bool whole = r0 >= row_begin && r0 + static_cast<int64_t>(lanes) <= row_end;
-      float* o = out + (r0 - row_begin);
-      for (int64_t b = 0; b < blocks; ++b) {
-        const BlockQ4x8& blk = group[b];
-        const auto d = GroupHalves(df, blk.d + v);
-        const auto m = GroupHalves(df, blk.m + v);
-        for (int u = 0; u < 4; ++u) {
-          const auto words =
-              hn::LoadU(du, reinterpret_cast<const uint32_t*>(blk.qs + 32 * u + 4 * v));
-          HWY_UNROLL(8)
-          for (int k = 0; k < 8; ++k) {
-            const int64_t c = b * kBlockSize + 8 * u + k;
-            if (c >= cols) break;
-            const auto q = hn::ConvertTo(
-                df,
-                hn::BitCast(di, hn::And(hn::ShiftRightSame(words, weights::Q4x8Shift(k)), nibble)));
-            // d * q + m, two roundings as the scalar reference.
-            const auto value = hn::Add(hn::Mul(d, q), m);
-            if (whole) {
-              hn::StoreU(value, df, o + c * ld);
-            } else {
-              ForRowsInRange(df, value, r0, row_begin, row_end,
-                             [&](int64_t r, float x) { out[c * ld + (r - row_begin)] = x; });
-            }
-          }
-        }
-      }
-    }
-  }
-#endif
 }
 
 void DequantizeQ6Rows(const BlockQ6* w, int64_t cols, int64_t row_begin, int64_t row_end,
@@ -525,7 +525,6 @@ HWY_EXPORT(MatVecQ8Rows);
 HWY_EXPORT(MatVecQ4Rows);
 HWY_EXPORT(DequantizeQ8Rows);
 HWY_EXPORT(DequantizeQ4Rows);
-HWY_EXPORT(DequantizeQ4RowsTransposed);
 HWY_EXPORT(MatVecQ6Rows);
 HWY_EXPORT(DequantizeQ6Rows);
 
@@ -547,11 +546,6 @@ void DequantizeQ8Rows(const weights::BlockQ8* w, int64_t cols, int64_t row_begin
 void DequantizeQ4Rows(const weights::BlockQ4x8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out) {
   HWY_DYNAMIC_DISPATCH(DequantizeQ4Rows)(w, cols, row_begin, row_end, out);
-}
-
-void DequantizeQ4RowsTransposed(const weights::BlockQ4x8* w, int64_t cols, int64_t row_begin,
-                                int64_t row_end, float* out, int64_t ld) {
-  HWY_DYNAMIC_DISPATCH(DequantizeQ4RowsTransposed)(w, cols, row_begin, row_end, out, ld);
 }
 
 void MatVecQ6Rows(const weights::BlockQ6* w, int64_t cols, const float* x, float* y,

@@ -77,20 +77,13 @@ void QuantizeActivationsQ8(const float* x, int64_t cols, int8_t* xq, float* dx, 
 
 // out[(r - row_begin) * cols + c] = W[r, c] (fp32) for r in [row_begin,
 // row_end), c < cols: exactly the values of the scalar reference
-// (weights::DequantizeRowQ8 / Q4 / Q6). (q4 row by row takes each row out of
-// its groups with scalar moves: for single rows; tiles of many rows use
-// DequantizeQ4RowsTransposed.)
+// (weights::DequantizeRowQ8 / Q4 / Q6). q4 dequantizes whole groups of 8
+// rows (SIMD lanes = rows, transposed in registers on x86) and copies out
+// the rows in range.
 void DequantizeQ8Rows(const weights::BlockQ8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
 void DequantizeQ4Rows(const weights::BlockQ4x8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
-// The transposed tile of a q4 matrix: out[c * ld + (r - row_begin)] = W[r, c]
-// (fp32, the scalar reference's values) for r in [row_begin, row_end), c <
-// cols; ld >= row_end - row_begin. What prefill multiplies (W^T, k-major):
-// the groups' lanes are rows, so every element of 4 or 8 rows is one shift,
-// mask, convert, multiply-add and contiguous store.
-void DequantizeQ4RowsTransposed(const weights::BlockQ4x8* w, int64_t cols, int64_t row_begin,
-                                int64_t row_end, float* out, int64_t ld);
 void DequantizeQ6Rows(const weights::BlockQ6* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
 

@@ -203,10 +203,10 @@ TEST_F(MatVecQuantTest, Q6MatchesReferenceOnEveryTarget) {
                        /*int8_activations=*/false);
 }
 
-// Prefill's q4 tiles: W^T of any row range (group-aligned or not), with a
-// leading dimension wider than the range, bit-identical to the scalar
-// reference on every target; nothing outside the range is written.
-TEST_F(MatVecQuantTest, Q4TransposedTilesMatchReferenceOnEveryTarget) {
+// q4 dequantizes whole groups of 8 rows: any row range (group-aligned or
+// not) is bit-identical to the scalar reference on every target, and
+// nothing outside the range is written.
+TEST_F(MatVecQuantTest, Q4RowRangesMatchReferenceOnEveryTarget) {
   const int64_t rows = 29, cols = 200, bpr = BlocksPerRow(cols);
   const std::vector<float> w = Random(rows * cols, 7);
   std::vector<BlockQ4> blocks(rows * bpr);
@@ -222,14 +222,11 @@ TEST_F(MatVecQuantTest, Q4TransposedTilesMatchReferenceOnEveryTarget) {
     for (const auto& [begin, end] :
          std::vector<std::pair<int64_t, int64_t>>{{0, rows}, {8, 24}, {3, 13}, {27, 29}}) {
       SCOPED_TRACE(target + " rows " + std::to_string(begin) + ".." + std::to_string(end));
-      const int64_t ld = end - begin + 3;
-      std::vector<float> out(cols * ld, -7.0f);
-      DequantizeQ4RowsTransposed(groups, cols, begin, end, out.data(), ld);
-      for (int64_t c = 0; c < cols; ++c) {
-        for (int64_t i = 0; i < ld; ++i) {
-          const float expect = i < end - begin ? ref[(begin + i) * cols + c] : -7.0f;
-          ASSERT_EQ(out[c * ld + i], expect) << "column " << c << " lane " << i;
-        }
+      std::vector<float> out((end - begin + 1) * cols, -7.0f);
+      DequantizeQ4Rows(groups, cols, begin, end, out.data());
+      for (int64_t i = 0; i < static_cast<int64_t>(out.size()); ++i) {
+        const float expect = i < (end - begin) * cols ? ref[begin * cols + i] : -7.0f;
+        ASSERT_EQ(out[i], expect) << "row " << begin + i / cols << " column " << i % cols;
       }
     }
   }

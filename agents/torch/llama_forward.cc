@@ -54,37 +54,19 @@ torch::Tensor Linear(const torch::Tensor& h, const torch::Tensor& w, const torch
                      const weights::QuantizedMatrix* q, torch::ScalarType qgemm) {
   if (q == nullptr) return torch::linear(h, InCompute(w, h.scalar_type()), bias);
   const int64_t rows = q->rows(), cols = q->cols();
-  // Whole groups of 8 rows per tile (q4 is stored in them).
-  const int64_t tile = (std::max<int64_t>(64, (int64_t{1} << 20) / cols) + 7) / 8 * 8;
+  const int64_t tile = std::max<int64_t>(64, (int64_t{1} << 20) / cols);
   const torch::Tensor hg = h.scalar_type() == qgemm ? h : h.to(qgemm);
   torch::Tensor out = torch::empty({h.size(0), rows}, h.options());
-  if (q->format() == weights::BlockFormat::kQ4) {
-    // q4 dequantizes straight into W^T ([cols, rows of the tile]): its
-    // groups' SIMD lanes are rows (kernels::DequantizeQ4RowsTransposed).
-    const auto* w = static_cast<const weights::BlockQ4x8*>(q->blocks());
-    torch::Tensor buf = torch::empty({cols, std::min(tile, rows)}, torch::kFloat);
-    const int64_t ld = buf.size(1);
-    for (int64_t r0 = 0; r0 < rows; r0 += tile) {
-      const int64_t n = std::min(tile, rows - r0);
-      float* dst = buf.data_ptr<float>();
-      at::parallel_for(0, (n + 7) / 8, 2, [&](int64_t b, int64_t e) {
-        kernels::DequantizeQ4RowsTransposed(w, cols, r0 + 8 * b, std::min(r0 + 8 * e, r0 + n),
-                                            dst + 8 * b, ld);
-      });
-      torch::Tensor wt = buf.narrow(1, 0, n).to(qgemm);
-      out.narrow(1, r0, n).copy_(torch::mm(hg, wt));
-    }
-  } else {
-    torch::Tensor buf = torch::empty({std::min(tile, rows), cols}, torch::kFloat);
-    for (int64_t r0 = 0; r0 < rows; r0 += tile) {
-      const int64_t n = std::min(tile, rows - r0);
-      float* dst = buf.data_ptr<float>();
-      at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
-        DequantizeRows(*q, r0 + b, r0 + e, dst + b * cols);
-      });
-      torch::Tensor wt = buf.narrow(0, 0, n).to(qgemm);
-      out.narrow(1, r0, n).copy_(torch::mm(hg, wt.t()));
-    }
+  torch::Tensor buf = torch::empty({std::min(tile, rows), cols}, torch::kFloat);
+  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    const int64_t n = std::min(tile, rows - r0);
+    float* dst = buf.data_ptr<float>();
+    // Grain 16 rows (q4: two of its groups of 8; a range need not align).
+    at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
+      DequantizeRows(*q, r0 + b, r0 + e, dst + b * cols);
+    });
+    torch::Tensor wt = buf.narrow(0, 0, n).to(qgemm);
+    out.narrow(1, r0, n).copy_(torch::mm(hg, wt.t()));
   }
   if (bias.defined()) out.add_(bias);
   return out;
