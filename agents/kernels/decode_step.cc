@@ -55,7 +55,7 @@ void EmbeddingRow(const DecodeWeights& w, int32_t token, float* out) {
       DequantizeQ4Rows(static_cast<const weights::BlockQ4x8*>(w.embed), D, token, token + 1, out);
       return;
     case MatrixEncoding::kQ6:
-      DequantizeQ6Rows(static_cast<const weights::BlockQ6*>(w.embed), D, token, token + 1, out);
+      DequantizeQ6Rows(static_cast<const weights::BlockQ6x8*>(w.embed), D, token, token + 1, out);
       return;
   }
 }
@@ -77,7 +77,7 @@ void MatMulEncodedRows(const void* w, DType dtype, MatrixEncoding encoding, int6
     } else if (encoding == MatrixEncoding::kQ4) {
       MatVecQ4Rows(static_cast<const weights::BlockQ4x8*>(w), cols, xt, yt, begin, end);
     } else {
-      MatVecQ6Rows(static_cast<const weights::BlockQ6*>(w), cols, xt, yt, begin, end);
+      MatVecQ6Rows(static_cast<const weights::BlockQ6x8*>(w), cols, xt, yt, begin, end);
     }
     if (bias != nullptr) {
       for (int64_t r = begin; r < end; ++r) yt[r] += bias[r];

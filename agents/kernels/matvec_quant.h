@@ -33,16 +33,16 @@
 //     weights and x add the activation rounding, at most
 //     sum_b dx_b / 2 * sum_{c in b} |w[r,c] - m_b| (<= 1/254 of the block's
 //     amax per element).
-//   q6, float widening as q8 (fp32 activations; the same bound as q8, which
-//     the test checks): the codes q (0..63) are assembled in 32-bit lanes
-//     from their nibble and their 2-bit pair (the block's 8 bytes of pairs
-//     broadcast, one variable shift per lane), converted to fp32 and
-//     multiplied with x; the -32 offset is applied once per block, d * 32 *
-//     the block's fp32 sum of x (the sums computed once per call). The
-//     lm_head of q4 models: measured against the q8 lm_head it replaced in
-//     docs/performance.md "Quantized weights" (Memory).
-// q8 and q6 rows are processed one at a time with a software prefetch (q4:
-// one group of 8 at a time). Results do not
+//   q6, integer dot products as q4, in groups of 8 rows
+//     (weights::BlockQ6x8): each code's high pair is or-ed onto its nibble
+//     (one more shift and mask per pair of elements), codes 0..63 multiplied
+//     as they are and the -32 applied once per block as an offset,
+//     -32 d * sum(x) (q4's m * sum(x)). The same error bounds as q4 (with
+//     -32 d as m). The lm_head (and embedding) of q4 models: measured
+//     against the float widening it replaced in docs/performance.md
+//     "Quantized weights".
+// q8 rows are processed one at a time with a software prefetch (q4, q6: one
+// group of 8 at a time). Results do not
 // depend on the thread split; they may differ in the last bits between
 // targets (summation order).
 //
@@ -56,19 +56,19 @@
 
 namespace qkvshare::agents::kernels {
 
-// y[r] = sum_c W[r, c] * x[c] for r in [row_begin, row_end). w: q8 / q6:
-// rows * BlocksPerRow(cols) blocks, row-major; q4: the groups of 8 rows of
-// weights::QuantizedMatrix (group g's block column b at g * BlocksPerRow(cols)
+// y[r] = sum_c W[r, c] * x[c] for r in [row_begin, row_end). w: q8:
+// rows * BlocksPerRow(cols) blocks, row-major; q4 / q6: the groups of 8 rows
+// of weights::QuantizedMatrix (group g's block column b at g * BlocksPerRow(cols)
 // + b; any row range, aligned to 8 rows or not); x: [cols] fp32; y indexed
 // by absolute row.
 void MatVecQ8Rows(const weights::BlockQ8* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end);
 void MatVecQ4Rows(const weights::BlockQ4x8* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end);
-void MatVecQ6Rows(const weights::BlockQ6* w, int64_t cols, const float* x, float* y,
+void MatVecQ6Rows(const weights::BlockQ6x8* w, int64_t cols, const float* x, float* y,
                   int64_t row_begin, int64_t row_end);
 
-// The activation quantizer of MatVecQ4Rows (scalar, the same on every
+// The activation quantizer of MatVecQ4Rows and MatVecQ6Rows (scalar, the same on every
 // target): for each block b of 32 columns of x [cols] (the last one padded
 // with code 0), dx[b] = amax_b / 127, xq[b * 32 + k] = round(x / dx[b])
 // (0 when amax_b == 0), sums[b] = the fp32 sum of the block's x. xq has
@@ -77,14 +77,14 @@ void QuantizeActivationsQ8(const float* x, int64_t cols, int8_t* xq, float* dx, 
 
 // out[(r - row_begin) * cols + c] = W[r, c] (fp32) for r in [row_begin,
 // row_end), c < cols: exactly the values of the scalar reference
-// (weights::DequantizeRowQ8 / Q4 / Q6). q4 dequantizes whole groups of 8
-// rows (SIMD lanes = rows, transposed in registers on x86) and copies out
-// the rows in range.
+// (weights::DequantizeRowQ8 / Q4 / Q6). q4 and q6 dequantize whole groups
+// of 8 rows (SIMD lanes = rows, transposed in registers on x86) and copy
+// out the rows in range.
 void DequantizeQ8Rows(const weights::BlockQ8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
 void DequantizeQ4Rows(const weights::BlockQ4x8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
-void DequantizeQ6Rows(const weights::BlockQ6* w, int64_t cols, int64_t row_begin, int64_t row_end,
+void DequantizeQ6Rows(const weights::BlockQ6x8* w, int64_t cols, int64_t row_begin, int64_t row_end,
                       float* out);
 
 }  // namespace qkvshare::agents::kernels

@@ -76,7 +76,7 @@ void Run(Encoding e, const Matrix& m, const float* x, float* y) {
       MatVecQ4Rows(static_cast<const w::BlockQ4x8*>(p), s.cols, x, y, 0, s.rows);
       return;
     case kQ6:
-      MatVecQ6Rows(static_cast<const w::BlockQ6*>(p), s.cols, x, y, 0, s.rows);
+      MatVecQ6Rows(static_cast<const w::BlockQ6x8*>(p), s.cols, x, y, 0, s.rows);
       return;
     case kEncodings:
       return;
@@ -148,13 +148,13 @@ int Main() {
     mat.data[kBF16].resize(m.size() * 2);
     mat.data[kQ8].resize(s.rows * bpr * sizeof(w::BlockQ8));
     mat.data[kQ4].resize(w::Q4Groups(s.rows) * bpr * sizeof(w::BlockQ4x8));  // zeros
-    mat.data[kQ6].resize(s.rows * bpr * sizeof(w::BlockQ6));
+    mat.data[kQ6].resize(w::Q4Groups(s.rows) * bpr * sizeof(w::BlockQ6x8));  // zeros
     std::memcpy(mat.data[kF32].data(), m.data(), mat.data[kF32].size());
     StoreAs(m.data(), DType::kBF16, mat.data[kBF16].data(), static_cast<int64_t>(m.size()));
     for (int64_t r = 0; r < s.rows; ++r) {
       const absl::Span<const float> row(m.data() + r * s.cols, s.cols);
       w::QuantizeRowQ8(row, reinterpret_cast<w::BlockQ8*>(mat.data[kQ8].data()) + r * bpr);
-      // q4: the 8-row groups the runtime repacks its matrices into.
+      // q4 / q6: the 8-row groups the runtime repacks its matrices into.
       std::vector<w::BlockQ4> q4(bpr);
       w::QuantizeRowQ4(row, q4.data());
       auto* groups = reinterpret_cast<w::BlockQ4x8*>(mat.data[kQ4].data());
@@ -162,7 +162,13 @@ int Main() {
         w::SetQ4x8Row(q4[b], static_cast<int>(r % w::kQ4GroupRows),
                       groups[r / w::kQ4GroupRows * bpr + b]);
       }
-      w::QuantizeRowQ6(row, reinterpret_cast<w::BlockQ6*>(mat.data[kQ6].data()) + r * bpr);
+      std::vector<w::BlockQ6> q6(bpr);
+      w::QuantizeRowQ6(row, q6.data());
+      auto* groups6 = reinterpret_cast<w::BlockQ6x8*>(mat.data[kQ6].data());
+      for (int64_t b = 0; b < bpr; ++b) {
+        w::SetQ6x8Row(q6[b], static_cast<int>(r % w::kQ4GroupRows),
+                      groups6[r / w::kQ4GroupRows * bpr + b]);
+      }
     }
     mats.push_back(std::move(mat));
   }

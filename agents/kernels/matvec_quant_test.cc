@@ -63,16 +63,17 @@ BlockTerms Terms(const BlockQ4& blk, const int8_t* xq) {
   return t;
 }
 
+// q6 as the kernel splits it: codes 0..63 against xq, and the -32 as the
+// block's offset m = -32 d (times the exact sum of x).
 BlockTerms Terms(const BlockQ6& blk, const int8_t* xq) {
   BlockTerms t;
-  for (int k = 0; k < weights::kBlockSize; ++k) {
-    t.dot += int64_t{weights::Q6Code(blk, k) - 32} * xq[k];
-  }
+  for (int k = 0; k < weights::kBlockSize; ++k) t.dot += int64_t{weights::Q6Code(blk, k)} * xq[k];
   t.d = quant::HalfToFloat(blk.d);
+  t.m = -32.0 * t.d;
   return t;
 }
 
-// What the kernels read: q8 / q6 the row-major blocks themselves; q4 the
+// What the kernels read: q8 the row-major blocks themselves; q4 / q6 the
 // blocks repacked in groups of 8 rows (padded with zero blocks), as
 // weights::QuantizedMatrix stores them.
 template <class Block>
@@ -92,6 +93,20 @@ std::vector<char> Storage(const std::vector<BlockQ4>& blocks, int64_t rows, int6
     }
   }
   std::vector<char> out(groups.size() * sizeof(weights::BlockQ4x8));
+  std::memcpy(out.data(), groups.data(), out.size());
+  return out;
+}
+template <>
+std::vector<char> Storage(const std::vector<BlockQ6>& blocks, int64_t rows, int64_t bpr) {
+  std::vector<weights::BlockQ6x8> groups(weights::Q4Groups(rows) * bpr);
+  std::memset(groups.data(), 0, groups.size() * sizeof(weights::BlockQ6x8));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < bpr; ++b) {
+      weights::SetQ6x8Row(blocks[r * bpr + b], static_cast<int>(r % weights::kQ4GroupRows),
+                          groups[r / weights::kQ4GroupRows * bpr + b]);
+    }
+  }
+  std::vector<char> out(groups.size() * sizeof(weights::BlockQ6x8));
   std::memcpy(out.data(), groups.data(), out.size());
   return out;
 }
@@ -199,37 +214,49 @@ TEST_F(MatVecQuantTest, Q4MatchesReferenceOnEveryTarget) {
 
 TEST_F(MatVecQuantTest, Q6MatchesReferenceOnEveryTarget) {
   CheckFormat<BlockQ6>(weights::QuantizeRowQ6, weights::DequantizeRowQ6,
-                       OnStorage<BlockQ6>(MatVecQ6Rows), OnStorage<BlockQ6>(DequantizeQ6Rows),
-                       /*int8_activations=*/false);
+                       OnStorage<weights::BlockQ6x8>(MatVecQ6Rows),
+                       OnStorage<weights::BlockQ6x8>(DequantizeQ6Rows),
+                       /*int8_activations=*/true);
 }
 
-// q4 dequantizes whole groups of 8 rows: any row range (group-aligned or
-// not) is bit-identical to the scalar reference on every target, and
+// q4 and q6 dequantize whole groups of 8 rows: any row range (group-aligned
+// or not) is bit-identical to the scalar reference on every target, and
 // nothing outside the range is written.
-TEST_F(MatVecQuantTest, Q4RowRangesMatchReferenceOnEveryTarget) {
+template <class Block, class Group, class Quantize, class Dequantize, class DequantRows>
+void CheckGroupRowRanges(Quantize quantize, Dequantize dequantize, DequantRows rows_fn) {
   const int64_t rows = 29, cols = 200, bpr = BlocksPerRow(cols);
   const std::vector<float> w = Random(rows * cols, 7);
-  std::vector<BlockQ4> blocks(rows * bpr);
+  std::vector<Block> blocks(rows * bpr);
   std::vector<float> ref(rows * cols);
   for (int64_t r = 0; r < rows; ++r) {
-    weights::QuantizeRowQ4(absl::MakeConstSpan(w.data() + r * cols, cols), blocks.data() + r * bpr);
-    weights::DequantizeRowQ4(blocks.data() + r * bpr, cols, ref.data() + r * cols);
+    quantize(absl::MakeConstSpan(w.data() + r * cols, cols), blocks.data() + r * bpr);
+    dequantize(blocks.data() + r * bpr, cols, ref.data() + r * cols);
   }
   const std::vector<char> storage = Storage(blocks, rows, bpr);
-  const auto* groups = reinterpret_cast<const weights::BlockQ4x8*>(storage.data());
+  const auto* groups = reinterpret_cast<const Group*>(storage.data());
   for (const std::string& target : TargetNames()) {
     ASSERT_TRUE(ForceSimdTarget(target).ok()) << target;
     for (const auto& [begin, end] :
          std::vector<std::pair<int64_t, int64_t>>{{0, rows}, {8, 24}, {3, 13}, {27, 29}}) {
       SCOPED_TRACE(target + " rows " + std::to_string(begin) + ".." + std::to_string(end));
       std::vector<float> out((end - begin + 1) * cols, -7.0f);
-      DequantizeQ4Rows(groups, cols, begin, end, out.data());
+      rows_fn(groups, cols, begin, end, out.data());
       for (int64_t i = 0; i < static_cast<int64_t>(out.size()); ++i) {
         const float expect = i < (end - begin) * cols ? ref[begin * cols + i] : -7.0f;
         ASSERT_EQ(out[i], expect) << "row " << begin + i / cols << " column " << i % cols;
       }
     }
   }
+}
+
+TEST_F(MatVecQuantTest, Q4RowRangesMatchReferenceOnEveryTarget) {
+  CheckGroupRowRanges<BlockQ4, weights::BlockQ4x8>(weights::QuantizeRowQ4, weights::DequantizeRowQ4,
+                                                   DequantizeQ4Rows);
+}
+
+TEST_F(MatVecQuantTest, Q6RowRangesMatchReferenceOnEveryTarget) {
+  CheckGroupRowRanges<BlockQ6, weights::BlockQ6x8>(weights::QuantizeRowQ6, weights::DequantizeRowQ6,
+                                                   DequantizeQ6Rows);
 }
 
 TEST_F(MatVecQuantTest, RunsOnMoreThanOneTarget) {

@@ -37,7 +37,7 @@ void DequantizeRows(const weights::QuantizedMatrix& q, int64_t begin, int64_t en
                                 end, out);
       return;
     case weights::BlockFormat::kQ6:
-      kernels::DequantizeQ6Rows(static_cast<const weights::BlockQ6*>(q.blocks()), q.cols(), begin,
+      kernels::DequantizeQ6Rows(static_cast<const weights::BlockQ6x8*>(q.blocks()), q.cols(), begin,
                                 end, out);
       return;
   }

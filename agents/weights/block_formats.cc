@@ -241,4 +241,35 @@ void SetQ4x8Row(const BlockQ4& b, int j, BlockQ4x8& g) {
   }
 }
 
+BlockQ6 GetQ6x8Row(const BlockQ6x8& g, int j) {
+  BlockQ6 b;
+  b.d = g.d[j];
+  std::memset(b.ql, 0, sizeof b.ql);
+  std::memset(b.qh, 0, sizeof b.qh);
+  for (int i = 0; i < kBlockSize; ++i) {
+    const int u = i / 8, k = i % 8;
+    const int low = (g.ql[32 * u + 4 * j + Q4x8Shift(k) / 8] >> (Q4x8Shift(k) % 8)) & 0x0F;
+    const int hs = Q6x8HighShift(u, k);
+    const int high = (g.qh[32 * (u / 2) + 4 * j + hs / 8] >> (hs % 8)) & 3;
+    // BlockQ6: low nibble of element i in ql[i % 16] (high half for i >= 16),
+    // high pair at bits 2 * ((i / 2) % 4) of qh[4 * (i % 2) + i / 8].
+    b.ql[i % (kBlockSize / 2)] |= static_cast<uint8_t>(i < kBlockSize / 2 ? low : low << 4);
+    b.qh[4 * (i % 2) + i / 8] |= static_cast<uint8_t>(high << (2 * ((i / 2) % 4)));
+  }
+  return b;
+}
+
+void SetQ6x8Row(const BlockQ6& b, int j, BlockQ6x8& g) {
+  g.d[j] = b.d;
+  for (int u = 0; u < 4; ++u) std::memset(g.ql + 32 * u + 4 * j, 0, 4);
+  for (int p = 0; p < 2; ++p) std::memset(g.qh + 32 * p + 4 * j, 0, 4);
+  for (int i = 0; i < kBlockSize; ++i) {
+    const int u = i / 8, k = i % 8, code = Q6Code(b, i);
+    g.ql[32 * u + 4 * j + Q4x8Shift(k) / 8] |=
+        static_cast<uint8_t>((code & 0x0F) << (Q4x8Shift(k) % 8));
+    const int hs = Q6x8HighShift(u, k);
+    g.qh[32 * (u / 2) + 4 * j + hs / 8] |= static_cast<uint8_t>((code >> 4) << (hs % 8));
+  }
+}
+
 }  // namespace qkvshare::agents::weights

@@ -41,9 +41,10 @@
 //      Why this one: docs/results.md "Choice of q6" (measured against plain
 //      d = max / -32, a 7-bit variant with a minimum and a Q6_K-like layout).
 //
-// In memory (weights::QuantizedMatrix, what the decode kernels read) q8 and
-// q6 matrices are these blocks row by row; q4 matrices are repacked at load
-// into groups of 8 rows (BlockQ4x8, below): the decode kernel then computes
+// In memory (weights::QuantizedMatrix, what the decode kernels read) q8
+// matrices are these blocks row by row; q4 and q6 matrices are repacked at
+// load into groups of 8 rows (BlockQ4x8 / BlockQ6x8, below): the decode
+// kernels then compute
 // 8 rows at once in 8 SIMD lanes from one weight stream, with no horizontal
 // sums and one fp16 conversion per 8 scales (docs/performance.md "q4 decode
 // in row groups").
@@ -105,14 +106,39 @@ static_assert(sizeof(BlockQ4x8) == kQ4GroupRows * sizeof(BlockQ4), "no padding")
 // u of a BlockQ4x8.
 constexpr int Q4x8Shift(int k) { return (k % 2) * 16 + ((k / 2) % 2) * 8 + (k / 4) * 4; }
 
-// Groups of 8 rows of a q4 matrix of `rows` rows: ceil(rows / 8) (the last
-// one padded with zero blocks).
+// Groups of 8 rows of a q4 or q6 matrix of `rows` rows: ceil(rows / 8) (the
+// last one padded with zero blocks).
 constexpr int64_t Q4Groups(int64_t rows) { return (rows + kQ4GroupRows - 1) / kQ4GroupRows; }
 
 // Row j (0..7) of a group as a BlockQ4, and the inverse (writes only row
 // j's bytes of g, so threads may fill different rows of one group).
 BlockQ4 GetQ4x8Row(const BlockQ4x8& g, int j);
 void SetQ4x8Row(const BlockQ4& b, int j, BlockQ4x8& g);
+
+// Block column b of a group of 8 rows of a q6 matrix: d[j] row j's scale;
+// ql: the codes' low nibbles exactly as BlockQ4x8's qs; qh: their high
+// pairs, 2 chunks per 32 bytes: bytes 32p + 4j .. + 3 are row j's 32-bit
+// word H for chunks u = 2p, 2p + 1, element 8u + k's pair at bit
+// Q6x8HighShift(u, k): in the same 16-bit half as its nibble in ql (k odd:
+// the upper one), at 2 * (nibble's shift within the half / 4) + 8 * (u % 2).
+// So each of a kernel's 4 nibble extractions per chunk (shift 0, 4, 8, 12)
+// finds both lanes' pairs with one more shift and mask. 208 bytes = 8
+// BlockQ6s.
+struct BlockQ6x8 {
+  uint16_t d[kQ4GroupRows];
+  uint8_t ql[kQ4GroupRows * kBlockSize / 2];
+  uint8_t qh[kQ4GroupRows * kBlockSize / 4];
+};
+static_assert(sizeof(BlockQ6x8) == kQ4GroupRows * sizeof(BlockQ6), "no padding");
+
+// Bit position of element 8u + k's high pair in row j's word H of qh.
+constexpr int Q6x8HighShift(int u, int k) {
+  return (Q4x8Shift(k) / 16) * 16 + (Q4x8Shift(k) % 16) / 2 + 8 * (u % 2);
+}
+
+// As GetQ4x8Row / SetQ4x8Row for q6.
+BlockQ6 GetQ6x8Row(const BlockQ6x8& g, int j);
+void SetQ6x8Row(const BlockQ6& b, int j, BlockQ6x8& g);
 
 // Number of blocks of one row of `cols` columns: ceil(cols / 32).
 constexpr int64_t BlocksPerRow(int64_t cols) { return (cols + kBlockSize - 1) / kBlockSize; }

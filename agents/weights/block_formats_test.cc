@@ -228,5 +228,37 @@ TEST(BlockQ4x8Test, RowsRoundTripAndCodesSitWhereTheLayoutSays) {
   }
 }
 
+TEST(BlockQ6x8Test, RowsRoundTripAndPairsSitBesideTheirNibbles) {
+  BlockQ6 rows[kQ4GroupRows];
+  for (int j = 0; j < kQ4GroupRows; ++j) {
+    const std::vector<float> x = RandomRow(kBlockSize, 100 + j);
+    QuantizeRowQ6(x, &rows[j]);
+  }
+  BlockQ6x8 g;
+  std::memset(&g, 0xCD, sizeof g);  // every byte is written
+  for (int j = 0; j < kQ4GroupRows; ++j) SetQ6x8Row(rows[j], j, g);
+  for (int j = 0; j < kQ4GroupRows; ++j) {
+    const BlockQ6 back = GetQ6x8Row(g, j);
+    EXPECT_EQ(std::memcmp(&back, &rows[j], sizeof back), 0) << j;
+    EXPECT_EQ(g.d[j], rows[j].d);
+    for (int u = 0; u < 4; ++u) {
+      uint32_t low, high;
+      std::memcpy(&low, g.ql + 32 * u + 4 * j, sizeof low);
+      std::memcpy(&high, g.qh + 32 * (u / 2) + 4 * j, sizeof high);
+      // The kernels' extraction: nibble shift s in 16-bit halves, pair at
+      // s / 2 + 8 (u % 2) of the same half.
+      const int pairs[4][2] = {{0, 1}, {4, 5}, {2, 3}, {6, 7}};
+      for (int p = 0; p < 4; ++p) {
+        for (int half = 0; half < 2; ++half) {
+          const uint32_t nib = (low >> (16 * half + 4 * p)) & 0xF;
+          const uint32_t pair = (high >> (16 * half + 2 * p + 8 * (u % 2))) & 3;
+          EXPECT_EQ(static_cast<int>(nib | pair << 4), Q6Code(rows[j], 8 * u + pairs[p][half]))
+              << j << " " << u << " " << p;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace qkvshare::agents::weights

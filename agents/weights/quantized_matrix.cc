@@ -75,9 +75,9 @@ QuantizedMatrix::QuantizedMatrix(BlockFormat format, int64_t rows, int64_t cols)
     : format_(format),
       rows_(rows),
       cols_(cols),
-      // q4: groups of 8 rows (BlockQ4x8), the last padded.
+      // q4 / q6: groups of 8 rows (BlockQ4x8 / BlockQ6x8), the last padded.
       bytes_(
-          static_cast<size_t>((format == BlockFormat::kQ4 ? Q4Groups(rows) * kQ4GroupRows : rows) *
+          static_cast<size_t>((format == BlockFormat::kQ8 ? rows : Q4Groups(rows) * kQ4GroupRows) *
                               BlocksPerRow(cols)) *
           BlockBytes(format)) {
   // Matrices of 2 MiB or more go to 2 MiB-aligned memory advised for
@@ -92,7 +92,7 @@ QuantizedMatrix::QuantizedMatrix(BlockFormat format, int64_t rows, int64_t cols)
   } else {
     data_.reset(std::aligned_alloc(64, (bytes_ + 63) / 64 * 64 + 64));
   }
-  // Zeros: a q4 group's padding rows (zero blocks: value 0), and bytes that
+  // Zeros: a q4 / q6 group's padding rows (zero blocks: value 0), and bytes that
   // are equal whichever rows were filled first.
   if (data_ != nullptr) std::memset(data_.get(), 0, bytes_);
 }
@@ -101,6 +101,7 @@ void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_beg
                                    int64_t row_end) {
   std::vector<float> row(cols_);
   std::vector<BlockQ4> q4_row;
+  std::vector<BlockQ6> q6_row;
   const int64_t bpr = blocks_per_row();
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t base = r * cols_;
@@ -127,7 +128,9 @@ void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_beg
         SetRowBlocks(r, q4_row.data());
         break;
       case BlockFormat::kQ6:
-        QuantizeRowQ6(row, static_cast<BlockQ6*>(data_.get()) + r * bpr);
+        q6_row.resize(bpr);
+        QuantizeRowQ6(row, q6_row.data());
+        SetRowBlocks(r, q6_row.data());
         break;
     }
   }
@@ -143,6 +146,14 @@ void QuantizedMatrix::SetRowBlocks(int64_t row, const void* blocks) {
     }
     return;
   }
+  if (format_ == BlockFormat::kQ6) {
+    BlockQ6x8* group = static_cast<BlockQ6x8*>(data_.get()) + row / kQ4GroupRows * bpr;
+    const auto* src = static_cast<const BlockQ6*>(blocks);
+    for (int64_t b = 0; b < bpr; ++b) {
+      SetQ6x8Row(src[b], static_cast<int>(row % kQ4GroupRows), group[b]);
+    }
+    return;
+  }
   const size_t row_bytes = static_cast<size_t>(bpr) * BlockBytes(format_);
   std::memcpy(static_cast<char*>(data_.get()) + row * row_bytes, blocks, row_bytes);
 }
@@ -154,6 +165,14 @@ void QuantizedMatrix::GetRowBlocks(int64_t row, void* out) const {
     auto* dst = static_cast<BlockQ4*>(out);
     for (int64_t b = 0; b < bpr; ++b) {
       dst[b] = GetQ4x8Row(group[b], static_cast<int>(row % kQ4GroupRows));
+    }
+    return;
+  }
+  if (format_ == BlockFormat::kQ6) {
+    const BlockQ6x8* group = static_cast<const BlockQ6x8*>(data_.get()) + row / kQ4GroupRows * bpr;
+    auto* dst = static_cast<BlockQ6*>(out);
+    for (int64_t b = 0; b < bpr; ++b) {
+      dst[b] = GetQ6x8Row(group[b], static_cast<int>(row % kQ4GroupRows));
     }
     return;
   }

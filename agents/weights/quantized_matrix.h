@@ -92,9 +92,10 @@ class QuantizedMatrix {
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
   int64_t blocks_per_row() const { return BlocksPerRow(cols_); }
-  // The kernels' storage: q8 / q6: rows * blocks_per_row blocks, row-major;
-  // q4: Q4Groups(rows) * blocks_per_row BlockQ4x8s, group-major (group g's
-  // block column b at g * blocks_per_row + b; block_formats.h).
+  // The kernels' storage: q8: rows * blocks_per_row blocks, row-major;
+  // q4 / q6: Q4Groups(rows) * blocks_per_row BlockQ4x8s / BlockQ6x8s,
+  // group-major (group g's block column b at g * blocks_per_row + b;
+  // block_formats.h).
   const void* blocks() const { return data_.get(); }
   size_t bytes() const { return bytes_; }
 

@@ -27,6 +27,7 @@ TEST(QuantizedMatrixTest, BlocksEqualRowQuantizerFromEveryDtype) {
   std::vector<uint16_t> bf16(w.size());
   for (size_t i = 0; i < w.size(); ++i) bf16[i] = FloatToBf16(w[i]);
   for (BlockFormat f : {BlockFormat::kQ8, BlockFormat::kQ4, BlockFormat::kQ6}) {
+    SCOPED_TRACE(std::string(BlockFormatName(f)));
     QuantizedMatrix from_f32(f, rows, cols), from_bf16(f, rows, cols);
     from_f32.QuantizeRows(w.data(), DType::kF32, 0, rows);
     from_bf16.QuantizeRows(bf16.data(), DType::kBF16, 0, 2);  // two ranges, as threads
