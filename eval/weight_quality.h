@@ -36,6 +36,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "agents/kernels/decode_step.h"
 #include "agents/model.h"
 #include "eval/golden_cases.h"
 
@@ -101,9 +102,8 @@ enum class ForwardPath {
 };
 
 // Chunk length of ForwardPath::kKernelChunks: the longest chunk the engine
-// runs through the kernels (kKernelChunkTokens in
-// agents/torch/llama_forward.cc; longer chunks go to the GEMMs).
-inline constexpr int kKernelChunkTokens = 16;
+// runs through the kernels (longer chunks go to the GEMMs).
+inline constexpr int kKernelChunkTokens = static_cast<int>(agents::kernels::kMaxKernelChunkTokens);
 
 // "prefill", "decode steps", "kernel chunks of 16".
 std::string ForwardPathName(ForwardPath path);

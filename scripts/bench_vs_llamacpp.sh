@@ -16,6 +16,8 @@
 #                    runtime_bench --weights=FORMAT on the f32 checkpoint, next to llama.cpp's
 #                    Q8_0 / Q4_0 of the same weights (q8 has Q8_0's block layout; q4 is Q4_1's
 #                    layout with a searched scale and minimum, 5 bits a weight against Q4_0's 4.5).
+#   DENSE_ROWS (1)   0 skips the dense rows (llama.cpp F32/F16, our f32/bf16): quantized only,
+#                    e.g. for the llama-1b shape, whose f32 rows take most of the time
 #   QKV_SIMD         force OUR engine down to this Highway target (e.g. avx2 on an AVX-512 CPU,
 #                    to stand in for an AVX2-only CPU): runtime_bench --simd=QKV_SIMD, and for x86
 #                    targets below AVX3 libtorch's own kernels are capped too (ATEN_CPU_CAPABILITY,
@@ -35,6 +37,7 @@ preset=${PRESET:-small-100m}
 steps=${DECODE_TOKENS:-64}
 qkv_weights=${QKV_WEIGHTS:-q8 q4}
 qkv_simd=${QKV_SIMD:-}
+dense_rows=${DENSE_ROWS:-1}
 mkdir -p "$work"
 simd_flags=()
 if [[ -n $qkv_simd ]]; then
@@ -93,11 +96,13 @@ run_llama() {
 
 for ((r = 1; r <= rounds; r++)); do
   echo "round $r/$rounds" >&2
-  run_llama F32
-  run_ours "qkvshare f32" "$work/hf-float32" f32
-  run_llama F16
-  run_ours "qkvshare bf16 checkpoint, dtype auto" "$work/hf-bfloat16" auto
-  run_ours "qkvshare bf16 checkpoint, dtype bf16" "$work/hf-bfloat16" bf16
+  if [[ $dense_rows != 0 ]]; then
+    run_llama F32
+    run_ours "qkvshare f32" "$work/hf-float32" f32
+    run_llama F16
+    run_ours "qkvshare bf16 checkpoint, dtype auto" "$work/hf-bfloat16" auto
+    run_ours "qkvshare bf16 checkpoint, dtype bf16" "$work/hf-bfloat16" bf16
+  fi
   for w in $qkv_weights; do
     fmt=${w^^}_0  # q8 -> Q8_0, q4 -> Q4_0
     run_llama "$fmt"

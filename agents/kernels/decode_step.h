@@ -34,6 +34,12 @@
 
 namespace qkvshare::agents::kernels {
 
+// The longest chunk the engine runs through these kernels (DecodeChunk):
+// single-token decode and short prefill chunks such as a receiver's
+// instruction after a card inject, every weight row read once for the
+// chunk; longer chunks go to libtorch's GEMMs (agents/torch/llama_forward.cc).
+inline constexpr int64_t kMaxKernelChunkTokens = 16;
+
 // Non-owning views of one decoder layer. Matrices are [out, in] row-major in
 // DecodeWeights::weight_dtype; biases fp32 (nullptr when absent); norms fp32.
 struct DecodeLayerWeights {

@@ -88,11 +88,8 @@ class TorchState : public LlamaEngine::State {
   kernels::DecodeScratch scratch;
 };
 
-// Chunks of at most this many tokens (single-token decode, and short prefill
-// chunks such as a receiver's instruction after a card inject) run through
-// the Highway kernels (kernels::DecodeChunk, every weight row read once for
-// the chunk); longer ones through libtorch's GEMMs.
-constexpr int64_t kKernelChunkTokens = 16;
+// Chunks of at most this many tokens run through the Highway kernels.
+constexpr int64_t kKernelChunkTokens = kernels::kMaxKernelChunkTokens;
 
 // RMSNorm in fp32: x / sqrt(mean(x^2) + eps) * weight. x: [T, D] fp32.
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
