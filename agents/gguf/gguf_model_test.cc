@@ -1,0 +1,254 @@
+#include "agents/gguf/gguf_model.h"
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agents/gguf/gguf_dequant.h"
+#include "agents/gguf/gguf_file.h"
+#include "agents/model_config.h"
+#include "agents/safetensors.h"
+#include "agents/weights/block_formats.h"
+#include "agents/weights/quantized_matrix.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "quant/fp16.h"
+
+namespace qkvshare::agents::gguf {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kModelDir[] = "models/stories260K";
+
+std::shared_ptr<const GgufFile> Open(const std::string& type) {
+  auto file = GgufFile::Open("agents/gguf/testdata/stories260K-" + type + ".gguf");
+  EXPECT_TRUE(file.ok()) << file.status();
+  return file.ok() ? std::shared_ptr<const GgufFile>(*std::move(file)) : nullptr;
+}
+
+std::vector<float> Floats(const TensorInfo& t) {
+  std::vector<float> out(t.numel());
+  const auto* p = static_cast<const uint8_t*>(t.data);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (*t.dtype == DType::kF32) {
+      std::memcpy(&out[i], p + 4 * i, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, p + 2 * i, 2);
+      out[i] = *t.dtype == DType::kF16 ? quant::HalfToFloat(h) : Bf16ToFloat(h);
+    }
+  }
+  return out;
+}
+
+TEST(GgufModelTest, ConfigEqualsTheHfConfig) {
+  auto file = Open("F32");
+  ASSERT_NE(file, nullptr);
+  auto c = ConfigFromGguf(*file);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto hf = ModelConfig::FromDirectory(kModelDir);
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  EXPECT_EQ(c->arch, hf->arch);
+  EXPECT_EQ(c->hidden_size, hf->hidden_size);
+  EXPECT_EQ(c->intermediate_size, hf->intermediate_size);
+  EXPECT_EQ(c->num_layers, hf->num_layers);
+  EXPECT_EQ(c->num_heads, hf->num_heads);
+  EXPECT_EQ(c->num_kv_heads, hf->num_kv_heads);
+  EXPECT_EQ(c->head_dim, hf->head_dim);
+  EXPECT_EQ(c->vocab_size, hf->vocab_size);
+  EXPECT_FLOAT_EQ(c->rms_norm_eps, hf->rms_norm_eps);
+  EXPECT_EQ(c->rope_theta, hf->rope_theta);
+  EXPECT_EQ(c->max_position_embeddings, hf->max_position_embeddings);
+  EXPECT_EQ(c->tie_word_embeddings, hf->tie_word_embeddings);
+  EXPECT_FALSE(c->qkv_bias);
+  EXPECT_EQ(c->bos_token_id, hf->bos_token_id);
+  EXPECT_EQ(c->eos_token_ids, std::vector<int32_t>{2});
+}
+
+TEST(GgufModelTest, NativeLayerFormats) {
+  EXPECT_EQ(NativeLayerFormat(*Open("F32")), std::nullopt);
+  EXPECT_EQ(NativeLayerFormat(*Open("F16")), std::nullopt);
+  EXPECT_EQ(NativeLayerFormat(*Open("Q8_0")), weights::BlockFormat::kQ8);
+  EXPECT_EQ(NativeLayerFormat(*Open("Q4_0")), weights::BlockFormat::kQ4);
+  EXPECT_EQ(NativeLayerFormat(*Open("Q4_1")), weights::BlockFormat::kQ4);
+}
+
+// F32: every tensor, q/k included (permutation undone), equals the HF
+// checkpoint bit for bit; F16: equals it rounded to fp16.
+TEST(GgufModelTest, DenseWeightsEqualTheCheckpoint) {
+  auto hf = WeightFiles::Open(kModelDir);
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  for (const std::string type : {"F32", "F16"}) {
+    auto file = Open(type);
+    ASSERT_NE(file, nullptr);
+    auto c = ConfigFromGguf(*file);
+    ASSERT_TRUE(c.ok());
+    auto w = WeightsFromGguf(file, *c, std::nullopt);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EXPECT_TRUE((*w)->quantized().empty());
+    EXPECT_EQ((*w)->tensors().size(), (*hf)->tensors().size()) << type;
+    for (const auto& [name, want] : (*hf)->tensors()) {
+      const TensorInfo* got = (*w)->Find(name);
+      ASSERT_NE(got, nullptr) << type << " " << name;
+      EXPECT_EQ(got->shape, want->shape) << name;
+      const std::vector<float> a = Floats(*got), b = Floats(*want);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i) {
+        const float expect = type == "F32" || got->dtype == DType::kF32
+                                 ? b[i]
+                                 : quant::HalfToFloat(quant::FloatToHalf(b[i]));
+        ASSERT_EQ(a[i], expect) << type << " " << name << " [" << i << "]";
+      }
+    }
+  }
+}
+
+// Q8_0 / Q4_0 / Q4_1 projections become q8 / q4 matrices whose values are
+// exactly the file's (ggml's decoder), rows un-permuted; ffn_down (F16 in
+// these files) and the Q8_0 embedding are handed over dense.
+TEST(GgufModelTest, QuantizedProjectionsKeepTheFilesBlocks) {
+  struct Case {
+    std::string type;
+    weights::BlockFormat format;
+  };
+  auto hf = WeightFiles::Open(kModelDir);
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  for (const Case& k :
+       {Case{"Q8_0", weights::BlockFormat::kQ8}, Case{"Q4_0", weights::BlockFormat::kQ4},
+        Case{"Q4_1", weights::BlockFormat::kQ4}}) {
+    auto file = Open(k.type);
+    ASSERT_NE(file, nullptr);
+    auto c = ConfigFromGguf(*file);
+    ASSERT_TRUE(c.ok());
+    auto w = WeightsFromGguf(file, *c, k.format);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EXPECT_EQ((*w)->quantized().size(), 30u) << k.type;  // 6 per layer
+    const TensorInfo* down = (*w)->Find("model.layers.0.mlp.down_proj.weight");
+    ASSERT_NE(down, nullptr);
+    EXPECT_EQ(down->dtype, DType::kF16);
+    const TensorInfo* embed = (*w)->Find("model.embed_tokens.weight");
+    ASSERT_NE(embed, nullptr);
+    EXPECT_EQ(embed->dtype, DType::kF32);  // decoded Q8_0
+    for (const char* proj : {"q_proj", "k_proj", "v_proj"}) {
+      const std::string name = std::string("model.layers.2.self_attn.") + proj + ".weight";
+      const weights::QuantizedMatrix* q = (*w)->FindQuantized(name);
+      ASSERT_NE(q, nullptr) << name;
+      EXPECT_EQ(q->format(), k.format);
+      const TensorInfo* ref = (*hf)->Find(name);
+      const std::vector<float> want = Floats(*ref);
+      const int64_t cols = q->cols();
+      std::vector<uint8_t> blocks(weights::BlockBytes(k.format) * q->blocks_per_row());
+      std::vector<float> row(cols);
+      double max_err = 0;
+      for (int64_t r = 0; r < q->rows(); ++r) {
+        q->GetRowBlocks(r, blocks.data());
+        if (k.format == weights::BlockFormat::kQ8) {
+          weights::DequantizeRowQ8(reinterpret_cast<const weights::BlockQ8*>(blocks.data()), cols,
+                                   row.data());
+        } else {
+          weights::DequantizeRowQ4(reinterpret_cast<const weights::BlockQ4*>(blocks.data()), cols,
+                                   row.data());
+        }
+        for (int64_t i = 0; i < cols; ++i) {
+          max_err = std::max(max_err, std::fabs(double{row[i]} - want[r * cols + i]));
+        }
+      }
+      // Close to the checkpoint (so the rows are where HF has them) ...
+      EXPECT_LT(max_err, k.format == weights::BlockFormat::kQ8 ? 0.01 : 0.2) << k.type << name;
+      // ... and exactly the file's values, row for row.
+      const GgufTensor* t =
+          file->FindTensor(std::string("blk.2.attn_") + std::string(proj).substr(0, 1) + ".weight");
+      ASSERT_NE(t, nullptr);
+      std::vector<float> file_row(cols);
+      const int heads = std::string(proj) == "q_proj" ? c->num_heads : c->num_kv_heads;
+      for (int64_t r = 0; r < q->rows(); ++r) {
+        int64_t src = r;
+        if (std::string(proj) != "v_proj") {
+          const int64_t hd = q->rows() / heads, half = hd / 2;
+          src = r / hd * hd + 2 * (r % hd % half) + r % hd / half;
+        }
+        DequantizeRow(*t, src, file_row.data());
+        q->GetRowBlocks(r, blocks.data());
+        if (k.format == weights::BlockFormat::kQ8) {
+          weights::DequantizeRowQ8(reinterpret_cast<const weights::BlockQ8*>(blocks.data()), cols,
+                                   row.data());
+        } else {
+          weights::DequantizeRowQ4(reinterpret_cast<const weights::BlockQ4*>(blocks.data()), cols,
+                                   row.data());
+        }
+        ASSERT_EQ(row, file_row) << k.type << " " << name << " row " << r;
+      }
+    }
+  }
+}
+
+// Run in another format: every projection handed over dense (decoded), for
+// the runtime to quantize its own way.
+TEST(GgufModelTest, OtherFormatsAreDecoded) {
+  auto file = Open("Q8_0");
+  ASSERT_NE(file, nullptr);
+  auto c = ConfigFromGguf(*file);
+  auto dense = WeightsFromGguf(file, *c, std::nullopt);
+  ASSERT_TRUE(dense.ok()) << dense.status();
+  EXPECT_TRUE((*dense)->quantized().empty());
+  const TensorInfo* q = (*dense)->Find("model.layers.0.self_attn.q_proj.weight");
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->dtype, DType::kF32);
+  auto as_q4 = WeightsFromGguf(file, *c, weights::BlockFormat::kQ4);
+  ASSERT_TRUE(as_q4.ok());
+  EXPECT_TRUE((*as_q4)->quantized().empty());
+}
+
+std::string Metadata(const std::vector<std::pair<std::string, uint32_t>>& ints,
+                     const std::string& arch = "llama") {
+  std::string b = "GGUF";
+  auto put = [&b](auto v) { b.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  auto str = [&](const std::string& s) {
+    put(uint64_t{s.size()});
+    b += s;
+  };
+  put(uint32_t{3});
+  put(uint64_t{0});
+  put(uint64_t{ints.size() + 1});
+  str("general.architecture");
+  put(uint32_t{8});
+  str(arch);
+  for (const auto& [k, v] : ints) {
+    str(k);
+    put(uint32_t{4});
+    put(v);
+  }
+  return b;
+}
+
+TEST(GgufModelTest, ConfigErrorsNameTheKey) {
+  auto check = [](const std::string& bytes, const std::string& message) {
+    auto file = GgufFile::FromBytes(bytes, "m.gguf");
+    ASSERT_TRUE(file.ok()) << file.status();
+    auto c = ConfigFromGguf(**file);
+    ASSERT_FALSE(c.ok()) << message;
+    EXPECT_THAT(c.status().message(), HasSubstr(message));
+    EXPECT_THAT(c.status().message(), HasSubstr("m.gguf"));
+  };
+  check(Metadata({}, "gpt2"), "'gpt2' is not supported");
+  check(Metadata({}), "'llama.block_count' not found");
+  check(Metadata({{"llama.block_count", 2},
+                  {"llama.embedding_length", 64},
+                  {"llama.feed_forward_length", 128},
+                  {"llama.attention.head_count", 8},
+                  {"llama.attention.head_count_kv", 3}}),
+        "llama.attention.head_count_kv");
+  check(Metadata({{"llama.block_count", 0}}), "0 is out of range");
+  check(Metadata({{"llama.block_count", 2},
+                  {"llama.embedding_length", 64},
+                  {"llama.feed_forward_length", 128},
+                  {"llama.attention.head_count", 8},
+                  {"llama.rope.dimension_count", 4}}),
+        "partial rotary");
+}
+
+}  // namespace
+}  // namespace qkvshare::agents::gguf
