@@ -123,7 +123,13 @@ absl::Status ApplyWeightFormat(weights::WeightFormat format, ModelOptions* optio
 
 class Model {
  public:
-  // Loads `dir`. tokenizer.json is optional (see tokenizer()). Errors (each
+  // Loads `dir`: an HF directory, or a GGUF file (a regular file: llama.cpp
+  // / Ollama model files; agents/gguf/gguf_model.h says what loads). For a
+  // GGUF file with `options` asking nothing (weights "auto": no
+  // quantized_weights, no compute_dtype), the projections run in the format
+  // closest to the file's (Q8_0 -> q8, Q4_0/Q4_1/K-quants -> q4, F16/F32 ->
+  // dense); options() then shows that choice. tokenizer.json (or the GGUF
+  // tokenizer metadata) is optional (see tokenizer()). Errors (each
   // message names the file, and the key or tensor):
   //   NotFound: config.json or the safetensors file(s) missing, a tensor
   //     missing ("tensor 'model.layers.3.mlp.up_proj.weight' not found");
@@ -133,13 +139,13 @@ class Model {
   //     tokenizer.json;
   //   Internal: libtorch failures.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir,
-                                                     const ModelOptions& options = {});
+                                                     const ModelOptions& requested = {});
 
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
   ~Model();
 
-  // The directory as given to Load().
+  // The directory (or GGUF file) as given to Load().
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
   // Dtype of the matrix products and of the KV cache (what runs, after the
@@ -156,12 +162,15 @@ class Model {
   // kernels AVX2" (weights "q4 (embedding q6)" when quantized) plus the note
   // of RuntimeDTypes when the request was changed.
   std::string runtime_summary() const;
+  // The options the model runs with: as requested, with a GGUF file's
+  // native format filled in under "auto".
   const ModelOptions& options() const { return options_; }
   // Dtype of model.embed_tokens.weight on disk.
   DType weights_dtype() const { return weights_dtype_; }
   const ModelFingerprint& fingerprint() const { return fingerprint_; }
-  // The tokenizer of `dir`/tokenizer.json; nullptr when the directory has
-  // none (a weights-only model: token ids in, token ids out).
+  // The tokenizer of `dir`/tokenizer.json (a GGUF file: its tokenizer.ggml.*
+  // metadata); nullptr when there is none (a weights-only model: token ids
+  // in, token ids out).
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   // Weight bytes used in place from the mapping, and converted copies.
   size_t mapped_weight_bytes() const;
