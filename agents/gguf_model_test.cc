@@ -14,6 +14,7 @@
 
 #include "agents/generator.h"
 #include "agents/model.h"
+#include "agents/model_registry.h"
 #include "agents/sequence.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -214,6 +215,30 @@ TEST(GgufModelLoadTest, FingerprintsTellModelsApart) {
   EXPECT_NE(q8->fingerprint(), f32->fingerprint());
   EXPECT_NE(q8->fingerprint(), q8_dense->fingerprint());  // run as q8 vs decoded
   EXPECT_NE(q8->fingerprint(), hf_q8->fingerprint());
+}
+
+// The registry shares a GGUF model by file and options; "auto" (the file's
+// q8) and weights f32 (dense) are two models. The daemon's default (dtype
+// f32, weights auto) runs the file's format too.
+TEST(GgufModelLoadTest, RegistryKeepsAutoAndDenseApart) {
+  ModelRegistry registry;
+  ModelOptions automatic;
+  automatic.copy_weights_to_huge_pages = false;
+  ModelOptions dense = automatic;
+  ASSERT_TRUE(ApplyWeightFormat(weights::WeightFormat::kF32, &dense).ok());
+  ModelOptions daemon_default = automatic;
+  daemon_default.compute_dtype = DType::kF32;
+  auto a = registry.Acquire(Gguf("Q8_0"), automatic);
+  auto b = registry.Acquire(Gguf("Q8_0"), dense);
+  auto c = registry.Acquire(Gguf("Q8_0"), automatic);
+  auto d = registry.Acquire(Gguf("Q8_0"), daemon_default);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok());
+  EXPECT_EQ((*a)->weights_summary(), "q8");
+  EXPECT_EQ((*b)->weights_summary(), "f32");
+  EXPECT_EQ((*d)->weights_summary(), "q8");
+  EXPECT_EQ(a->get(), c->get());
+  EXPECT_NE(a->get(), b->get());
+  EXPECT_EQ((*a)->fingerprint(), (*d)->fingerprint());
 }
 
 TEST(GgufModelLoadTest, BadFilesAreErrors) {

@@ -68,9 +68,11 @@ absl::Status ApplyWeightFormat(weights::WeightFormat format, ModelOptions* optio
       return absl::OkStatus();
     case weights::WeightFormat::kF32:
       options->compute_dtype = DType::kF32;
+      options->dense_weights = true;
       return absl::OkStatus();
     case weights::WeightFormat::kBF16:
       options->compute_dtype = DType::kBF16;
+      options->dense_weights = true;
       return absl::OkStatus();
     case weights::WeightFormat::kF16:
       return absl::InvalidArgumentError(
@@ -107,8 +109,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
                            Tokenizer::FromJson(tokenizer_json, dir + " (tokenizer.ggml.*)"));
     }
     // weights "auto" runs the projections in the runtime format closest to
-    // the file's (Q8_0 -> q8, Q4_0 / Q4_1 -> q4, F16 -> dense).
-    if (!options.quantized_weights.has_value() && !options.compute_dtype.has_value()) {
+    // the file's (Q8_0 -> q8, Q4_0 / Q4_1 -> q4, F16 -> dense); so does the
+    // daemon's default dtype f32 (quantized models compute in f32).
+    if (!options.quantized_weights.has_value() && !options.dense_weights &&
+        options.compute_dtype.value_or(DType::kF32) == DType::kF32) {
       options.quantized_weights = gguf::NativeLayerFormat(*gguf_file);
       if (options.quantized_weights.has_value()) options.compute_dtype = DType::kF32;
     }
