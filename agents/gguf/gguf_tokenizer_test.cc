@@ -118,5 +118,116 @@ TEST(GgufTokenizerTest, NoTokenizerAndUnsupportedModels) {
               ::testing::HasSubstr("tokenizer.ggml.tokens' not found"));
 }
 
+// Metadata-only GGUF bytes: string, string-array, int32-array, uint32 and
+// bool keys.
+class MetadataWriter {
+ public:
+  void String(const std::string& key, const std::string& v) {
+    Key(key, 8);
+    Str(v);
+  }
+  void Strings(const std::string& key, const std::vector<std::string>& v) {
+    Key(key, 9);
+    Put(uint32_t{8});
+    Put(uint64_t{v.size()});
+    for (const std::string& x : v) Str(x);
+  }
+  void Ints(const std::string& key, const std::vector<int32_t>& v) {
+    Key(key, 9);
+    Put(uint32_t{5});
+    Put(uint64_t{v.size()});
+    for (int32_t x : v) Put(x);
+  }
+  void U32(const std::string& key, uint32_t v) {
+    Key(key, 4);
+    Put(v);
+  }
+  void Bool(const std::string& key, bool v) {
+    Key(key, 7);
+    Put(uint8_t{v});
+  }
+  std::string Bytes() const {
+    std::string b = "GGUF";
+    auto put = [&b](auto v) { b.append(reinterpret_cast<const char*>(&v), sizeof v); };
+    put(uint32_t{3});
+    put(uint64_t{0});
+    put(uint64_t{count_});
+    return b + body_;
+  }
+
+ private:
+  template <typename T>
+  void Put(T v) {
+    body_.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
+  void Str(const std::string& s) {
+    Put(uint64_t{s.size()});
+    body_ += s;
+  }
+  void Key(const std::string& k, uint32_t type) {
+    Str(k);
+    Put(type);
+    ++count_;
+  }
+  std::string body_;
+  uint64_t count_ = 0;
+};
+
+// A byte-level ("gpt2") vocabulary (agents/tokenizer/tokenizer_byte_level_test.cc's):
+// "hello" and " world" are single tokens through the merges.
+std::unique_ptr<Tokenizer> Gpt2Style(const std::string& pre, bool add_bos) {
+  MetadataWriter w;
+  w.String("tokenizer.ggml.model", "gpt2");
+  w.String("tokenizer.ggml.pre", pre);
+  const std::vector<std::string> tokens = {
+      "<|endoftext|>", "h",   "e",  "l",   "o",   "w",    "r",  "d",      "\xC4\xA0",
+      "!",             "he",  "ll", "hell", "hello", "\xC4\xA0w", "or", "\xC4\xA0wor",
+      "ld",            "\xC4\xA0world", "<|begin_of_text|>"};
+  w.Strings("tokenizer.ggml.tokens", tokens);
+  std::vector<int32_t> types(tokens.size(), 1);
+  types[0] = types[19] = 3;
+  w.Ints("tokenizer.ggml.token_type", types);
+  w.Strings("tokenizer.ggml.merges",
+            {"h e", "l l", "he ll", "hell o", "\xC4\xA0 w", "o r", "\xC4\xA0w or", "l d",
+             "\xC4\xA0wor ld"});
+  w.U32("tokenizer.ggml.bos_token_id", 19);
+  w.U32("tokenizer.ggml.eos_token_id", 0);
+  w.Bool("tokenizer.ggml.add_bos_token", add_bos);
+  auto file = GgufFile::FromBytes(w.Bytes(), "gpt2.gguf");
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (!file.ok()) return nullptr;
+  absl::StatusOr<std::string> json = TokenizerJsonFromGguf(**file);
+  EXPECT_TRUE(json.ok()) << json.status();
+  if (!json.ok()) return nullptr;
+  auto tok = Tokenizer::FromJson(*json, "gpt2.gguf");
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  return tok.ok() ? *std::move(tok) : nullptr;
+}
+
+TEST(GgufTokenizerTest, Gpt2ByteLevel) {
+  for (const std::string pre : {"default", "llama-bpe", "qwen2"}) {
+    const bool bos = pre == "llama-bpe";
+    auto tok = Gpt2Style(pre, bos);
+    ASSERT_NE(tok, nullptr) << pre;
+    auto ids = tok->Encode("hello world!");
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    std::vector<int32_t> want = {13, 18, 9};
+    if (bos) want.insert(want.begin(), 19);
+    EXPECT_EQ(*ids, want) << pre;
+    EXPECT_EQ(tok->Decode(*ids), "hello world!") << pre;
+    EXPECT_TRUE(tok->IsSpecial(0));
+    EXPECT_EQ(*tok->Encode("hello<|endoftext|>"), bos ? std::vector<int32_t>({19, 13, 0})
+                                                      : std::vector<int32_t>({13, 0}));
+  }
+  MetadataWriter w;
+  w.String("tokenizer.ggml.model", "gpt2");
+  w.String("tokenizer.ggml.pre", "deepseek-coder");
+  w.Strings("tokenizer.ggml.tokens", {"a"});
+  auto file = GgufFile::FromBytes(w.Bytes(), "pre.gguf");
+  ASSERT_TRUE(file.ok());
+  EXPECT_THAT(TokenizerJsonFromGguf(**file).status().message(),
+              ::testing::HasSubstr("'deepseek-coder' is not supported"));
+}
+
 }  // namespace
 }  // namespace qkvshare::agents::gguf
