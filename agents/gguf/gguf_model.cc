@@ -2,11 +2,13 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <map>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -217,6 +219,54 @@ std::unique_ptr<weights::QuantizedMatrix> Blocks(const GgufTensor& t, const Mapp
   return q;
 }
 
+// Decodes `t` row by row (rows un-permuted) and quantizes each row with the
+// runtime's quantizer into `format` (the result QuantizedMatrix::QuantizeRows
+// gives from a dense copy, without making one). Rows are split over the
+// cores.
+std::unique_ptr<weights::QuantizedMatrix> Requantize(const GgufTensor& t, const Mapping& m,
+                                                     weights::BlockFormat format) {
+  const int64_t rows = m.shape[0], cols = m.shape[1];
+  auto q = std::make_unique<weights::QuantizedMatrix>(format, rows, cols);
+  auto work = [&](int64_t begin, int64_t end) {
+    std::vector<float> row(cols);
+    std::vector<uint8_t> blocks(weights::BlockBytes(format) * weights::BlocksPerRow(cols));
+    for (int64_t r = begin; r < end; ++r) {
+      DequantizeRow(t, SourceRow(r, rows, m.heads), row.data());
+      switch (format) {
+        case weights::BlockFormat::kQ8:
+          weights::QuantizeRowQ8(row, reinterpret_cast<weights::BlockQ8*>(blocks.data()));
+          break;
+        case weights::BlockFormat::kQ4:
+          weights::QuantizeRowQ4(row, reinterpret_cast<weights::BlockQ4*>(blocks.data()));
+          break;
+        case weights::BlockFormat::kQ6:
+          weights::QuantizeRowQ6(row, reinterpret_cast<weights::BlockQ6*>(blocks.data()));
+          break;
+      }
+      q->SetRowBlocks(r, blocks.data());
+    }
+  };
+  const int64_t threads =
+      std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), rows / 64);
+  if (threads <= 1) {
+    work(0, rows);
+    return q;
+  }
+  std::vector<std::thread> pool;
+  // Split at multiples of 64 rows (as the engine's parallel QuantizeRows):
+  // whatever row grouping the block storage uses, no two threads share one.
+  auto split = [&](int64_t i) { return i == threads ? rows : rows * i / threads / 64 * 64; };
+  for (int64_t i = 0; i < threads; ++i) pool.emplace_back(work, split(i), split(i + 1));
+  for (std::thread& th : pool) th.join();
+  return q;
+}
+
+absl::Status UnsupportedType(const GgufFile& f, const GgufTensor& t) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      f.path(), ": tensor '", t.name, "' has type ", GgmlTypeName(t.type),
+      ", which this runtime does not load (supported: ", DequantizableTypeNames(), ")"));
+}
+
 }  // namespace
 
 std::optional<weights::BlockFormat> NativeLayerFormat(const GgufFile& file) {
@@ -363,8 +413,14 @@ absl::StatusOr<std::unique_ptr<WeightFiles>> WeightsFromGguf(
           absl::StrCat(f.path(), ": tensor '", m.gguf, "': rows do not split into heads"));
     }
     const bool is_projection = m.shape.size() == 2 && IsProjection(m.gguf);
-    if (is_projection && layer_format.has_value() && UsableAsIs(*t, *layer_format)) {
-      quantized[m.hf] = Blocks(*t, m, *layer_format);
+    if (is_projection && layer_format.has_value()) {
+      if (UsableAsIs(*t, *layer_format)) {
+        quantized[m.hf] = Blocks(*t, m, *layer_format);
+        continue;
+      }
+      if (!CanDequantize(t->type)) return UnsupportedType(f, *t);
+      // Requantized here, row by row (no f32 copy of the tensor).
+      quantized[m.hf] = Requantize(*t, m, *layer_format);
       continue;
     }
     TensorInfo info;
@@ -380,11 +436,7 @@ absl::StatusOr<std::unique_ptr<WeightFiles>> WeightsFromGguf(
       dense.push_back(std::move(info));
       continue;
     }
-    if (!CanDequantize(t->type)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          f.path(), ": tensor '", m.gguf, "' has type ", GgmlTypeName(t->type),
-          ", which this runtime does not load (supported: ", DequantizableTypeNames(), ")"));
-    }
+    if (!CanDequantize(t->type)) return UnsupportedType(f, *t);
     // Permuted (in the stored dtype) or decoded (to f32) into new memory.
     const size_t elem = dtype.has_value() ? (*dtype == DType::kF32 ? 4 : 2) : 4;
     const size_t row_bytes = static_cast<size_t>(cols) * elem;

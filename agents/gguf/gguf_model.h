@@ -29,16 +29,20 @@
 //     -> q4 (identical layout); Q4_0 -> q4 with m = -8 d (exact in fp16; a
 //     tensor with |d| > 8188, where -8 d overflows fp16, is requantized
 //     instead);
+//   - any other projection, with `layer_format` set, is decoded row by row
+//     (gguf_dequant.h: F16, BF16, F32, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
+//     Q5_K, Q6_K) and quantized with the runtime's own quantizer (e.g. a
+//     Q4_0 file's F16 ffn_down -> q4): the blocks QuantizeRows would make,
+//     without a dense copy of the tensor. So a K-quant file (Q4_K_M) runs as
+//     q4 requantized from its decoded values (a second rounding);
 //   - every other tensor is handed over dense: F32 / F16 / BF16 in place
 //     (memory-mapped; q/k copied in their dtype to undo the permutation),
-//     other types decoded to f32 (gguf_dequant.h: Q8_0, Q4_0, Q4_1, Q5_0,
-//     Q5_1, Q4_K, Q5_K, Q6_K) into anonymous memory. The runtime then applies
-//     its own policy to them: projections quantized at load to
-//     `layer_format` (e.g. a Q4_0 file's F16 ffn_down -> q4), the embedding
-//     and lm_head as for an HF checkpoint (dense 16-bit for q8, q6 for q4,
-//     as stored for dense models), norms f32. So a K-quant file (Q4_K_M)
-//     runs as q4 requantized from its decoded values (a second rounding),
-//     and IQ* / Q2_K / Q3_K / TQ* / MXFP4 files are rejected (type named).
+//     other types decoded to f32 into anonymous memory (the runtime drops
+//     those pages once it has converted them). The runtime then applies its
+//     own policy: the embedding and lm_head as for an HF checkpoint (dense
+//     16-bit for q8, q6 for q4, as stored for dense models), norms f32.
+//   IQ* / Q2_K / Q3_K / TQ* / MXFP4 tensors are rejected (tensor and type
+//   named).
 //   - q_proj / k_proj rows (and biases) are put back from llama.cpp's
 //     rotary layout (convert_hf_to_gguf.py LlamaModel.permute: pairs
 //     (2j, 2j+1) of each head) into HF's rotate_half layout (j, j + d/2).

@@ -179,17 +179,32 @@ std::unique_ptr<Tokenizer> Gpt2Style(const std::string& pre, bool add_bos) {
   MetadataWriter w;
   w.String("tokenizer.ggml.model", "gpt2");
   w.String("tokenizer.ggml.pre", pre);
-  const std::vector<std::string> tokens = {
-      "<|endoftext|>", "h",   "e",  "l",   "o",   "w",    "r",  "d",      "\xC4\xA0",
-      "!",             "he",  "ll", "hell", "hello", "\xC4\xA0w", "or", "\xC4\xA0wor",
-      "ld",            "\xC4\xA0world", "<|begin_of_text|>"};
+  const std::vector<std::string> tokens = {"<|endoftext|>",
+                                           "h",
+                                           "e",
+                                           "l",
+                                           "o",
+                                           "w",
+                                           "r",
+                                           "d",
+                                           "\xC4\xA0",
+                                           "!",
+                                           "he",
+                                           "ll",
+                                           "hell",
+                                           "hello",
+                                           "\xC4\xA0w",
+                                           "or",
+                                           "\xC4\xA0wor",
+                                           "ld",
+                                           "\xC4\xA0world",
+                                           "<|begin_of_text|>"};
   w.Strings("tokenizer.ggml.tokens", tokens);
   std::vector<int32_t> types(tokens.size(), 1);
   types[0] = types[19] = 3;
   w.Ints("tokenizer.ggml.token_type", types);
-  w.Strings("tokenizer.ggml.merges",
-            {"h e", "l l", "he ll", "hell o", "\xC4\xA0 w", "o r", "\xC4\xA0w or", "l d",
-             "\xC4\xA0wor ld"});
+  w.Strings("tokenizer.ggml.merges", {"h e", "l l", "he ll", "hell o", "\xC4\xA0 w", "o r",
+                                      "\xC4\xA0w or", "l d", "\xC4\xA0wor ld"});
   w.U32("tokenizer.ggml.bos_token_id", 19);
   w.U32("tokenizer.ggml.eos_token_id", 0);
   w.Bool("tokenizer.ggml.add_bos_token", add_bos);
@@ -216,8 +231,8 @@ TEST(GgufTokenizerTest, Gpt2ByteLevel) {
     EXPECT_EQ(*ids, want) << pre;
     EXPECT_EQ(tok->Decode(*ids), "hello world!") << pre;
     EXPECT_TRUE(tok->IsSpecial(0));
-    EXPECT_EQ(*tok->Encode("hello<|endoftext|>"), bos ? std::vector<int32_t>({19, 13, 0})
-                                                      : std::vector<int32_t>({13, 0}));
+    EXPECT_EQ(*tok->Encode("hello<|endoftext|>"),
+              bos ? std::vector<int32_t>({19, 13, 0}) : std::vector<int32_t>({13, 0}));
   }
   MetadataWriter w;
   w.String("tokenizer.ggml.model", "gpt2");
