@@ -116,6 +116,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
       options.quantized_weights = gguf::NativeLayerFormat(*gguf_file);
       if (options.quantized_weights.has_value()) options.compute_dtype = DType::kF32;
     }
+    // Before the weights: their conversion drops the file's pages, which
+    // sampling them afterwards would fault in again.
+    QKV_ASSIGN_OR_RETURN(model->fingerprint_,
+                         ComputeGgufModelFingerprint(model->config_, tokenizer_json, *gguf_file));
     QKV_ASSIGN_OR_RETURN(model->weights_, gguf::WeightsFromGguf(gguf_file, model->config_,
                                                                 options.quantized_weights));
   } else {
@@ -151,10 +155,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   model->compute_dtype_ = dtypes.compute;
   model->memory_weights_dtype_ = dtypes.weights;
   model->runtime_note_ = dtypes.note;
-  if (gguf_file != nullptr) {
-    QKV_ASSIGN_OR_RETURN(model->fingerprint_,
-                         ComputeGgufModelFingerprint(model->config_, tokenizer_json, *gguf_file));
-  } else {
+  if (gguf_file == nullptr) {
     QKV_ASSIGN_OR_RETURN(model->fingerprint_,
                          ComputeModelFingerprint(model->config_, tokenizer_json, *model->weights_));
   }

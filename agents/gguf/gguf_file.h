@@ -178,6 +178,8 @@ class GgufFile {
   // Offset of the data section in the file.
   uint64_t data_offset() const { return data_offset_; }
   size_t file_bytes() const { return size_; }
+  // True for a memory-mapped file (Open), false for FromBytes.
+  bool mapped() const { return mapping_ != nullptr; }
 
   // Metadata by key.
   const std::map<std::string, Value, std::less<>>& metadata() const { return metadata_; }

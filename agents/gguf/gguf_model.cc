@@ -261,6 +261,17 @@ std::unique_ptr<weights::QuantizedMatrix> Requantize(const GgufTensor& t, const 
   return q;
 }
 
+// Drops this process's pages of a tensor's file mapping once its blocks are
+// copied (whole pages inside it only; they stay in the page cache, and a
+// later read faults them in again), so the resident size does not count the
+// weights twice.
+void ReleaseFilePages(const GgufTensor& t) {
+  const uintptr_t page = 4096, begin = reinterpret_cast<uintptr_t>(t.data);
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = (begin + t.nbytes) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 absl::Status UnsupportedType(const GgufFile& f, const GgufTensor& t) {
   return absl::InvalidArgumentError(absl::StrCat(
       f.path(), ": tensor '", t.name, "' has type ", GgmlTypeName(t.type),
@@ -416,11 +427,12 @@ absl::StatusOr<std::unique_ptr<WeightFiles>> WeightsFromGguf(
     if (is_projection && layer_format.has_value()) {
       if (UsableAsIs(*t, *layer_format)) {
         quantized[m.hf] = Blocks(*t, m, *layer_format);
-        continue;
+      } else {
+        if (!CanDequantize(t->type)) return UnsupportedType(f, *t);
+        // Requantized here, row by row (no f32 copy of the tensor).
+        quantized[m.hf] = Requantize(*t, m, *layer_format);
       }
-      if (!CanDequantize(t->type)) return UnsupportedType(f, *t);
-      // Requantized here, row by row (no f32 copy of the tensor).
-      quantized[m.hf] = Requantize(*t, m, *layer_format);
+      if (f.mapped()) ReleaseFilePages(*t);
       continue;
     }
     TensorInfo info;
@@ -472,6 +484,7 @@ absl::StatusOr<std::unique_ptr<WeightFiles>> WeightsFromGguf(
     info.dtype = dtype.value_or(DType::kF32);
     info.dtype_name =
         *info.dtype == DType::kF32 ? "F32" : (*info.dtype == DType::kF16 ? "F16" : "BF16");
+    if (f.mapped()) ReleaseFilePages(*t);
     info.data = buffer->data();
     info.nbytes = row_bytes * rows;
     storage->buffers.push_back(std::move(buffer));
