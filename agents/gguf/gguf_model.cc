@@ -278,6 +278,55 @@ absl::Status UnsupportedType(const GgufFile& f, const GgufTensor& t) {
       ", which this runtime does not load (supported: ", DequantizableTypeNames(), ")"));
 }
 
+// rope_freqs.weight (Llama 3.1+): the factor each RoPE frequency is divided
+// by, written by convert_hf_to_gguf.py from HF's rope_scaling "llama3" with
+// low_freq_factor 1, high_freq_factor 4 and an original context of 8192 (the
+// values of every Llama 3.x release; the converter does not store them).
+// Accepted when the factors are exactly those of some `factor` (their
+// maximum): the config then says rope_scaling llama3, which the runtime
+// computes the HF way. Other factors are InvalidArgument.
+absl::Status Llama3RopeFromFactors(const GgufFile& f, const GgufTensor& t, ModelConfig* c) {
+  const int64_t half = c->head_dim / 2;
+  if (t.type != GgmlType::kF32 || t.dims.size() != 1 || t.dims[0] != half) {
+    return absl::InvalidArgumentError(absl::StrCat(f.path(), ": tensor 'rope_freqs.weight' is ",
+                                                   GgmlTypeName(t.type), " ", t.DimsString(),
+                                                   ", expected f32 [", half, "]"));
+  }
+  std::vector<float> got(half);
+  std::memcpy(got.data(), t.data, half * sizeof(float));
+  RopeScaling s;
+  s.type = RopeScaling::Type::kLlama3;
+  s.factor = *std::max_element(got.begin(), got.end());
+  s.low_freq_factor = 1.0;
+  s.high_freq_factor = 4.0;
+  s.original_max_position_embeddings = 8192;
+  const double low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+  const double high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+  for (int64_t i = 0; i < half; ++i) {
+    const double freq = 1.0 / std::pow(c->rope_theta, static_cast<double>(2 * i) /
+                                                          static_cast<double>(c->head_dim));
+    const double wavelen = 2 * M_PI / freq;
+    double want = 1.0;
+    if (wavelen > low_wavelen) {
+      want = s.factor;
+    } else if (wavelen >= high_wavelen) {
+      const double smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) /
+                            (s.high_freq_factor - s.low_freq_factor);
+      want = 1.0 / ((1 - smooth) / s.factor + smooth);
+    }
+    if (!(std::fabs(got[i] - want) <= 1e-3 * want)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f.path(), ": tensor 'rope_freqs.weight': factor ", i, " is ", got[i],
+                       ", Llama 3 RoPE "
+                       "scaling (factor ",
+                       s.factor, ", low 1, high 4, original context 8192) gives ", want,
+                       "; other per-frequency factors are not supported"));
+    }
+  }
+  c->rope_scaling = s;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::optional<weights::BlockFormat> NativeLayerFormat(const GgufFile& file) {
@@ -358,11 +407,8 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
                       absl::StrCat("'", t, "' is not supported (none, linear)"));
     }
   }
-  if (f.FindTensor("rope_freqs.weight") != nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(f.path(),
-                     ": tensor 'rope_freqs.weight' (per-frequency RoPE factors, Llama "
-                     "3.1+) is not supported"));
+  if (const GgufTensor* freqs = f.FindTensor("rope_freqs.weight"); freqs != nullptr) {
+    QKV_RETURN_IF_ERROR(Llama3RopeFromFactors(f, *freqs, &c));
   }
   c.tie_word_embeddings = f.FindTensor("output.weight") == nullptr;
   c.qkv_bias = f.FindTensor("blk.0.attn_q.bias") != nullptr;
@@ -393,6 +439,7 @@ absl::StatusOr<std::unique_ptr<WeightFiles>> WeightsFromGguf(
   const std::vector<Mapping> mappings = LlamaTensors(config);
   std::map<std::string, bool, std::less<>> known;
   for (const Mapping& m : mappings) known[m.gguf] = true;
+  known["rope_freqs.weight"] = true;  // read by ConfigFromGguf
   for (const GgufTensor& t : f.tensors()) {
     if (known.count(t.name) == 0) {
       return absl::InvalidArgumentError(

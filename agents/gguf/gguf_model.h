@@ -15,11 +15,13 @@
 // token_embd.weight), rope.scaling.type none/linear (+ rope.scaling.factor);
 // tied output when output.weight is absent; q/k/o/MLP biases when their
 // tensors are present; bos/eos from tokenizer.ggml.bos_token_id /
-// eos_token_id (+ eot_token_id as a second stop id).
+// eos_token_id (+ eot_token_id as a second stop id); rope_freqs.weight
+// (Llama 3.1+) when its factors are Llama 3's rope_scaling (factor = their
+// maximum, low 1, high 4, original context 8192; read as rope_scaling
+// "llama3").
 // Not supported (InvalidArgument naming the key or tensor): other
 // architectures, per-layer head counts (arrays), yarn / longrope scaling,
-// rope_freqs.weight (Llama 3.1+ frequency factors), tensors the llama graph
-// does not have.
+// other rope_freqs.weight factors, tensors the llama graph does not have.
 //
 // Weights (WeightsFromGguf), tensor policy for `layer_format` (the format
 // the projections run in: nullopt = dense, kQ8 or kQ4; NativeLayerFormat

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "agents/gguf/gguf_dequant.h"
 #include "agents/gguf/gguf_file.h"
 #include "agents/model_config.h"
@@ -303,6 +304,98 @@ std::string Metadata(const std::vector<std::pair<std::string, uint32_t>>& ints,
     put(v);
   }
   return b;
+}
+
+// A llama GGUF with hidden 64, 1 head of 64 (rope base 500000), vocab 16,
+// and F32 tensors token_embd and rope_freqs.weight = `rope_freqs`.
+std::string WithRopeFreqs(const std::vector<float>& rope_freqs) {
+  std::string b = "GGUF";
+  auto put = [&b](auto v) { b.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  auto str = [&](const std::string& s) {
+    put(uint64_t{s.size()});
+    b += s;
+  };
+  const std::vector<std::pair<std::string, uint32_t>> ints = {{"llama.block_count", 1},
+                                                              {"llama.embedding_length", 64},
+                                                              {"llama.feed_forward_length", 128},
+                                                              {"llama.attention.head_count", 1},
+                                                              {"llama.context_length", 1024}};
+  put(uint32_t{3});
+  put(uint64_t{2});
+  put(uint64_t{ints.size() + 2});
+  str("general.architecture");
+  put(uint32_t{8});
+  str("llama");
+  for (const auto& [k, v] : ints) {
+    str(k);
+    put(uint32_t{4});
+    put(v);
+  }
+  str("llama.rope.freq_base");
+  put(uint32_t{6});
+  put(500000.0f);
+  str("token_embd.weight");
+  put(uint32_t{2});
+  put(int64_t{64});
+  put(int64_t{16});
+  put(uint32_t{0});
+  put(uint64_t{0});
+  str("rope_freqs.weight");
+  put(uint32_t{1});
+  put(int64_t(rope_freqs.size()));
+  put(uint32_t{0});
+  put(uint64_t{64 * 16 * 4});
+  while (b.size() % 32 != 0) b += '\0';
+  b += std::string(64 * 16 * 4, '\0');
+  for (float x : rope_freqs) put(x);
+  return b;
+}
+
+// Llama 3.x's rope_freqs.weight: the factors convert_hf_to_gguf.py writes
+// for rope_scaling llama3 (factor 32, low 1, high 4, original 8192).
+std::vector<float> Llama3Factors(double factor) {
+  std::vector<float> out;
+  for (int i = 0; i < 32; ++i) {
+    const double freq = 1.0 / std::pow(500000.0, 2.0 * i / 64), wavelen = 2 * M_PI / freq;
+    if (wavelen < 8192 / 4.0) {
+      out.push_back(1.0f);
+    } else if (wavelen > 8192 / 1.0) {
+      out.push_back(static_cast<float>(factor));
+    } else {
+      const double smooth = (8192 / wavelen - 1) / (4 - 1);
+      out.push_back(static_cast<float>(1 / ((1 - smooth) / factor + smooth)));
+    }
+  }
+  return out;
+}
+
+TEST(GgufModelTest, Llama3RopeFactorsBecomeLlama3Scaling) {
+  const std::vector<float> factors = Llama3Factors(32);
+  int smooth = 0;
+  for (float x : factors) smooth += x != 1.0f && x != 32.0f;
+  ASSERT_GT(smooth, 0);  // the test covers the interpolated band
+  auto file = GgufFile::FromBytes(WithRopeFreqs(factors), "l3.gguf");
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto c = ConfigFromGguf(**file);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kLlama3);
+  EXPECT_EQ(c->rope_scaling.factor, 32.0);
+  EXPECT_EQ(c->rope_scaling.low_freq_factor, 1.0);
+  EXPECT_EQ(c->rope_scaling.high_freq_factor, 4.0);
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 8192);
+  EXPECT_EQ(c->rope_theta, 500000.0);
+
+  std::vector<float> other = factors;
+  int band = 0;  // first factor of the interpolated band
+  while (other[band] == 1.0f) ++band;
+  other[band] *= 1.1f;
+  auto bad = GgufFile::FromBytes(WithRopeFreqs(other), "l3.gguf");
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  EXPECT_THAT(ConfigFromGguf(**bad).status().message(),
+              HasSubstr(absl::StrCat("rope_freqs.weight': factor ", band, " is ")));
+  auto short_tensor = GgufFile::FromBytes(WithRopeFreqs({1, 2, 3}), "l3.gguf");
+  ASSERT_TRUE(short_tensor.ok());
+  EXPECT_THAT(ConfigFromGguf(**short_tensor).status().message(), HasSubstr("expected f32 [32]"));
 }
 
 TEST(GgufModelTest, ConfigErrorsNameTheKey) {
