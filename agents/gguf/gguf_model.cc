@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
 #include <string>
@@ -219,6 +220,22 @@ std::unique_ptr<weights::QuantizedMatrix> Blocks(const GgufTensor& t, const Mapp
   return q;
 }
 
+// Runs work(begin, end) over [0, rows) split across the cores, at multiples
+// of 64 rows (as the engine's parallel QuantizeRows: whatever row grouping a
+// block storage uses, no two threads share one).
+void ParallelRows(int64_t rows, const std::function<void(int64_t, int64_t)>& work) {
+  const int64_t threads =
+      std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), rows / 64);
+  if (threads <= 1) {
+    work(0, rows);
+    return;
+  }
+  std::vector<std::thread> pool;
+  auto split = [&](int64_t i) { return i == threads ? rows : rows * i / threads / 64 * 64; };
+  for (int64_t i = 0; i < threads; ++i) pool.emplace_back(work, split(i), split(i + 1));
+  for (std::thread& th : pool) th.join();
+}
+
 // Decodes `t` row by row (rows un-permuted) and quantizes each row with the
 // runtime's quantizer into `format` (the result QuantizedMatrix::QuantizeRows
 // gives from a dense copy, without making one). Rows are split over the
@@ -246,18 +263,7 @@ std::unique_ptr<weights::QuantizedMatrix> Requantize(const GgufTensor& t, const 
       q->SetRowBlocks(r, blocks.data());
     }
   };
-  const int64_t threads =
-      std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), rows / 64);
-  if (threads <= 1) {
-    work(0, rows);
-    return q;
-  }
-  std::vector<std::thread> pool;
-  // Split at multiples of 64 rows (as the engine's parallel QuantizeRows):
-  // whatever row grouping the block storage uses, no two threads share one.
-  auto split = [&](int64_t i) { return i == threads ? rows : rows * i / threads / 64 * 64; };
-  for (int64_t i = 0; i < threads; ++i) pool.emplace_back(work, split(i), split(i + 1));
-  for (std::thread& th : pool) th.join();
+  ParallelRows(rows, work);
   return q;
 }
 
@@ -518,15 +524,18 @@ absl::StatusOr<std::unique_ptr<WeightFiles>> WeightsFromGguf(
       }
     } else {
       const size_t src_row_bytes = t->nbytes / rows;
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t src = SourceRow(r, rows, m.heads);
-        uint8_t* dst = buffer->data() + r * row_bytes;
-        if (dtype.has_value()) {
-          std::memcpy(dst, t->data + src * src_row_bytes, row_bytes);
-        } else {
-          DequantizeRow(*t, src, reinterpret_cast<float*>(dst));
+      uint8_t* out = buffer->data();
+      ParallelRows(rows, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t src = SourceRow(r, rows, m.heads);
+          uint8_t* dst = out + r * row_bytes;
+          if (dtype.has_value()) {
+            std::memcpy(dst, t->data + src * src_row_bytes, row_bytes);
+          } else {
+            DequantizeRow(*t, src, reinterpret_cast<float*>(dst));
+          }
         }
-      }
+      });
     }
     info.dtype = dtype.value_or(DType::kF32);
     info.dtype_name =

@@ -13,7 +13,9 @@
 namespace qkvshare::agents::gguf {
 namespace {
 
-using Json = nlohmann::ordered_json;
+// Plain (std::map) objects: an ordered_json object looks keys up linearly,
+// quadratic for a 128k-piece vocabulary. Key order means nothing here.
+using Json = nlohmann::json;
 
 // llama.cpp llama_token_type / gguf-py TokenType.
 enum TokenType : int64_t {
