@@ -175,6 +175,22 @@ TEST(GgufModelLoadTest, Q8_0RunsAsQ8CloseToOwnQ8) {
   EXPECT_LE(gguf_vs_f32.mean_kl, 3 * own_vs_f32.mean_kl + 1e-4);
 }
 
+// The same checkpoint written as a qwen2 GGUF (no q/k permutation, zero
+// q/k/v biases) runs bit-identically to the llama one: the permutation is
+// undone exactly, and the Q8_0 blocks of a row do not depend on where the
+// row sits.
+TEST(GgufModelLoadTest, Qwen2FileEqualsLlamaFile) {
+  const ModelHandle llama = Load(Gguf("Q8_0"));
+  const ModelHandle qwen2 = Load(Gguf("qwen2-Q8_0"));
+  ASSERT_TRUE(llama && qwen2);
+  EXPECT_EQ(qwen2->config().arch, ModelArch::kQwen2);
+  EXPECT_TRUE(qwen2->config().qkv_bias);
+  EXPECT_EQ(qwen2->weights_summary(), "q8");
+  const std::vector<int32_t> ids = Golden()["cases"][1]["generated_ids"];
+  EXPECT_EQ(Logits(qwen2, ids), Logits(llama, ids));
+  EXPECT_NE(qwen2->fingerprint(), llama->fingerprint());
+}
+
 TEST(GgufModelLoadTest, Q4FilesRunAsQ4CloseToOwnQ4) {
   const ModelHandle own = Load(kModelDir, Format(weights::WeightFormat::kQ4));
   const ModelHandle f32 = Load(kModelDir, Format(weights::WeightFormat::kF32));

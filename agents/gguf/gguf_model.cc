@@ -124,6 +124,9 @@ struct Mapping {
 std::vector<Mapping> LlamaTensors(const ModelConfig& c) {
   const int64_t D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t QD = int64_t{c.num_heads} * c.head_dim, KVD = int64_t{c.num_kv_heads} * c.head_dim;
+  // convert_hf_to_gguf.py permutes q/k rows for llama only (LlamaModel).
+  const bool permuted = c.arch == ModelArch::kLlama;
+  const int qh = permuted ? c.num_heads : 0, kvh = permuted ? c.num_kv_heads : 0;
   std::vector<Mapping> m;
   m.push_back({"token_embd.weight", "model.embed_tokens.weight", {V, D}});
   for (int l = 0; l < c.num_layers; ++l) {
@@ -131,12 +134,12 @@ std::vector<Mapping> LlamaTensors(const ModelConfig& c) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     const std::string a = p + "self_attn.", f = p + "mlp.";
     m.push_back({b + "attn_norm.weight", p + "input_layernorm.weight", {D}});
-    m.push_back({b + "attn_q.weight", a + "q_proj.weight", {QD, D}, c.num_heads});
-    m.push_back({b + "attn_k.weight", a + "k_proj.weight", {KVD, D}, c.num_kv_heads});
+    m.push_back({b + "attn_q.weight", a + "q_proj.weight", {QD, D}, qh});
+    m.push_back({b + "attn_k.weight", a + "k_proj.weight", {KVD, D}, kvh});
     m.push_back({b + "attn_v.weight", a + "v_proj.weight", {KVD, D}});
     m.push_back({b + "attn_output.weight", a + "o_proj.weight", {D, QD}});
-    m.push_back({b + "attn_q.bias", a + "q_proj.bias", {QD}, c.num_heads, !c.qkv_bias});
-    m.push_back({b + "attn_k.bias", a + "k_proj.bias", {KVD}, c.num_kv_heads, !c.qkv_bias});
+    m.push_back({b + "attn_q.bias", a + "q_proj.bias", {QD}, qh, !c.qkv_bias});
+    m.push_back({b + "attn_k.bias", a + "k_proj.bias", {KVD}, kvh, !c.qkv_bias});
     m.push_back({b + "attn_v.bias", a + "v_proj.bias", {KVD}, 0, !c.qkv_bias});
     m.push_back({b + "attn_output.bias", a + "o_proj.bias", {D}, 0, !c.o_bias});
     m.push_back({b + "ffn_norm.weight", p + "post_attention_layernorm.weight", {D}});
@@ -346,13 +349,13 @@ std::optional<weights::BlockFormat> NativeLayerFormat(const GgufFile& file) {
 
 absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
   QKV_ASSIGN_OR_RETURN(std::string arch, f.GetString("general.architecture"));
-  if (arch != "llama") {
+  if (arch != "llama" && arch != "qwen2") {
     return KeyError(f, "general.architecture",
-                    absl::StrCat("'", arch, "' is not supported (supported: llama)"));
+                    absl::StrCat("'", arch, "' is not supported (supported: llama, qwen2)"));
   }
   const std::string p = arch + ".";
   ModelConfig c;
-  c.arch = ModelArch::kLlama;
+  c.arch = arch == "qwen2" ? ModelArch::kQwen2 : ModelArch::kLlama;
   QKV_ASSIGN_OR_RETURN(int64_t layers, IntKey(f, p + "block_count", std::nullopt, 1, 1 << 16));
   QKV_ASSIGN_OR_RETURN(int64_t hidden, IntKey(f, p + "embedding_length", std::nullopt, 1));
   QKV_ASSIGN_OR_RETURN(int64_t ffn, IntKey(f, p + "feed_forward_length", std::nullopt, 1));
@@ -418,6 +421,10 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
   }
   c.tie_word_embeddings = f.FindTensor("output.weight") == nullptr;
   c.qkv_bias = f.FindTensor("blk.0.attn_q.bias") != nullptr;
+  if (c.arch == ModelArch::kQwen2 && !c.qkv_bias) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.path(), ": qwen2 model without tensor 'blk.0.attn_q.bias'"));
+  }
   c.o_bias = f.FindTensor("blk.0.attn_output.bias") != nullptr;
   c.mlp_bias = f.FindTensor("blk.0.ffn_gate.bias") != nullptr;
   for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"}) {

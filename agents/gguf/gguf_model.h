@@ -6,7 +6,8 @@
 // directory. The tokenizer is in gguf_tokenizer.h. Torch-free.
 //
 // Config (ConfigFromGguf): general.architecture "llama" (Llama, Mistral,
-// TinyLlama files all say "llama"); llama.block_count, embedding_length,
+// TinyLlama files all say "llama") or "qwen2" (q/k/v biases required; keys
+// under "qwen2." instead of "llama."); llama.block_count, embedding_length,
 // feed_forward_length, attention.head_count, attention.head_count_kv
 // (default: head_count), attention.key_length (default embedding_length /
 // head_count), rope.dimension_count (must be the head size: no partial
@@ -45,7 +46,7 @@
 //     16-bit for q8, q6 for q4, as stored for dense models), norms f32.
 //   IQ* / Q2_K / Q3_K / TQ* / MXFP4 tensors are rejected (tensor and type
 //   named).
-//   - q_proj / k_proj rows (and biases) are put back from llama.cpp's
+//   - llama only: q_proj / k_proj rows (and biases) are put back from llama.cpp's
 //     rotary layout (convert_hf_to_gguf.py LlamaModel.permute: pairs
 //     (2j, 2j+1) of each head) into HF's rotate_half layout (j, j + d/2).
 //

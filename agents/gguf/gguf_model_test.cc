@@ -407,7 +407,7 @@ TEST(GgufModelTest, ConfigErrorsNameTheKey) {
     EXPECT_THAT(c.status().message(), HasSubstr(message));
     EXPECT_THAT(c.status().message(), HasSubstr("m.gguf"));
   };
-  check(Metadata({}, "gpt2"), "'gpt2' is not supported");
+  check(Metadata({}, "gemma"), "'gemma' is not supported");
   check(Metadata({}), "'llama.block_count' not found");
   check(Metadata({{"llama.block_count", 2},
                   {"llama.embedding_length", 64},

@@ -69,6 +69,9 @@ def main():
     ap.add_argument("src")
     ap.add_argument("out")
     ap.add_argument("--scores")
+    ap.add_argument("--arch", default="llama", choices=["llama", "qwen2"],
+                    help="qwen2: as convert_hf_to_gguf.py writes Qwen2 (no q/k permutation, "
+                         "q/k/v biases; zero biases when the checkpoint has none)")
     args = ap.parse_args()
     cfg = json.load(open(os.path.join(args.src, "config.json")))
     tok = json.load(open(os.path.join(args.src, "tokenizer.json")))
@@ -104,7 +107,7 @@ def main():
             types.append(gguf.TokenType.NORMAL)
 
     T = read_safetensors(os.path.join(args.src, "model.safetensors"))
-    w = gguf.GGUFWriter(args.out, "llama")
+    w = gguf.GGUFWriter(args.out, args.arch)
     w.add_name(cfg.get("_name_or_path", "llama"))
     w.add_context_length(cfg.get("max_position_embeddings", 4096))
     w.add_embedding_length(hid)
@@ -136,8 +139,15 @@ def main():
     for i in range(n_layer):
         p, b = "model.layers.%d." % i, "blk.%d." % i
         w.add_tensor(b + "attn_norm.weight", T[p + "input_layernorm.weight"])
-        w.add_tensor(b + "attn_q.weight", permute(T[p + "self_attn.q_proj.weight"], n_head, n_head))
-        w.add_tensor(b + "attn_k.weight", permute(T[p + "self_attn.k_proj.weight"], n_head, n_kv))
+        q, k = T[p + "self_attn.q_proj.weight"], T[p + "self_attn.k_proj.weight"]
+        if args.arch == "llama":
+            q, k = permute(q, n_head, n_head), permute(k, n_head, n_kv)
+        w.add_tensor(b + "attn_q.weight", q)
+        w.add_tensor(b + "attn_k.weight", k)
+        if args.arch == "qwen2":
+            for name, rows in (("q", q.shape[0]), ("k", k.shape[0]), ("v", k.shape[0])):
+                bias = T.get(p + "self_attn.%s_proj.bias" % name, np.zeros(rows, np.float32))
+                w.add_tensor(b + "attn_%s.bias" % name, bias)
         w.add_tensor(b + "attn_v.weight", T[p + "self_attn.v_proj.weight"])
         w.add_tensor(b + "attn_output.weight", T[p + "self_attn.o_proj.weight"])
         w.add_tensor(b + "ffn_norm.weight", T[p + "post_attention_layernorm.weight"])
