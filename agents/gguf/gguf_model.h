@@ -43,12 +43,15 @@
 //     other types decoded to f32 into anonymous memory (the runtime drops
 //     those pages once it has converted them). The runtime then applies its
 //     own policy: the embedding and lm_head as for an HF checkpoint (dense
-//     16-bit for q8, q6 for q4, as stored for dense models), norms f32.
-//   IQ* / Q2_K / Q3_K / TQ* / MXFP4 tensors are rejected (tensor and type
-//   named).
-//   - llama only: q_proj / k_proj rows (and biases) are put back from llama.cpp's
-//     rotary layout (convert_hf_to_gguf.py LlamaModel.permute: pairs
-//     (2j, 2j+1) of each head) into HF's rotate_half layout (j, j + d/2).
+//     16-bit for q8, q6 for q4, as stored for dense models), norms f32;
+//   - llama only: q_proj / k_proj rows (and biases) are put back from
+//     llama.cpp's rotary layout (convert_hf_to_gguf.py LlamaModel.permute:
+//     pairs (2j, 2j+1) of each head) into HF's rotate_half layout (j, j + d/2).
+// IQ* / Q2_K / Q3_K / TQ* / MXFP4 tensors are rejected (tensor and type
+// named). Once a tensor is converted (blocks copied, requantized or decoded),
+// its pages of the file mapping are dropped from the process (MADV_DONTNEED;
+// they stay in the page cache): read anything else from the file's tensor
+// data (e.g. the fingerprint's samples) before calling WeightsFromGguf.
 //
 // Thread safety: pure functions; the WeightFiles keeps the GgufFile alive.
 #ifndef QKVSHARE_AGENTS_GGUF_GGUF_MODEL_H_
