@@ -19,6 +19,10 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 // True when `path` names an existing file or directory.
 bool PathExists(const std::string& path);
 
+// True when `path` names an existing regular file (after symlinks), e.g. a
+// model given as one .gguf file rather than a directory.
+bool IsRegularFile(const std::string& path);
+
 // `dir` + "/" + `name` (no separator doubled).
 std::string JoinPath(const std::string& dir, const std::string& name);
 

@@ -32,7 +32,7 @@
 
 ABSL_FLAG(std::string, model, "",
           "Model directory (HF format: config.json, *.safetensors, "
-          "tokenizer.json).");
+          "tokenizer.json), or a GGUF file (llama.cpp / Ollama, llama architecture).");
 ABSL_FLAG(std::string, prompt, "",
           "Prompt text (the tokenizer adds BOS when it is configured to).");
 ABSL_FLAG(int, max_new_tokens, 128, "Completion tokens at most.");

@@ -2,8 +2,12 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agents/file_util.h"
+#include "agents/gguf/gguf_file.h"
+#include "agents/gguf/gguf_model.h"
+#include "agents/gguf/gguf_tokenizer.h"
 #include "agents/safetensors.h"
 #include "agents/torch/llama_engine.h"
 #include "base/cpu_info.h"
@@ -64,9 +68,11 @@ absl::Status ApplyWeightFormat(weights::WeightFormat format, ModelOptions* optio
       return absl::OkStatus();
     case weights::WeightFormat::kF32:
       options->compute_dtype = DType::kF32;
+      options->dense_weights = true;
       return absl::OkStatus();
     case weights::WeightFormat::kBF16:
       options->compute_dtype = DType::kBF16;
+      options->dense_weights = true;
       return absl::OkStatus();
     case weights::WeightFormat::kF16:
       return absl::InvalidArgumentError(
@@ -85,18 +91,46 @@ size_t Model::mapped_weight_bytes() const { return engine_->mapped_weight_bytes(
 size_t Model::copied_weight_bytes() const { return engine_->copied_weight_bytes(); }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
-                                                   const ModelOptions& options) {
+                                                   const ModelOptions& requested) {
   std::unique_ptr<Model> model(new Model());
   model->dir_ = dir;
-  model->options_ = options;
-  QKV_ASSIGN_OR_RETURN(model->config_, ModelConfig::FromDirectory(dir));
+  model->options_ = requested;
+  ModelOptions& options = model->options_;
   std::string tokenizer_json;
-  const std::string tokenizer_path = JoinPath(dir, "tokenizer.json");
-  if (PathExists(tokenizer_path)) {
-    QKV_ASSIGN_OR_RETURN(tokenizer_json, ReadFileToString(tokenizer_path));
-    QKV_ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromJson(tokenizer_json, tokenizer_path));
+  std::shared_ptr<const gguf::GgufFile> gguf_file;
+  if (IsRegularFile(dir) || absl::EndsWith(dir, ".gguf")) {
+    // A GGUF file (agents/gguf/gguf_model.h).
+    QKV_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> opened, gguf::GgufFile::Open(dir));
+    gguf_file = std::move(opened);
+    QKV_ASSIGN_OR_RETURN(model->config_, gguf::ConfigFromGguf(*gguf_file));
+    QKV_ASSIGN_OR_RETURN(tokenizer_json, gguf::TokenizerJsonFromGguf(*gguf_file));
+    if (!tokenizer_json.empty()) {
+      QKV_ASSIGN_OR_RETURN(model->tokenizer_,
+                           Tokenizer::FromJson(tokenizer_json, dir + " (tokenizer.ggml.*)"));
+    }
+    // weights "auto" runs the projections in the runtime format closest to
+    // the file's (Q8_0 -> q8, Q4_0 / Q4_1 -> q4, F16 -> dense); so does the
+    // daemon's default dtype f32 (quantized models compute in f32).
+    if (!options.quantized_weights.has_value() && !options.dense_weights &&
+        options.compute_dtype.value_or(DType::kF32) == DType::kF32) {
+      options.quantized_weights = gguf::NativeLayerFormat(*gguf_file);
+      if (options.quantized_weights.has_value()) options.compute_dtype = DType::kF32;
+    }
+    // Before the weights: their conversion drops the file's pages, which
+    // sampling them afterwards would fault in again.
+    QKV_ASSIGN_OR_RETURN(model->fingerprint_,
+                         ComputeGgufModelFingerprint(model->config_, tokenizer_json, *gguf_file));
+    QKV_ASSIGN_OR_RETURN(model->weights_, gguf::WeightsFromGguf(gguf_file, model->config_,
+                                                                options.quantized_weights));
+  } else {
+    QKV_ASSIGN_OR_RETURN(model->config_, ModelConfig::FromDirectory(dir));
+    const std::string tokenizer_path = JoinPath(dir, "tokenizer.json");
+    if (PathExists(tokenizer_path)) {
+      QKV_ASSIGN_OR_RETURN(tokenizer_json, ReadFileToString(tokenizer_path));
+      QKV_ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromJson(tokenizer_json, tokenizer_path));
+    }
+    QKV_ASSIGN_OR_RETURN(model->weights_, WeightFiles::Open(dir));
   }
-  QKV_ASSIGN_OR_RETURN(model->weights_, WeightFiles::Open(dir));
   const int64_t vocab = model->config_.vocab_size, hidden = model->config_.hidden_size;
   QKV_ASSIGN_OR_RETURN(const TensorInfo* embed,
                        model->weights_->Get("model.embed_tokens.weight", {vocab, hidden}));
@@ -121,8 +155,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   model->compute_dtype_ = dtypes.compute;
   model->memory_weights_dtype_ = dtypes.weights;
   model->runtime_note_ = dtypes.note;
-  QKV_ASSIGN_OR_RETURN(model->fingerprint_,
-                       ComputeModelFingerprint(model->config_, tokenizer_json, *model->weights_));
+  if (gguf_file == nullptr) {
+    QKV_ASSIGN_OR_RETURN(model->fingerprint_,
+                         ComputeModelFingerprint(model->config_, tokenizer_json, *model->weights_));
+  }
   if (options.quantized_weights.has_value()) {
     QKV_ASSIGN_OR_RETURN(
         model->fingerprint_,

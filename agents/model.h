@@ -77,6 +77,12 @@ struct ModelOptions {
   // quantized model is a different model for cards: its fingerprint covers
   // the format. nullopt: dense weights.
   std::optional<weights::BlockFormat> quantized_weights;
+  // Dense weights asked for explicitly (weights f32 / bf16, set by
+  // ApplyWeightFormat). Only matters for a GGUF file: without it, and with
+  // no quantized_weights and a compute dtype unset or f32, the file's
+  // projections run in their own format (Q8_0 -> q8, Q4_0 -> q4); with it,
+  // they are decoded to dense weights. HF checkpoints ignore it.
+  bool dense_weights = false;
   // The dtype of prefill's GEMMs over quantized projections (tiles
   // dequantized into it, activations rounded to it for the product): kF32 or
   // kBF16. nullopt: kBF16 for q4 where the CPU has native bf16 products
@@ -115,7 +121,8 @@ RuntimeDTypes ResolveRuntimeDTypes(std::optional<DType> requested, DType stored,
 DType DefaultComputeDType(DType stored);
 
 // Applies a user-facing weights choice (daemon.yaml models.NAME.weights,
-// --weights) to `options`: auto keeps them; f32 / bf16 set compute_dtype;
+// --weights) to `options`: auto keeps them; f32 / bf16 set compute_dtype
+// and dense_weights;
 // q8 / q4 set quantized_weights (and compute_dtype f32 when unset). Errors:
 // InvalidArgument for f16 (no f16 compute path; the stored f16 weights are
 // used by "auto").
@@ -123,7 +130,15 @@ absl::Status ApplyWeightFormat(weights::WeightFormat format, ModelOptions* optio
 
 class Model {
  public:
-  // Loads `dir`. tokenizer.json is optional (see tokenizer()). Errors (each
+  // Loads `dir`: an HF directory, or a GGUF file (a regular file: llama.cpp
+  // / Ollama model files; agents/gguf/gguf_model.h says what loads). For a
+  // GGUF file with `options` asking nothing (weights "auto": no
+  // quantized_weights, no dense_weights, compute_dtype unset or f32), the
+  // projections run in the format
+  // closest to the file's (Q8_0 -> q8, Q4_0/Q4_1/K-quants -> q4, F16/F32 ->
+  // dense), also under compute_dtype f32 unless dense_weights; options()
+  // then shows that choice. tokenizer.json (or the GGUF
+  // tokenizer metadata) is optional (see tokenizer()). Errors (each
   // message names the file, and the key or tensor):
   //   NotFound: config.json or the safetensors file(s) missing, a tensor
   //     missing ("tensor 'model.layers.3.mlp.up_proj.weight' not found");
@@ -133,13 +148,13 @@ class Model {
   //     tokenizer.json;
   //   Internal: libtorch failures.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir,
-                                                     const ModelOptions& options = {});
+                                                     const ModelOptions& requested = {});
 
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
   ~Model();
 
-  // The directory as given to Load().
+  // The directory (or GGUF file) as given to Load().
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
   // Dtype of the matrix products and of the KV cache (what runs, after the
@@ -156,12 +171,15 @@ class Model {
   // kernels AVX2" (weights "q4 (embedding q6)" when quantized) plus the note
   // of RuntimeDTypes when the request was changed.
   std::string runtime_summary() const;
+  // The options the model runs with: as requested, with a GGUF file's
+  // native format filled in under "auto".
   const ModelOptions& options() const { return options_; }
   // Dtype of model.embed_tokens.weight on disk.
   DType weights_dtype() const { return weights_dtype_; }
   const ModelFingerprint& fingerprint() const { return fingerprint_; }
-  // The tokenizer of `dir`/tokenizer.json; nullptr when the directory has
-  // none (a weights-only model: token ids in, token ids out).
+  // The tokenizer of `dir`/tokenizer.json (a GGUF file: its tokenizer.ggml.*
+  // metadata); nullptr when there is none (a weights-only model: token ids
+  // in, token ids out).
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   // Weight bytes used in place from the mapping, and converted copies.
   size_t mapped_weight_bytes() const;

@@ -13,10 +13,50 @@ namespace qkvshare::agents {
 namespace {
 
 constexpr char kVersionTag[] = "qkvshare-model-fingerprint-v1";
+constexpr char kGgufVersionTag[] = "qkvshare-model-fingerprint-gguf-v1";
 constexpr size_t kWindows = 4;
 constexpr size_t kWindowBytes = 64;
 
 std::string Num(double v) { return absl::StrFormat("%.17g", v); }
+
+// SHA-256 over length-prefixed items (so that no two inputs concatenate
+// alike).
+class Digest {
+ public:
+  Digest() : ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX_free) {
+    ok_ = ctx_ != nullptr && EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) == 1;
+  }
+  void Update(const void* data, size_t n) {
+    if (!ok_) return;
+    uint64_t len = n;
+    ok_ &= EVP_DigestUpdate(ctx_.get(), &len, sizeof len) == 1;
+    if (n > 0) ok_ &= EVP_DigestUpdate(ctx_.get(), data, n) == 1;
+  }
+  void Update(std::string_view s) { Update(s.data(), s.size()); }
+  // Up to kWindows windows of kWindowBytes at evenly spaced offsets (start
+  // and end included), or all of a short buffer.
+  void Sample(const void* data, size_t nbytes) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    if (nbytes <= kWindows * kWindowBytes) {
+      Update(p, nbytes);
+      return;
+    }
+    const size_t last = nbytes - kWindowBytes;
+    for (size_t w = 0; w < kWindows; ++w) Update(p + last * w / (kWindows - 1), kWindowBytes);
+  }
+  absl::StatusOr<ModelFingerprint> Finish() {
+    ModelFingerprint fp;
+    unsigned int len = 0;
+    ok_ &=
+        ok_ && EVP_DigestFinal_ex(ctx_.get(), fp.bytes.data(), &len) == 1 && len == fp.bytes.size();
+    if (!ok_) return absl::InternalError("model fingerprint: SHA-256 failed");
+    return fp;
+  }
+
+ private:
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
+  bool ok_ = false;
+};
 
 }  // namespace
 
@@ -54,40 +94,29 @@ std::string FingerprintConfigText(const ModelConfig& c) {
 absl::StatusOr<ModelFingerprint> ComputeModelFingerprint(const ModelConfig& config,
                                                          std::string_view tokenizer_json,
                                                          const WeightFiles& weights) {
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  if (ctx == nullptr || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    return absl::InternalError("model fingerprint: SHA-256 init failed");
-  }
-  bool ok = true;
-  // Every item is length-prefixed so that no two inputs concatenate alike.
-  auto update = [&](const void* data, size_t n) {
-    uint64_t len = n;
-    ok &= EVP_DigestUpdate(ctx.get(), &len, sizeof len) == 1;
-    if (n > 0) ok &= EVP_DigestUpdate(ctx.get(), data, n) == 1;
-  };
-  auto update_str = [&](std::string_view s) { update(s.data(), s.size()); };
-  update_str(kVersionTag);
-  update_str(FingerprintConfigText(config));
-  update_str(tokenizer_json);
+  Digest d;
+  d.Update(kVersionTag);
+  d.Update(FingerprintConfigText(config));
+  d.Update(tokenizer_json);
   for (const auto& [name, t] : weights.tensors()) {  // sorted by name
-    update_str(absl::StrCat(name, ":", t->dtype_name, ":", t->ShapeString()));
+    d.Update(absl::StrCat(name, ":", t->dtype_name, ":", t->ShapeString()));
   }
-  for (const auto& [name, t] : weights.tensors()) {
-    const auto* data = static_cast<const uint8_t*>(t->data);
-    if (t->nbytes <= kWindows * kWindowBytes) {
-      update(data, t->nbytes);
-      continue;
-    }
-    const size_t last = t->nbytes - kWindowBytes;
-    for (size_t w = 0; w < kWindows; ++w) {
-      update(data + last * w / (kWindows - 1), kWindowBytes);
-    }
+  for (const auto& [name, t] : weights.tensors()) d.Sample(t->data, t->nbytes);
+  return d.Finish();
+}
+
+absl::StatusOr<ModelFingerprint> ComputeGgufModelFingerprint(const ModelConfig& config,
+                                                             std::string_view tokenizer_json,
+                                                             const gguf::GgufFile& file) {
+  Digest d;
+  d.Update(kGgufVersionTag);
+  d.Update(FingerprintConfigText(config));
+  d.Update(tokenizer_json);
+  for (const gguf::GgufTensor& t : file.tensors()) {
+    d.Update(absl::StrCat(t.name, ":", gguf::GgmlTypeName(t.type), ":", t.DimsString()));
   }
-  ModelFingerprint fp;
-  unsigned int len = 0;
-  ok &= EVP_DigestFinal_ex(ctx.get(), fp.bytes.data(), &len) == 1 && len == fp.bytes.size();
-  if (!ok) return absl::InternalError("model fingerprint: SHA-256 failed");
-  return fp;
+  for (const gguf::GgufTensor& t : file.tensors()) d.Sample(t.data, t.nbytes);
+  return d.Finish();
 }
 
 absl::StatusOr<ModelFingerprint> FingerprintWithWeightFormat(const ModelFingerprint& base,

@@ -29,6 +29,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "agents/gguf/gguf_file.h"
 #include "agents/model_config.h"
 #include "agents/safetensors.h"
 
@@ -52,6 +53,23 @@ std::string FingerprintConfigText(const ModelConfig& config);
 absl::StatusOr<ModelFingerprint> ComputeModelFingerprint(const ModelConfig& config,
                                                          std::string_view tokenizer_json,
                                                          const WeightFiles& weights);
+
+// The fingerprint of a GGUF model (agents/gguf): the same digest over the
+// file itself instead of a safetensors checkpoint: a version tag of its own
+// ("qkvshare-model-fingerprint-gguf-v1"), the config text of item 2, the
+// tokenizer.json built from the file's metadata (agents/gguf/
+// gguf_tokenizer.h), every tensor's GGUF name, ggml type and dims in file
+// order, and the data windows of item 5 over each tensor's stored bytes (its
+// blocks, for quantized types). So it covers the weights in the file's own
+// encoding: a Q8_0 and a Q4_0 file of one checkpoint differ, and so do a
+// GGUF file and the HF checkpoint it was converted from, even when the
+// weights are equal (a card between the two re-prefills: conservative).
+// What the runtime then does with the tensors (run as q8 / q4 / dense) is
+// added by FingerprintWithWeightFormat, as for HF checkpoints.
+// Errors: Internal if libcrypto fails.
+absl::StatusOr<ModelFingerprint> ComputeGgufModelFingerprint(const ModelConfig& config,
+                                                             std::string_view tokenizer_json,
+                                                             const gguf::GgufFile& file);
 
 // The fingerprint of a model whose weights were quantized at load with the
 // policy `format` (weights::WeightPolicyTag: "q8+embed:16bit", "q4+embed:q6"): SHA-256 of

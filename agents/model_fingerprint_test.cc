@@ -71,5 +71,28 @@ TEST(ModelFingerprintTest, SensitiveToWhatMatters) {
   differs(s, "tokenizer");
 }
 
+// GGUF files: the digest covers the file's tensors (type, dims, bytes) and
+// the tokenizer text, and never equals the HF checkpoint's.
+TEST(ModelFingerprintTest, GgufFiles) {
+  auto config = ModelConfig::FromDirectory("models/stories260K");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto fp = [&](const std::string& type, std::string_view tokenizer) {
+    auto file = gguf::GgufFile::Open("agents/gguf/testdata/stories260K-" + type + ".gguf");
+    EXPECT_TRUE(file.ok()) << file.status();
+    auto f = ComputeGgufModelFingerprint(*config, tokenizer, **file);
+    EXPECT_TRUE(f.ok()) << f.status();
+    return f.ok() ? *f : ModelFingerprint{};
+  };
+  const ModelFingerprint f32 = fp("F32", "tok");
+  EXPECT_EQ(f32, fp("F32", "tok"));
+  EXPECT_NE(f32, fp("F32", "other tok"));
+  EXPECT_NE(f32, fp("F16", "tok"));
+  EXPECT_NE(fp("Q8_0", "tok"), fp("Q4_0", "tok"));
+  EXPECT_NE(fp("Q4_0", "tok"), fp("Q4_1", "tok"));
+  auto hf = Fingerprint("models/stories260K");
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  EXPECT_NE(f32, *hf);
+}
+
 }  // namespace
 }  // namespace qkvshare::agents

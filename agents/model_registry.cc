@@ -5,29 +5,34 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "agents/file_util.h"
 #include "base/cpu_info.h"
 
 namespace qkvshare::agents {
 namespace {
 
-// "<dtype or auto>[+torch_decode][+huge_pages][+q8|+q4]".
-std::string OptionsKey(const std::string& dtype, const ModelOptions& options) {
+// "<dtype or auto>[+torch_decode][+huge_pages][+q8|+q4][+dense]"; "+dense"
+// (ModelOptions::dense_weights) only for a GGUF file (`gguf`), the only
+// models it changes.
+std::string OptionsKey(const std::string& dtype, const ModelOptions& options, bool gguf) {
   std::string quantized;
   if (options.quantized_weights.has_value()) {
     quantized = *options.quantized_weights == weights::BlockFormat::kQ8 ? "+q8" : "+q4";
   }
   return absl::StrCat(dtype, options.decode_kernels ? "" : "+torch_decode",
-                      options.copy_weights_to_huge_pages ? "+huge_pages" : "", quantized);
+                      options.copy_weights_to_huge_pages ? "+huge_pages" : "", quantized,
+                      gguf && options.dense_weights ? "+dense" : "");
 }
 
 std::string DTypeKey(const std::optional<DType>& dtype) {
   return dtype.has_value() ? std::string(DTypeName(*dtype)) : "auto";
 }
 
-bool SameFlags(const ModelOptions& a, const ModelOptions& b) {
+bool SameFlags(const ModelOptions& a, const ModelOptions& b, bool gguf) {
   return a.decode_kernels == b.decode_kernels &&
          a.copy_weights_to_huge_pages == b.copy_weights_to_huge_pages &&
-         a.quantized_weights == b.quantized_weights;
+         a.quantized_weights == b.quantized_weights &&
+         (!gguf || a.dense_weights == b.dense_weights);
 }
 
 }  // namespace
@@ -38,7 +43,8 @@ absl::StatusOr<ModelHandle> ModelRegistry::Acquire(const std::string& dir,
   if (::realpath(dir.c_str(), resolved) == nullptr) {
     return absl::NotFoundError(absl::StrCat(dir, ": model directory not found"));
   }
-  const Key key{resolved, OptionsKey(DTypeKey(options.compute_dtype), options)};
+  const bool gguf = IsRegularFile(resolved);
+  const Key key{resolved, OptionsKey(DTypeKey(options.compute_dtype), options, gguf)};
   absl::MutexLock lock(&mu_);
   auto it = models_.find(key);
   if (it != models_.end()) {
@@ -49,7 +55,7 @@ absl::StatusOr<ModelHandle> ModelRegistry::Acquire(const std::string& dir,
     for (auto e = models_.lower_bound(Key{resolved, ""});
          e != models_.end() && e->first.first == resolved; ++e) {
       ModelHandle live = e->second.lock();
-      if (live == nullptr || !SameFlags(live->options(), options)) continue;
+      if (live == nullptr || !SameFlags(live->options(), options, gguf)) continue;
       const RuntimeDTypes want =
           ResolveRuntimeDTypes(std::nullopt, live->weights_dtype(), CpuHasNativeBf16());
       if (live->compute_dtype() == want.compute && live->memory_weights_dtype() == want.weights) {
@@ -63,10 +69,12 @@ absl::StatusOr<ModelHandle> ModelRegistry::Acquire(const std::string& dir,
   ModelHandle handle(std::move(*loaded));
   models_[key] = handle;
   // An explicit request for what this model runs finds it too (not when the
-  // CPU rules changed a request: f32 over bf16 weights is not "f32").
+  // CPU rules changed a request: f32 over bf16 weights is not "f32"). The
+  // options it runs with, not the request's: a GGUF file under "auto" runs
+  // its own format (q8 for Q8_0), which an explicit "f32" (dense) is not.
   if (handle->memory_weights_dtype() == handle->compute_dtype()) {
-    models_[Key{resolved, OptionsKey(std::string(DTypeName(handle->compute_dtype())), options)}] =
-        handle;
+    models_[Key{resolved, OptionsKey(std::string(DTypeName(handle->compute_dtype())),
+                                     handle->options(), gguf)}] = handle;
   }
   // Drop entries of unloaded models.
   for (auto e = models_.begin(); e != models_.end();) {

@@ -221,6 +221,28 @@ absl::StatusOr<std::unique_ptr<WeightFiles>> WeightFiles::Open(const std::string
   return w;
 }
 
+absl::StatusOr<std::unique_ptr<WeightFiles>> WeightFiles::FromTensors(
+    std::string dir, std::vector<TensorInfo> tensors,
+    std::map<std::string, std::unique_ptr<weights::QuantizedMatrix>, std::less<>> quantized,
+    std::shared_ptr<const void> storage) {
+  std::unique_ptr<WeightFiles> w(new WeightFiles(std::move(dir)));
+  w->own_tensors_ = std::move(tensors);
+  w->quantized_ = std::move(quantized);
+  w->storage_ = std::move(storage);
+  for (const TensorInfo& t : w->own_tensors_) {
+    if (!w->by_name_.emplace(t.name, &t).second || w->quantized_.count(t.name) > 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(w->dir_, ": tensor '", t.name, "' is given twice"));
+    }
+  }
+  return w;
+}
+
+const weights::QuantizedMatrix* WeightFiles::FindQuantized(std::string_view name) const {
+  auto it = quantized_.find(name);
+  return it == quantized_.end() ? nullptr : it->second.get();
+}
+
 const TensorInfo* WeightFiles::Find(std::string_view name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;

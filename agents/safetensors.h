@@ -40,6 +40,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "agents/weights/quantized_matrix.h"
 #include "base/dtype.h"
 
 namespace qkvshare::agents {
@@ -100,8 +101,26 @@ class WeightFiles {
   // present in two files; plus SafetensorsFile::Open's errors.
   static absl::StatusOr<std::unique_ptr<WeightFiles>> Open(const std::string& dir);
 
+  // A model's tensors taken from another container (a GGUF file, see
+  // agents/gguf/gguf_model.h), under the HF names: dense `tensors` whose data
+  // stays valid while `storage` lives (this object keeps it), and matrices
+  // already in a block format (`quantized`, by name; the runtime uses them
+  // instead of quantizing when their format is the one it runs). `dir` names
+  // the source in errors. Errors: InvalidArgument for a name given twice.
+  static absl::StatusOr<std::unique_ptr<WeightFiles>> FromTensors(
+      std::string dir, std::vector<TensorInfo> tensors,
+      std::map<std::string, std::unique_ptr<weights::QuantizedMatrix>, std::less<>> quantized,
+      std::shared_ptr<const void> storage);
+
   // The tensor named `name`, or nullptr.
   const TensorInfo* Find(std::string_view name) const;
+  // The ready block matrix named `name` (FromTensors), or nullptr.
+  const weights::QuantizedMatrix* FindQuantized(std::string_view name) const;
+  // Every ready block matrix, by name (empty for safetensors checkpoints).
+  const std::map<std::string, std::unique_ptr<weights::QuantizedMatrix>, std::less<>>& quantized()
+      const {
+    return quantized_;
+  }
 
   // The tensor named `name`, checked to have `shape` and a supported dtype.
   // Errors: NotFound ("<dir>: tensor '<name>' not found"); InvalidArgument
@@ -122,6 +141,11 @@ class WeightFiles {
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorInfo*, std::less<>> by_name_;
+  // FromTensors: the dense tensors, the block matrices, and what keeps the
+  // dense tensors' data alive.
+  std::vector<TensorInfo> own_tensors_;
+  std::map<std::string, std::unique_ptr<weights::QuantizedMatrix>, std::less<>> quantized_;
+  std::shared_ptr<const void> storage_;
 };
 
 }  // namespace qkvshare::agents

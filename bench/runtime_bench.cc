@@ -42,7 +42,8 @@
 #include "base/cpu_info.h"
 #include "bench/bench_util.h"
 
-ABSL_FLAG(std::vector<std::string>, models, {}, "Model directories (comma-separated).");
+ABSL_FLAG(std::vector<std::string>, models, {},
+          "Model directories or GGUF files (comma-separated).");
 ABSL_FLAG(std::vector<std::string>, dtypes, std::vector<std::string>({"auto", "bf16", "f32"}),
           "Requested compute dtypes: auto, bf16, f32 (ModelOptions::compute_dtype; the row "
           "shows what runs on this CPU).");

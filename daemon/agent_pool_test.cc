@@ -73,5 +73,29 @@ TEST(AgentPoolTest, Q8AgentLoadsReportsItsWeightsAndAnswers) {
             std::vector<int32_t>(dense.begin(), dense.begin() + 12));
 }
 
+// daemon.yaml `path: model.gguf`: a Q8_0 GGUF file (agents/gguf/testdata)
+// under the defaults (dtype f32, weights auto) runs as q8 from the file's
+// blocks, and answers like the f32 HF model.
+TEST(AgentPoolTest, GgufModelPath) {
+  const std::string hf = std::filesystem::absolute("models/stories260K").string();
+  const std::string gguf =
+      std::filesystem::absolute("agents/gguf/testdata/stories260K-Q8_0.gguf").string();
+  const std::string yaml =
+      absl::StrCat("listen: unix:///tmp/unused.sock\nmodels:\n  hf: {path: ", hf,
+                   ", threads: 1}\n  file: {path: ", gguf,
+                   ", threads: 1}\nagents:\n  a: {model: hf}\n  b: {model: file}\n");
+  absl::StatusOr<DaemonConfig> config = ParseDaemonConfig(yaml, "/tmp/agent_pool_test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(CheckModelDirectories(*config).ok());
+  absl::StatusOr<std::unique_ptr<AgentPool>> pool = AgentPool::Create(*config);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  const std::vector<v1::AgentInfo> agents = (*pool)->List();
+  ASSERT_EQ(agents.size(), 2u);
+  EXPECT_EQ(agents[1].name(), "b");
+  EXPECT_EQ(agents[1].weights_dtype(), "q8");
+  EXPECT_NE(agents[1].fingerprint(), agents[0].fingerprint());
+  EXPECT_EQ(Greedy(**pool, "b", 24), Greedy(**pool, "a", 24));
+}
+
 }  // namespace
 }  // namespace qkvshare::daemon

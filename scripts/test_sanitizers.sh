@@ -33,7 +33,8 @@ TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/
 if ((fast)); then
   # :all builds the packages' tests only (test:sanitizer_common --build_tests_only).
   asan_targets=(//quant:all //cachecard:all //cachecard/shm:all
-                //daemon:card_import_test //daemon:card_listing_test)
+                //daemon:card_import_test //daemon:card_listing_test
+                //agents/gguf:gguf_file_test //agents/gguf:gguf_dequant_test)
   tsan_targets=(//daemon:task_manager_test //cachecard/shm:card_store_test
                 //daemon:card_import_test //daemon:card_listing_test)
   # Nothing here may link libtorch (its headers make each instrumented TU
@@ -50,7 +51,7 @@ if ((fast)); then
     exit 1
   fi
 else
-  scope='//quant/... + //cachecard/... + //base/... + //agents/tokenizer/... + //daemon/... + //qkvctl/...'
+  scope='//quant/... + //cachecard/... + //base/... + //agents/tokenizer/... + //agents/gguf/... + //daemon/... + //qkvctl/...'
   mapfile -t asan_targets < <(bazel query --noshow_progress \
     "kind(cc_test, ${scope}) except rdeps(${scope}, @system//:torch)" 2>/dev/null)
   tsan_targets=(//daemon:task_manager_test //cachecard/shm:card_store_test

@@ -154,9 +154,23 @@ class WeightLoader {
 
 // Quantizes tensor `name` of `shape` [rows, cols] into a new QuantizedMatrix
 // owned by impl (rows split across libtorch's threads); *dest points at it.
+// A matrix the weight source already holds in `format` (a GGUF file's
+// Q8_0 / Q4_0 / Q4_1 blocks, WeightFiles::FindQuantized) is used as it is.
 absl::Status Quantize(const WeightFiles& files, const std::string& name, std::vector<int64_t> shape,
                       weights::BlockFormat format, LlamaEngine::Impl& impl,
                       const weights::QuantizedMatrix** dest) {
+  if (const weights::QuantizedMatrix* ready = files.FindQuantized(name); ready != nullptr) {
+    if (ready->format() != format || ready->rows() != shape[0] || ready->cols() != shape[1]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          files.dir(), ": tensor '", name, "' is ",
+          std::string(weights::BlockFormatName(ready->format())), " [", ready->rows(), ", ",
+          ready->cols(), "], expected ", std::string(weights::BlockFormatName(format)), " [",
+          shape[0], ", ", shape[1], "]"));
+    }
+    impl.copied_bytes += ready->bytes();
+    *dest = ready;
+    return absl::OkStatus();
+  }
   QKV_ASSIGN_OR_RETURN(const TensorInfo* info, files.Get(name, shape));
   auto m = std::make_unique<weights::QuantizedMatrix>(format, shape[0], shape[1]);
   at::parallel_for(0, shape[0], 64,

@@ -89,6 +89,11 @@ absl::Status CheckPlaceholders(absl::string_view text, absl::Span<const absl::st
 absl::Status CheckModelDirectories(const DaemonConfig& config) {
   for (const ModelEntry& m : config.models) {
     std::error_code ec;
+    // A GGUF file (llama.cpp / Ollama) is a model too (agents/gguf).
+    if (fs::is_regular_file(m.path, ec)) continue;
+    if (absl::EndsWith(m.path, ".gguf")) {
+      return absl::NotFoundError(absl::StrCat(m.where, ": model file not found: ", m.path));
+    }
     if (!fs::is_directory(m.path, ec)) {
       return absl::NotFoundError(absl::StrCat(m.where, ": model directory not found: ", m.path));
     }

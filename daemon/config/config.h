@@ -261,7 +261,9 @@ inline constexpr std::array<absl::string_view, 5> kJoinPlaceholders = {"input", 
 // InvalidArgument "unknown placeholder {word} (known: {a}, {b})".
 absl::Status CheckPlaceholders(absl::string_view text, absl::Span<const absl::string_view> known);
 
-// Checks that every model's path is a directory holding config.json (what
+// Checks that every model's path is a directory holding config.json, or a
+// regular file (a GGUF model, agents/gguf/gguf_model.h; its contents are
+// checked when it loads) (what
 // --check_config and start-up need; parsing alone does not touch the disk).
 // Errors: NotFound naming the config location and the directory.
 absl::Status CheckModelDirectories(const DaemonConfig& config);

@@ -334,6 +334,19 @@ TEST(ConfigTest, CheckModelDirectoriesNamesTheConfigLocation) {
   EXPECT_TRUE(CheckModelDirectories(*shipped).ok());
 }
 
+TEST(ConfigTest, CheckModelDirectoriesAcceptsGgufFiles) {
+  const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/gguf";
+  std::filesystem::create_directories(dir);
+  { std::ofstream(dir + "/m.gguf") << "GGUF"; }
+  DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
+  cfg.models[0].path = dir + "/m.gguf";
+  EXPECT_TRUE(CheckModelDirectories(cfg).ok());
+  cfg.models[0].path = dir + "/missing.gguf";
+  absl::Status s = CheckModelDirectories(cfg);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(s), HasSubstr("model file not found: " + dir + "/missing.gguf"));
+}
+
 TEST(ConfigTest, WorkflowDirRejectsDuplicateNames) {
   DaemonConfig cfg = ParseDaemonConfig(kMinimal, "/etc/q/daemon.yaml").value();
   std::string dir = std::string(getenv("TEST_TMPDIR")) + "/wf";
