@@ -6,15 +6,18 @@
 #                 (daemon/config/fuzz/config_fuzzer.cc)
 #   tokenizer     the tokenizer's Encode/Decode on the bundled stories260K
 #                 tokenizer.json (agents/tokenizer/fuzz/tokenizer_fuzzer.cc)
+#   gguf          the GGUF reader and the model conversion (config,
+#                 tokenizer text, weights; agents/gguf/fuzz/gguf_fuzzer.cc)
 # Built outside Bazel with Debian's clang++-14 (packages clang-14,
 # libclang-rt-14-dev, libfuzzer-14-dev), compiling the needed .cc files
 # directly; objects are cached, so a second run only recompiles what changed.
 # Seed corpora: card_decoder from cachecard/fuzz/make_seeds.cc plus the
 # checked-in golden card; config from configs/; tokenizer from the model's
-# golden prompts and a few hand-written strings.
+# golden prompts and a few hand-written strings; gguf from the GGUF test files
+# (agents/gguf/testdata; the larger ones arrive truncated to the max length).
 #
 # Usage: scripts/fuzz.sh [TARGET] [--seconds N] [--workdir DIR]
-#   TARGET        card_decoder (default), config or tokenizer
+#   TARGET        card_decoder (default), config, tokenizer or gguf
 #   --seconds N   fuzzing time (default 60); scripts/test.sh passes
 #                 ${QKV_FUZZ_SECONDS:-60}
 #   --workdir DIR objects, binaries, corpora and crash files
@@ -29,12 +32,12 @@ cd "$(dirname "$0")/.."
 seconds=60
 workdir="${TMPDIR:-/tmp}/qkvshare-fuzz"
 target=card_decoder
-usage="usage: $0 [card_decoder|config|tokenizer] [--seconds N] [--workdir DIR]"
+usage="usage: $0 [card_decoder|config|tokenizer|gguf] [--seconds N] [--workdir DIR]"
 while (($#)); do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --workdir) workdir="$2"; shift 2 ;;
-    card_decoder|config|tokenizer) target="$1"; shift ;;
+    card_decoder|config|tokenizer|gguf) target="$1"; shift ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
 done
@@ -81,6 +84,14 @@ case "$target" in
     LIBS+=(-lpcre2-8 -licuuc -licudata)
     CXXFLAGS+=(-DPCRE2_CODE_UNIT_WIDTH=8)
     MAX_LEN=4096 ;;
+  gguf)
+    FUZZER=agents/gguf/fuzz/gguf_fuzzer.cc
+    EXTRA_MAINS=()
+    LIB_SOURCES=(agents/gguf/gguf_file.cc agents/gguf/gguf_dequant.cc agents/gguf/gguf_model.cc
+      agents/gguf/gguf_tokenizer.cc agents/safetensors.cc agents/model_config.cc
+      agents/file_util.cc agents/kv_cache.cc agents/weights/quantized_matrix.cc
+      agents/weights/block_formats.cc)
+    MAX_LEN=65536 ;;
 esac
 
 # Objects are rebuilt when their source, or any project header, is newer.
@@ -123,6 +134,8 @@ case "$target" in
     printf '\x00<s> </s> <unk>\n\t  spaces  ' >"$corpus/seed_special"
     printf '\x01\xc3\xa9t\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80' >"$corpus/seed_unicode"
     printf '\x02\x01\x00\x00\x00\xff\xff\xff\xff\x03\x01\x00\x00' >"$corpus/seed_ids" ;;
+  gguf)
+    cp agents/gguf/testdata/*.gguf "$corpus/" ;;
 esac
 
 echo "fuzz: running $target for ${seconds}s" >&2

@@ -4,6 +4,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -101,19 +102,20 @@ Json BosTemplate(const std::string& bos, int64_t bos_id) {
 // splits of one piece by (left id, right id), all by the merged piece's
 // score, highest first (stable: ties in id order).
 Json SpmMerges(const std::vector<std::string>& tokens, const std::vector<double>& scores,
-               const std::map<std::string, int64_t>& vocab) {
+               const std::map<std::string, int64_t, std::less<>>& vocab) {
   struct Merge {
     int64_t left, right;
     double score;
   };
   std::vector<Merge> merges;
   for (size_t id = 0; id < tokens.size(); ++id) {
-    const std::string& piece = tokens[id];
+    const std::string_view piece = tokens[id];
     std::vector<Merge> local;
-    for (size_t cut : CharBoundaries(piece)) {
+    for (size_t cut : CharBoundaries(tokens[id])) {
       auto l = vocab.find(piece.substr(0, cut));
+      if (l == vocab.end()) continue;
       auto r = vocab.find(piece.substr(cut));
-      if (l != vocab.end() && r != vocab.end()) local.push_back({l->second, r->second, scores[id]});
+      if (r != vocab.end()) local.push_back({l->second, r->second, scores[id]});
     }
     std::sort(local.begin(), local.end(), [](const Merge& a, const Merge& b) {
       return a.left != b.left ? a.left < b.left : a.right < b.right;
@@ -168,7 +170,7 @@ absl::StatusOr<std::string> TokenizerJsonFromGguf(const GgufFile& f) {
   }
 
   // The vocab (the first id of a piece given twice wins) and added tokens.
-  std::map<std::string, int64_t> vocab;
+  std::map<std::string, int64_t, std::less<>> vocab;
   Json vocab_json = Json::object();
   Json added = Json::array();
   for (size_t i = 0; i < n; ++i) {
