@@ -158,8 +158,8 @@ TEST(GgufModelTest, QuantizedProjectionsKeepTheFilesBlocks) {
       const int64_t cols = q->cols();
       std::vector<uint8_t> blocks(weights::BlockBytes(k.format) * q->blocks_per_row());
       std::vector<float> row(cols);
-      double max_err = 0;
-      for (int64_t r = 0; r < q->rows(); ++r) {
+      // Row r of the runtime's matrix, dequantized by the scalar reference.
+      auto dequantize_row = [&](int64_t r) {
         q->GetRowBlocks(r, blocks.data());
         if (k.format == weights::BlockFormat::kQ8) {
           weights::DequantizeRowQ8(reinterpret_cast<const weights::BlockQ8*>(blocks.data()), cols,
@@ -168,6 +168,10 @@ TEST(GgufModelTest, QuantizedProjectionsKeepTheFilesBlocks) {
           weights::DequantizeRowQ4(reinterpret_cast<const weights::BlockQ4*>(blocks.data()), cols,
                                    row.data());
         }
+      };
+      double max_err = 0;
+      for (int64_t r = 0; r < q->rows(); ++r) {
+        dequantize_row(r);
         for (int64_t i = 0; i < cols; ++i) {
           max_err = std::max(max_err, std::fabs(double{row[i]} - want[r * cols + i]));
         }
@@ -187,14 +191,7 @@ TEST(GgufModelTest, QuantizedProjectionsKeepTheFilesBlocks) {
           src = r / hd * hd + 2 * (r % hd % half) + r % hd / half;
         }
         DequantizeRow(*t, src, file_row.data());
-        q->GetRowBlocks(r, blocks.data());
-        if (k.format == weights::BlockFormat::kQ8) {
-          weights::DequantizeRowQ8(reinterpret_cast<const weights::BlockQ8*>(blocks.data()), cols,
-                                   row.data());
-        } else {
-          weights::DequantizeRowQ4(reinterpret_cast<const weights::BlockQ4*>(blocks.data()), cols,
-                                   row.data());
-        }
+        dequantize_row(r);
         ASSERT_EQ(row, file_row) << k.type << " " << name << " row " << r;
       }
     }

@@ -82,33 +82,26 @@ std::vector<char> Storage(const std::vector<Block>& blocks, int64_t rows, int64_
   std::memcpy(out.data(), blocks.data(), out.size());
   return out;
 }
-template <>
-std::vector<char> Storage(const std::vector<BlockQ4>& blocks, int64_t rows, int64_t bpr) {
-  std::vector<weights::BlockQ4x8> groups(weights::Q4Groups(rows) * bpr);
-  std::memset(groups.data(), 0, groups.size() * sizeof(weights::BlockQ4x8));
+template <class Block, class Group, class SetRow>
+std::vector<char> GroupStorage(const std::vector<Block>& blocks, int64_t rows, int64_t bpr,
+                               SetRow set_row) {
+  std::vector<char> out(weights::Q4Groups(rows) * bpr * sizeof(Group), 0);
+  auto* groups = reinterpret_cast<Group*>(out.data());
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < bpr; ++b) {
-      weights::SetQ4x8Row(blocks[r * bpr + b], static_cast<int>(r % weights::kQ4GroupRows),
-                          groups[r / weights::kQ4GroupRows * bpr + b]);
+      set_row(blocks[r * bpr + b], static_cast<int>(r % weights::kQ4GroupRows),
+              groups[r / weights::kQ4GroupRows * bpr + b]);
     }
   }
-  std::vector<char> out(groups.size() * sizeof(weights::BlockQ4x8));
-  std::memcpy(out.data(), groups.data(), out.size());
   return out;
 }
 template <>
+std::vector<char> Storage(const std::vector<BlockQ4>& blocks, int64_t rows, int64_t bpr) {
+  return GroupStorage<BlockQ4, weights::BlockQ4x8>(blocks, rows, bpr, weights::SetQ4x8Row);
+}
+template <>
 std::vector<char> Storage(const std::vector<BlockQ6>& blocks, int64_t rows, int64_t bpr) {
-  std::vector<weights::BlockQ6x8> groups(weights::Q4Groups(rows) * bpr);
-  std::memset(groups.data(), 0, groups.size() * sizeof(weights::BlockQ6x8));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t b = 0; b < bpr; ++b) {
-      weights::SetQ6x8Row(blocks[r * bpr + b], static_cast<int>(r % weights::kQ4GroupRows),
-                          groups[r / weights::kQ4GroupRows * bpr + b]);
-    }
-  }
-  std::vector<char> out(groups.size() * sizeof(weights::BlockQ6x8));
-  std::memcpy(out.data(), groups.data(), out.size());
-  return out;
+  return GroupStorage<BlockQ6, weights::BlockQ6x8>(blocks, rows, bpr, weights::SetQ6x8Row);
 }
 
 template <class Block, class Quantize, class Dequantize, class MatVec, class DequantRows>

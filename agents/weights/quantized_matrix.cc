@@ -136,46 +136,49 @@ void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_beg
   }
 }
 
+namespace {
+
+// Row `row`'s blocks into / out of groups of 8 rows (q4: BlockQ4x8, q6:
+// BlockQ6x8), block column by block column.
+void SetGroupRow(const BlockQ4& b, int j, BlockQ4x8& g) { SetQ4x8Row(b, j, g); }
+void SetGroupRow(const BlockQ6& b, int j, BlockQ6x8& g) { SetQ6x8Row(b, j, g); }
+BlockQ4 GetGroupRow(const BlockQ4x8& g, int j) { return GetQ4x8Row(g, j); }
+BlockQ6 GetGroupRow(const BlockQ6x8& g, int j) { return GetQ6x8Row(g, j); }
+
+template <class Block, class Group>
+void SetGroupRows(void* data, int64_t bpr, int64_t row, const void* blocks) {
+  Group* group = static_cast<Group*>(data) + row / kQ4GroupRows * bpr;
+  const auto* src = static_cast<const Block*>(blocks);
+  for (int64_t b = 0; b < bpr; ++b)
+    SetGroupRow(src[b], static_cast<int>(row % kQ4GroupRows), group[b]);
+}
+
+template <class Block, class Group>
+void GetGroupRows(const void* data, int64_t bpr, int64_t row, void* out) {
+  const Group* group = static_cast<const Group*>(data) + row / kQ4GroupRows * bpr;
+  auto* dst = static_cast<Block*>(out);
+  for (int64_t b = 0; b < bpr; ++b)
+    dst[b] = GetGroupRow(group[b], static_cast<int>(row % kQ4GroupRows));
+}
+
+}  // namespace
+
 void QuantizedMatrix::SetRowBlocks(int64_t row, const void* blocks) {
   const int64_t bpr = blocks_per_row();
-  if (format_ == BlockFormat::kQ4) {
-    BlockQ4x8* group = static_cast<BlockQ4x8*>(data_.get()) + row / kQ4GroupRows * bpr;
-    const auto* src = static_cast<const BlockQ4*>(blocks);
-    for (int64_t b = 0; b < bpr; ++b) {
-      SetQ4x8Row(src[b], static_cast<int>(row % kQ4GroupRows), group[b]);
-    }
-    return;
-  }
-  if (format_ == BlockFormat::kQ6) {
-    BlockQ6x8* group = static_cast<BlockQ6x8*>(data_.get()) + row / kQ4GroupRows * bpr;
-    const auto* src = static_cast<const BlockQ6*>(blocks);
-    for (int64_t b = 0; b < bpr; ++b) {
-      SetQ6x8Row(src[b], static_cast<int>(row % kQ4GroupRows), group[b]);
-    }
-    return;
-  }
+  if (format_ == BlockFormat::kQ4)
+    return SetGroupRows<BlockQ4, BlockQ4x8>(data_.get(), bpr, row, blocks);
+  if (format_ == BlockFormat::kQ6)
+    return SetGroupRows<BlockQ6, BlockQ6x8>(data_.get(), bpr, row, blocks);
   const size_t row_bytes = static_cast<size_t>(bpr) * BlockBytes(format_);
   std::memcpy(static_cast<char*>(data_.get()) + row * row_bytes, blocks, row_bytes);
 }
 
 void QuantizedMatrix::GetRowBlocks(int64_t row, void* out) const {
   const int64_t bpr = blocks_per_row();
-  if (format_ == BlockFormat::kQ4) {
-    const BlockQ4x8* group = static_cast<const BlockQ4x8*>(data_.get()) + row / kQ4GroupRows * bpr;
-    auto* dst = static_cast<BlockQ4*>(out);
-    for (int64_t b = 0; b < bpr; ++b) {
-      dst[b] = GetQ4x8Row(group[b], static_cast<int>(row % kQ4GroupRows));
-    }
-    return;
-  }
-  if (format_ == BlockFormat::kQ6) {
-    const BlockQ6x8* group = static_cast<const BlockQ6x8*>(data_.get()) + row / kQ4GroupRows * bpr;
-    auto* dst = static_cast<BlockQ6*>(out);
-    for (int64_t b = 0; b < bpr; ++b) {
-      dst[b] = GetQ6x8Row(group[b], static_cast<int>(row % kQ4GroupRows));
-    }
-    return;
-  }
+  if (format_ == BlockFormat::kQ4)
+    return GetGroupRows<BlockQ4, BlockQ4x8>(data_.get(), bpr, row, out);
+  if (format_ == BlockFormat::kQ6)
+    return GetGroupRows<BlockQ6, BlockQ6x8>(data_.get(), bpr, row, out);
   const size_t row_bytes = static_cast<size_t>(bpr) * BlockBytes(format_);
   std::memcpy(out, static_cast<const char*>(data_.get()) + row * row_bytes, row_bytes);
 }
