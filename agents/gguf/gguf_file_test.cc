@@ -1,5 +1,9 @@
 #include "agents/gguf/gguf_file.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <random>
 #include <string>
@@ -346,6 +350,23 @@ TEST(GgufFileTest, HostileFilesAreRejectedWithReasons) {
 TEST(GgufFileTest, OpenMissingFileIsNotFound) {
   auto file = GgufFile::Open("/nonexistent/model.gguf");
   EXPECT_EQ(file.status().code(), absl::StatusCode::kNotFound);
+}
+
+// A FIFO or a directory named like a model is refused at once (opening a
+// FIFO used to block until a writer came).
+TEST(GgufFileTest, OpenRefusesFifoAndDirectoryWithoutBlocking) {
+  const std::string dir = ::testing::TempDir() + "/gguf_open_test";
+  ::mkdir(dir.c_str(), 0700);
+  const std::string fifo = dir + "/model.gguf";
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  absl::StatusOr<std::unique_ptr<GgufFile>> f = GgufFile::Open(fifo);
+  ASSERT_FALSE(f.ok());
+  EXPECT_THAT(std::string(f.status().message()), ::testing::HasSubstr("not a regular file"));
+  absl::StatusOr<std::unique_ptr<GgufFile>> d = GgufFile::Open(dir);
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), ::testing::HasSubstr("a directory"));
+  ::unlink(fifo.c_str());
 }
 
 TEST(GgufFileTest, OpenMapsTheBundledFile) {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -196,12 +197,28 @@ bool UsableAsIs(const GgufTensor& t, weights::BlockFormat format) {
   return true;
 }
 
-std::unique_ptr<weights::QuantizedMatrix> Blocks(const GgufTensor& t, const Mapping& m,
-                                                 weights::BlockFormat format) {
+absl::StatusOr<std::unique_ptr<weights::QuantizedMatrix>> Blocks(const GgufTensor& t,
+                                                                 const Mapping& m,
+                                                                 weights::BlockFormat format) {
   const int64_t rows = m.shape[0], cols = m.shape[1];
   auto q = std::make_unique<weights::QuantizedMatrix>(format, rows, cols);
   const int64_t blocks = weights::BlocksPerRow(cols);
   const size_t row_bytes = t.nbytes / rows;
+  // Every block's fp16 scale (and Q4_1's minimum) must be finite: the
+  // kernels would turn a NaN or inf into whole rows of NaN logits.
+  const size_t block_bytes = row_bytes / blocks;
+  const int halves = t.type == GgmlType::kQ4_1 ? 2 : 1;
+  for (size_t off = 0; off + block_bytes <= t.nbytes; off += block_bytes) {
+    for (int h = 0; h < halves; ++h) {
+      uint16_t bits;
+      std::memcpy(&bits, t.data + off + 2 * h, 2);
+      if (!std::isfinite(quant::HalfToFloat(bits))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", t.name, "': block ", off / block_bytes, " has a ",
+                         h == 0 ? "scale" : "minimum", " that is not finite"));
+      }
+    }
+  }
   std::vector<weights::BlockQ4> converted(t.type == GgmlType::kQ4_0 ? blocks : 0);
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* src = t.data + SourceRow(r, rows, m.heads) * row_bytes;
@@ -243,15 +260,26 @@ void ParallelRows(int64_t rows, const std::function<void(int64_t, int64_t)>& wor
 // runtime's quantizer into `format` (the result QuantizedMatrix::QuantizeRows
 // gives from a dense copy, without making one). Rows are split over the
 // cores.
-std::unique_ptr<weights::QuantizedMatrix> Requantize(const GgufTensor& t, const Mapping& m,
-                                                     weights::BlockFormat format) {
+absl::StatusOr<std::unique_ptr<weights::QuantizedMatrix>> Requantize(const GgufTensor& t,
+                                                                     const Mapping& m,
+                                                                     weights::BlockFormat format) {
   const int64_t rows = m.shape[0], cols = m.shape[1];
   auto q = std::make_unique<weights::QuantizedMatrix>(format, rows, cols);
+  std::mutex error_mu;
+  absl::Status error;  // the first row that cannot be quantized
   auto work = [&](int64_t begin, int64_t end) {
     std::vector<float> row(cols);
     std::vector<uint8_t> blocks(weights::BlockBytes(format) * weights::BlocksPerRow(cols));
     for (int64_t r = begin; r < end; ++r) {
       DequantizeRow(t, SourceRow(r, rows, m.heads), row.data());
+      if (absl::Status ok = weights::CheckQuantizableRow(row); !ok.ok()) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (error.ok()) {
+          error = absl::InvalidArgumentError(absl::StrCat(
+              "tensor '", t.name, "' cannot be requantized: row ", r, ", ", ok.message()));
+        }
+        return;
+      }
       switch (format) {
         case weights::BlockFormat::kQ8:
           weights::QuantizeRowQ8(row, reinterpret_cast<weights::BlockQ8*>(blocks.data()));
@@ -267,6 +295,7 @@ std::unique_ptr<weights::QuantizedMatrix> Requantize(const GgufTensor& t, const 
     }
   };
   ParallelRows(rows, work);
+  if (!error.ok()) return error;
   return q;
 }
 
@@ -486,11 +515,22 @@ absl::StatusOr<std::unique_ptr<WeightFiles>> WeightsFromGguf(
     const bool is_projection = m.shape.size() == 2 && IsProjection(m.gguf);
     if (is_projection && layer_format.has_value()) {
       if (UsableAsIs(*t, *layer_format)) {
-        quantized[m.hf] = Blocks(*t, m, *layer_format);
+        absl::StatusOr<std::unique_ptr<weights::QuantizedMatrix>> as_is =
+            Blocks(*t, m, *layer_format);
+        if (!as_is.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(f.path(), ": ", as_is.status().message()));
+        }
+        quantized[m.hf] = *std::move(as_is);
       } else {
         if (!CanDequantize(t->type)) return UnsupportedType(f, *t);
         // Requantized here, row by row (no f32 copy of the tensor).
-        quantized[m.hf] = Requantize(*t, m, *layer_format);
+        absl::StatusOr<std::unique_ptr<weights::QuantizedMatrix>> requantized =
+            Requantize(*t, m, *layer_format);
+        if (!requantized.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(f.path(), ": ", requantized.status().message()));
+        }
+        quantized[m.hf] = *std::move(requantized);
       }
       if (f.mapped()) ReleaseFilePages(*t);
       continue;

@@ -138,7 +138,7 @@ TEST(GgufModelTest, QuantizedProjectionsKeepTheFilesBlocks) {
     const GgufTensor* down_f16 = file->FindTensor("blk.0.ffn_down.weight");
     ASSERT_EQ(down_f16->type, GgmlType::kF16);
     weights::QuantizedMatrix own(k.format, down->rows(), down->cols());
-    own.QuantizeRows(down_f16->data, DType::kF16, 0, down->rows());
+    ASSERT_TRUE(own.QuantizeRows(down_f16->data, DType::kF16, 0, down->rows()).ok());
     std::vector<uint8_t> a(weights::BlockBytes(k.format) * down->blocks_per_row()), b(a.size());
     for (int64_t r = 0; r < down->rows(); ++r) {
       down->GetRowBlocks(r, a.data());
@@ -215,7 +215,7 @@ TEST(GgufModelTest, Q8_0BlocksAreOurQ8UpToCodeRounding) {
     if (name.find("down_proj") != std::string::npos) continue;  // F16 in the file
     const std::vector<float> x = Floats(*(*hf)->Find(name));
     weights::QuantizedMatrix own(weights::BlockFormat::kQ8, q->rows(), q->cols());
-    own.QuantizeRows(x.data(), DType::kF32, 0, q->rows());
+    ASSERT_TRUE(own.QuantizeRows(x.data(), DType::kF32, 0, q->rows()).ok());
     std::vector<weights::BlockQ8> a(q->blocks_per_row()), b(q->blocks_per_row());
     for (int64_t r = 0; r < q->rows(); ++r) {
       q->GetRowBlocks(r, a.data());

@@ -173,8 +173,22 @@ absl::Status Quantize(const WeightFiles& files, const std::string& name, std::ve
   }
   QKV_ASSIGN_OR_RETURN(const TensorInfo* info, files.Get(name, shape));
   auto m = std::make_unique<weights::QuantizedMatrix>(format, shape[0], shape[1]);
-  at::parallel_for(0, shape[0], 64,
-                   [&](int64_t b, int64_t e) { m->QuantizeRows(info->data, *info->dtype, b, e); });
+  // The first error of any thread (a value that is not finite or past fp16's
+  // range: the checkpoint is refused, naming the tensor, row and column).
+  std::mutex error_mu;
+  absl::Status error;
+  at::parallel_for(0, shape[0], 64, [&](int64_t b, int64_t e) {
+    absl::Status s = m->QuantizeRows(info->data, *info->dtype, b, e);
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(error_mu);
+      if (error.ok()) error = std::move(s);
+    }
+  });
+  if (!error.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(files.dir(), ": tensor '", name, "' cannot be ",
+                                                   std::string(weights::BlockFormatName(format)),
+                                                   "-quantized: ", error.message()));
+  }
   impl.copied_bytes += m->bytes();
   // The checkpoint's pages of this tensor are not needed any more.
   ReleaseSourcePages(*info);

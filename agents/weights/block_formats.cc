@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "quant/fp16.h"
 
 namespace qkvshare::agents::weights {
@@ -183,6 +184,20 @@ void QuantizeRow(absl::Span<const float> x, Block* out, Fn quantize_block) {
 }
 
 }  // namespace
+
+absl::Status CheckQuantizableRow(absl::Span<const float> x) {
+  for (size_t c = 0; c < x.size(); ++c) {
+    if (!std::isfinite(x[c])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("column ", c, ": value ", x[c], " is not finite"));
+    }
+    if (std::fabs(x[c]) > quant::kFp16Max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("column ", c, ": |value| ", x[c], " exceeds 65504 (the fp16 block scales)"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 void QuantizeRowQ8(absl::Span<const float> x, BlockQ8* out) {
   QuantizeRow(x, out, QuantizeBlockQ8);

@@ -56,6 +56,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "absl/types/span.h"
 
 namespace qkvshare::agents::weights {
@@ -143,8 +144,14 @@ void SetQ6x8Row(const BlockQ6& b, int j, BlockQ6x8& g);
 // Number of blocks of one row of `cols` columns: ceil(cols / 32).
 constexpr int64_t BlocksPerRow(int64_t cols) { return (cols + kBlockSize - 1) / kBlockSize; }
 
-// Quantizes one row: x has x.size() = cols values (finite; |x| <= 65504 so
-// the fp16 scales are finite), out has BlocksPerRow(cols) blocks.
+// OK when every value of x is finite with |x| <= 65504 (so every block's
+// fp16 scale and minimum are finite): what the row quantizers require.
+// Errors: InvalidArgument naming the first bad column and its value.
+absl::Status CheckQuantizableRow(absl::Span<const float> x);
+
+// Quantizes one row: x has x.size() = cols values (CheckQuantizableRow OK:
+// finite; |x| <= 65504 so the fp16 scales are finite), out has
+// BlocksPerRow(cols) blocks.
 void QuantizeRowQ8(absl::Span<const float> x, BlockQ8* out);
 void QuantizeRowQ4(absl::Span<const float> x, BlockQ4* out);
 void QuantizeRowQ6(absl::Span<const float> x, BlockQ6* out);

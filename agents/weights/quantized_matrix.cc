@@ -97,8 +97,8 @@ QuantizedMatrix::QuantizedMatrix(BlockFormat format, int64_t rows, int64_t cols)
   if (data_ != nullptr) std::memset(data_.get(), 0, bytes_);
 }
 
-void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_begin,
-                                   int64_t row_end) {
+absl::Status QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_begin,
+                                           int64_t row_end) {
   std::vector<float> row(cols_);
   std::vector<BlockQ4> q4_row;
   std::vector<BlockQ6> q6_row;
@@ -118,6 +118,9 @@ void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_beg
           break;
       }
     }
+    if (absl::Status ok = CheckQuantizableRow(row); !ok.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("row ", r, ", ", ok.message()));
+    }
     switch (format_) {
       case BlockFormat::kQ8:
         QuantizeRowQ8(row, static_cast<BlockQ8*>(data_.get()) + r * bpr);
@@ -134,6 +137,7 @@ void QuantizedMatrix::QuantizeRows(const void* src, DType dtype, int64_t row_beg
         break;
     }
   }
+  return absl::OkStatus();
 }
 
 namespace {

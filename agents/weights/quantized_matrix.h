@@ -24,6 +24,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "agents/weights/block_formats.h"
 #include "base/dtype.h"
@@ -74,9 +75,11 @@ class QuantizedMatrix {
   QuantizedMatrix(BlockFormat format, int64_t rows, int64_t cols);
 
   // Quantizes rows [row_begin, row_end) of `src` ([rows, cols] of `dtype`,
-  // row-major) with the reference quantizer. REQUIRES: finite values with
-  // |x| <= 65504.
-  void QuantizeRows(const void* src, DType dtype, int64_t row_begin, int64_t row_end);
+  // row-major) with the reference quantizer. Errors: InvalidArgument naming
+  // the row and column of the first value that is not finite or exceeds
+  // 65504 (CheckQuantizableRow); that row and the later ones of the range
+  // are left unfilled (the caller drops the matrix).
+  absl::Status QuantizeRows(const void* src, DType dtype, int64_t row_begin, int64_t row_end);
 
   // Copies row `row`'s blocks_per_row() blocks of format() (BlockQ8 /
   // BlockQ4 / BlockQ6, the layouts of block_formats.h; e.g. read from a GGUF

@@ -1,5 +1,6 @@
 #include "agents/weights/quantized_matrix.h"
 
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -29,9 +30,10 @@ TEST(QuantizedMatrixTest, BlocksEqualRowQuantizerFromEveryDtype) {
   for (BlockFormat f : {BlockFormat::kQ8, BlockFormat::kQ4, BlockFormat::kQ6}) {
     SCOPED_TRACE(std::string(BlockFormatName(f)));
     QuantizedMatrix from_f32(f, rows, cols), from_bf16(f, rows, cols);
-    from_f32.QuantizeRows(w.data(), DType::kF32, 0, rows);
-    from_bf16.QuantizeRows(bf16.data(), DType::kBF16, 0, 2);  // two ranges, as threads
-    from_bf16.QuantizeRows(bf16.data(), DType::kBF16, 2, rows);
+    ASSERT_TRUE(from_f32.QuantizeRows(w.data(), DType::kF32, 0, rows).ok());
+    ASSERT_TRUE(
+        from_bf16.QuantizeRows(bf16.data(), DType::kBF16, 0, 2).ok());  // two ranges, as threads
+    ASSERT_TRUE(from_bf16.QuantizeRows(bf16.data(), DType::kBF16, 2, rows).ok());
     ASSERT_GE(from_f32.bytes(), static_cast<size_t>(rows * 2) * BlockBytes(f));
     const size_t row_bytes = 2 * BlockBytes(f);
     for (int64_t r = 0; r < rows; ++r) {
@@ -62,6 +64,28 @@ TEST(QuantizedMatrixTest, BlocksEqualRowQuantizerFromEveryDtype) {
     ASSERT_EQ(copied.bytes(), from_f32.bytes());
     EXPECT_EQ(std::memcmp(copied.blocks(), from_f32.blocks(), copied.bytes()), 0);
   }
+}
+
+// Values the fp16 block scales cannot hold are refused, naming row and
+// column, for every format (NaN and inf reached the quantizers' float -> int
+// conversions before: undefined behaviour).
+TEST(QuantizedMatrixTest, RefusesNonFiniteAndOutOfRangeValues) {
+  const int64_t rows = 3, cols = 40;
+  for (BlockFormat f : {BlockFormat::kQ8, BlockFormat::kQ4, BlockFormat::kQ6}) {
+    for (float bad : {std::nanf(""), INFINITY, -INFINITY, 70000.0f}) {
+      std::vector<float> w(rows * cols, 0.01f);
+      w[1 * cols + 37] = bad;
+      QuantizedMatrix m(f, rows, cols);
+      EXPECT_TRUE(m.QuantizeRows(w.data(), DType::kF32, 0, 1).ok());
+      const absl::Status s = m.QuantizeRows(w.data(), DType::kF32, 1, rows);
+      ASSERT_FALSE(s.ok()) << bad;
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(s.message().find("row 1, column 37"), std::string::npos) << s.message();
+    }
+  }
+  std::vector<float> edge(cols, -65504.0f);
+  QuantizedMatrix ok(BlockFormat::kQ4, 1, cols);
+  EXPECT_TRUE(ok.QuantizeRows(edge.data(), DType::kF32, 0, 1).ok());
 }
 
 TEST(WeightPolicyTest, Q4KeepsEmbeddingsInQ6AndTheTagSaysSo) {
