@@ -31,4 +31,11 @@ if err=$("$bin" --model /nonexistent --prompt x 2>&1); then
 fi
 out="$err"
 expect_in "/nonexistent/config.json"
+# Quantized weights compute in f32, as daemon.yaml says.
+if err=$("$bin" --model "$model" --weights q4 --dtype bf16 --prompt x 2>&1); then
+  echo "FAIL: --weights q4 --dtype bf16 exited 0" >&2
+  exit 1
+fi
+out="$err"
+expect_in "--weights q4 computes in f32; --dtype must be auto or f32, not bf16"
 echo PASS

@@ -23,6 +23,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "agents/compute_threads.h"
 #include "agents/generator.h"
 #include "agents/model.h"
@@ -66,6 +67,13 @@ absl::Status Run() {
   }
   QKV_ASSIGN_OR_RETURN(weights::WeightFormat weight_format,
                        weights::ParseWeightFormat(absl::GetFlag(FLAGS_weights)));
+  if (dtype == "bf16" && (weight_format == weights::WeightFormat::kQ8 ||
+                          weight_format == weights::WeightFormat::kQ4)) {
+    // As daemon.yaml (docs/configuration.md): quantized weights compute in f32.
+    return absl::InvalidArgumentError(
+        absl::StrCat("--weights ", std::string(weights::WeightFormatName(weight_format)),
+                     " computes in f32; --dtype must be auto or f32, not bf16"));
+  }
   QKV_RETURN_IF_ERROR(ApplyWeightFormat(weight_format, &model_options));
   SetComputeThreads(absl::GetFlag(FLAGS_threads));
   const auto load_start = std::chrono::steady_clock::now();
