@@ -15,9 +15,10 @@
 #include "hwy/highway.h"
 #include "quant/fp16.h"
 
-// q6 reads the 32-bit words of its blocks' high pairs with memcpy.
+// The q4 / q6 group kernels load each row's 32-bit words of codes as
+// vector lanes (block_formats.h: little-endian words).
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "matvec_quant.cc assumes a little-endian host (the q6 blocks' words)"
+#error "matvec_quant.cc assumes a little-endian host (the q4 / q6 groups' words)"
 #endif
 
 HWY_BEFORE_NAMESPACE();
@@ -219,20 +220,12 @@ HWY_INLINE hn::Vec<DF32> GroupOffset(DF32 df, const BlockQ6x8& blk, size_t v) {
   return hn::Mul(GroupHalves(df, blk.d + v), hn::Set(df, -32.0f));
 }
 
-// Code of element i (0..31) of row j of a group (the SCALAR target's path).
-HWY_INLINE int GroupCode(const BlockQ4x8& blk, int j, int i) {
-  const int shift = weights::Q4x8Shift(i % 8);
-  return (blk.qs[32 * (i / 8) + 4 * j + shift / 8] >> (shift % 8)) & 0x0F;
-}
-HWY_INLINE int GroupCode(const BlockQ6x8& blk, int j, int i) {
-  const int u = i / 8, shift = weights::Q4x8Shift(i % 8), hs = weights::Q6x8HighShift(u, i % 8);
-  const int low = (blk.ql[32 * u + 4 * j + shift / 8] >> (shift % 8)) & 0x0F;
-  return low | (((blk.qh[32 * (u / 2) + 4 * j + hs / 8] >> (hs % 8)) & 3) << 4);
-}
-HWY_INLINE float GroupOffsetScalar(const BlockQ4x8& blk, int j) { return HalfToF32(blk.m[j]); }
-HWY_INLINE float GroupOffsetScalar(const BlockQ6x8& blk, int j) {
-  return -32.0f * HalfToF32(blk.d[j]);
-}
+// The SCALAR target's path reads a group's row back as its block
+// (weights::GetGroupRow): code i, and code 0's value (q4 m, q6 -32 d).
+HWY_INLINE int BlockCode(const weights::BlockQ4& b, int i) { return weights::Q4Code(b, i); }
+HWY_INLINE int BlockCode(const weights::BlockQ6& b, int i) { return weights::Q6Code(b, i); }
+HWY_INLINE float BlockOffset(const weights::BlockQ4& b) { return HalfToF32(b.m); }
+HWY_INLINE float BlockOffset(const weights::BlockQ6& b) { return -32.0f * HalfToF32(b.d); }
 
 // y[r] for the rows of groups of 8 (q4, q6): per block column, the exact
 // integer dot products of the codes with the int8 activations for 4 or 8
@@ -251,12 +244,11 @@ void MatVecGroupRows(const Group* w, int64_t cols, const float* x, float* y, int
     const int j = static_cast<int>(r % kQ4GroupRows);
     float acc = 0.0f, offset = 0.0f;
     for (int64_t b = 0; b < blocks; ++b) {
+      const auto blk = weights::GetGroupRow(group[b], j);
       int32_t dot = 0;
-      for (int i = 0; i < kBlockSize; ++i) {
-        dot += GroupCode(group[b], j, i) * in.xq[b * kBlockSize + i];
-      }
-      acc += static_cast<float>(dot) * (HalfToF32(group[b].d[j]) * in.dx[b]);
-      offset += GroupOffsetScalar(group[b], j) * in.sums[b];
+      for (int i = 0; i < kBlockSize; ++i) dot += BlockCode(blk, i) * in.xq[b * kBlockSize + i];
+      acc += static_cast<float>(dot) * (HalfToF32(blk.d) * in.dx[b]);
+      offset += BlockOffset(blk) * in.sums[b];
     }
     y[r] = acc + offset;
   }

@@ -82,26 +82,25 @@ std::vector<char> Storage(const std::vector<Block>& blocks, int64_t rows, int64_
   std::memcpy(out.data(), blocks.data(), out.size());
   return out;
 }
-template <class Block, class Group, class SetRow>
-std::vector<char> GroupStorage(const std::vector<Block>& blocks, int64_t rows, int64_t bpr,
-                               SetRow set_row) {
+template <class Block, class Group>
+std::vector<char> GroupStorage(const std::vector<Block>& blocks, int64_t rows, int64_t bpr) {
   std::vector<char> out(weights::Q4Groups(rows) * bpr * sizeof(Group), 0);
   auto* groups = reinterpret_cast<Group*>(out.data());
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t b = 0; b < bpr; ++b) {
-      set_row(blocks[r * bpr + b], static_cast<int>(r % weights::kQ4GroupRows),
-              groups[r / weights::kQ4GroupRows * bpr + b]);
+      weights::SetGroupRow(blocks[r * bpr + b], static_cast<int>(r % weights::kQ4GroupRows),
+                           groups[r / weights::kQ4GroupRows * bpr + b]);
     }
   }
   return out;
 }
 template <>
 std::vector<char> Storage(const std::vector<BlockQ4>& blocks, int64_t rows, int64_t bpr) {
-  return GroupStorage<BlockQ4, weights::BlockQ4x8>(blocks, rows, bpr, weights::SetQ4x8Row);
+  return GroupStorage<BlockQ4, weights::BlockQ4x8>(blocks, rows, bpr);
 }
 template <>
 std::vector<char> Storage(const std::vector<BlockQ6>& blocks, int64_t rows, int64_t bpr) {
-  return GroupStorage<BlockQ6, weights::BlockQ6x8>(blocks, rows, bpr, weights::SetQ6x8Row);
+  return GroupStorage<BlockQ6, weights::BlockQ6x8>(blocks, rows, bpr);
 }
 
 template <class Block, class Quantize, class Dequantize, class MatVec, class DequantRows>

@@ -141,6 +141,13 @@ constexpr int Q6x8HighShift(int u, int k) {
 BlockQ6 GetQ6x8Row(const BlockQ6x8& g, int j);
 void SetQ6x8Row(const BlockQ6& b, int j, BlockQ6x8& g);
 
+// The same, overloaded on the group type (for code written once for q4 and
+// q6 groups).
+inline BlockQ4 GetGroupRow(const BlockQ4x8& g, int j) { return GetQ4x8Row(g, j); }
+inline BlockQ6 GetGroupRow(const BlockQ6x8& g, int j) { return GetQ6x8Row(g, j); }
+inline void SetGroupRow(const BlockQ4& b, int j, BlockQ4x8& g) { SetQ4x8Row(b, j, g); }
+inline void SetGroupRow(const BlockQ6& b, int j, BlockQ6x8& g) { SetQ6x8Row(b, j, g); }
+
 // Number of blocks of one row of `cols` columns: ceil(cols / 32).
 constexpr int64_t BlocksPerRow(int64_t cols) { return (cols + kBlockSize - 1) / kBlockSize; }
 

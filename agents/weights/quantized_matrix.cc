@@ -144,10 +144,6 @@ namespace {
 
 // Row `row`'s blocks into / out of groups of 8 rows (q4: BlockQ4x8, q6:
 // BlockQ6x8), block column by block column.
-void SetGroupRow(const BlockQ4& b, int j, BlockQ4x8& g) { SetQ4x8Row(b, j, g); }
-void SetGroupRow(const BlockQ6& b, int j, BlockQ6x8& g) { SetQ6x8Row(b, j, g); }
-BlockQ4 GetGroupRow(const BlockQ4x8& g, int j) { return GetQ4x8Row(g, j); }
-BlockQ6 GetGroupRow(const BlockQ6x8& g, int j) { return GetQ6x8Row(g, j); }
 
 template <class Block, class Group>
 void SetGroupRows(void* data, int64_t bpr, int64_t row, const void* blocks) {
