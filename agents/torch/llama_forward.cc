@@ -88,9 +88,6 @@ class TorchState : public LlamaEngine::State {
   kernels::DecodeScratch scratch;
 };
 
-// Chunks of at most this many tokens run through the Highway kernels.
-constexpr int64_t kKernelChunkTokens = kernels::kMaxKernelChunkTokens;
-
 // RMSNorm in fp32: x / sqrt(mean(x^2) + eps) * weight. x: [T, D] fp32.
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   return x * torch::rsqrt(x.square().mean(-1, /*keepdim=*/true) + eps) * weight;
@@ -168,7 +165,7 @@ absl::Status LlamaEngine::Forward(State& state, KvCache& cache, absl::Span<const
                                   LogitsMode mode, float* logits,
                                   AttentionRecorder* recorder) const {
   const Impl& m = *impl_;
-  if (m.decode_kernels && static_cast<int64_t>(ids.size()) <= kKernelChunkTokens) {
+  if (m.decode_kernels && static_cast<int64_t>(ids.size()) <= kernels::kMaxKernelChunkTokens) {
     kernels::DecodeChunk(m.decode, ids.data(), static_cast<int64_t>(ids.size()), cache,
                          static_cast<TorchState&>(state).scratch,
                          mode == LogitsMode::kNone ? nullptr : logits, mode == LogitsMode::kAll,
